@@ -1,0 +1,44 @@
+"""Helpers shared by adapters whose params are plain containers (NumPy, PyTorch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llc._tree import tree_flatten
+
+
+def leaf_paths(tree: Any) -> list[str]:
+    """Readable paths of the leaves of ``tree`` (``"['layer.weight']"``, ``"[0][1]"``)."""
+    paths: list[str] = []
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                visit(value, f"{path}[{key!r}]")
+        elif isinstance(node, (list, tuple)):
+            for index, value in enumerate(node):
+                visit(value, f"{path}[{index}]")
+        else:
+            paths.append(path or "<root>")
+
+    visit(tree, "")
+    assert len(paths) == len(tree_flatten(tree)[0])
+    return paths
+
+
+def check_floating(
+    leaves: list[Any],
+    paths: list[str],
+    is_floating: Callable[[Any], bool],
+    numel: Callable[[Any], int],
+) -> None:
+    """Raise ``TypeError`` naming the first non-floating or empty leaf of ``params``."""
+    for leaf, path in zip(leaves, paths):
+        if not is_floating(leaf):
+            raise TypeError(
+                f"`params` leaf {path} has dtype {leaf.dtype}; expected a floating-point "
+                "array (sample only the model's real-valued parameters)"
+            )
+    if sum(numel(leaf) for leaf in leaves) == 0:
+        raise ValueError("`params` has no elements: expected at least one parameter")

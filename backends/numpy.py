@@ -1,0 +1,149 @@
+"""NumPy adapter: the reference backend. NumPy has no autodiff, so the user supplies the
+gradient: ``loss_fn(params, batch)`` returns ``(loss, grads)`` with ``grads`` shaped like
+``params``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import array_api_compat.numpy as np_namespace
+import numpy as np
+
+from llc import _rng
+from llc._tree import tree_flatten, tree_unflatten
+
+from ._common import check_floating, leaf_paths
+
+
+class NumpyBackend:
+    """Adapter for NumPy arrays (CPU, any floating dtype)."""
+
+    name = "numpy"
+    has_autodiff = False
+
+    # ---- arrays -------------------------------------------------------------------------
+    def is_array(self, obj: Any) -> bool:
+        return isinstance(obj, (np.ndarray, np.generic))
+
+    def namespace(self, x: Any) -> Any:
+        return np_namespace
+
+    def asarray(self, x: Any, *, like: np.ndarray) -> np.ndarray:
+        array = np.asarray(x)
+        if np.issubdtype(array.dtype, np.floating):
+            array = array.astype(like.dtype, copy=False)
+        return array
+
+    def from_numpy(self, x: Any, *, dtype: str | None = None, device: str | None = None
+                   ) -> np.ndarray:
+        if device not in (None, "cpu"):
+            raise ValueError(f"the NumPy backend runs on the CPU only; got device={device!r}")
+        return np.array(x, dtype=dtype, copy=True)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.array(x, copy=True)
+
+    def stack(self, xs: list[Any]) -> np.ndarray:
+        return np.stack(xs)
+
+    def take(self, x: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        return x[indices]
+
+    def describe(self, x: np.ndarray) -> dict[str, str]:
+        return {"device": "cpu", "dtype": str(x.dtype)}
+
+    # ---- params -------------------------------------------------------------------------
+    def ravel(self, params: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+        leaves, treedef = tree_flatten(params)
+        check_floating(
+            [np.asarray(leaf) for leaf in leaves],
+            leaf_paths(params),
+            lambda leaf: np.issubdtype(leaf.dtype, np.floating),
+            lambda leaf: leaf.size,
+        )
+        arrays = [np.asarray(leaf) for leaf in leaves]
+        dtype = np.result_type(*arrays)
+        shapes = [array.shape for array in arrays]
+        sizes = [math.prod(shape) for shape in shapes]
+        offsets = np.cumsum([0, *sizes])
+        flat = np.concatenate([array.astype(dtype).ravel() for array in arrays])
+
+        def unravel(vector: np.ndarray) -> Any:
+            views = []
+            for start, stop, shape, array in zip(offsets[:-1], offsets[1:], shapes, arrays):
+                view = vector[start:stop].reshape(shape)
+                if view.dtype != array.dtype:
+                    view = view.astype(array.dtype)
+                view.flags.writeable = False  # loss_fn must not write into the sampler's state
+                views.append(view)
+            return tree_unflatten(treedef, views)
+
+        return flat, unravel
+
+    # ---- loss and grad ------------------------------------------------------------------
+    def value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
+        def loss_and_grad(flat: np.ndarray, batch: Any) -> tuple[np.ndarray, np.ndarray]:
+            output = loss_fn(unravel(flat), batch)
+            if not (isinstance(output, tuple) and len(output) == 2):
+                raise TypeError(
+                    "`loss_fn` must return (loss, grads) with the NumPy backend, which has no "
+                    f"automatic differentiation; got {type(output).__name__}. Write the "
+                    "gradient by hand, or pass PyTorch/JAX/TensorFlow params to differentiate "
+                    "automatically"
+                )
+            loss, grads = output
+            loss = _as_scalar(loss)
+            grad_leaves, _ = tree_flatten(grads)
+            reference, _ = tree_flatten(unravel(flat))
+            if len(grad_leaves) != len(reference) or any(
+                np.shape(g) != np.shape(p) for g, p in zip(grad_leaves, reference)
+            ):
+                raise ValueError(
+                    "`loss_fn` returned grads whose structure or shapes differ from `params`"
+                )
+            grad = np.concatenate([np.asarray(g, dtype=flat.dtype).ravel() for g in grad_leaves])
+            return loss, grad
+
+        return loss_and_grad
+
+    def value(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
+        loss_and_grad = self.value_and_grad(loss_fn, unravel)
+        return lambda flat, batch: loss_and_grad(flat, batch)[0]
+
+    # ---- rng ----------------------------------------------------------------------------
+    def key(self, seed: int) -> int:
+        return _rng.make_key(seed)
+
+    def split(self, key: int, num: int) -> list[int]:
+        return _rng.split(key, num)
+
+    def fold_in(self, key: int, data: int) -> int:
+        return _rng.fold_in(key, data)
+
+    def normal(self, key: int, like: np.ndarray) -> np.ndarray:
+        return np.random.default_rng(key).standard_normal(like.shape).astype(like.dtype, copy=False)
+
+    def permutation(self, key: int, n: int, like: np.ndarray) -> np.ndarray:
+        return np.random.default_rng(key).permutation(n)
+
+    @contextlib.contextmanager
+    def isolated_global_rng(self, seed: int) -> Iterator[None]:
+        yield  # the core already isolates NumPy's and Python's global generators
+
+
+def _as_scalar(loss: Any) -> np.ndarray:
+    value = np.asarray(loss)
+    if value.ndim != 0 and value.size != 1:
+        raise ValueError(
+            f"`loss_fn` must return a scalar loss (the mean over the batch); got shape {value.shape}"
+        )
+    if not np.issubdtype(value.dtype, np.floating):
+        value = value.astype(np.float64)
+    return value.reshape(())
+
+
+backend = NumpyBackend()

@@ -1,0 +1,238 @@
+"""PyTorch adapter: params are a dict (or list/tuple) of tensors on one device, CPU or CUDA.
+
+Gradients come from ``torch.autograd`` on a flat parameter vector whose views are handed to
+``loss_fn``; noise, minibatch indices and the sampler state live on the params' device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import array_api_compat.torch as torch_namespace
+import numpy as np
+import torch
+
+from llc import _rng
+from llc._tree import tree_flatten, tree_unflatten
+
+from ._common import check_floating, leaf_paths
+
+__all__ = ["backend", "from_module"]
+
+
+class TorchBackend:
+    """Adapter for ``torch.Tensor`` parameters."""
+
+    name = "torch"
+    has_autodiff = True
+
+    # ---- arrays -------------------------------------------------------------------------
+    def is_array(self, obj: Any) -> bool:
+        return isinstance(obj, torch.Tensor)
+
+    def namespace(self, x: Any) -> Any:
+        return torch_namespace
+
+    def asarray(self, x: Any, *, like: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x.detach().to(like.device)
+        array = np.asarray(x)
+        tensor = torch.as_tensor(array)
+        if tensor.is_floating_point():
+            tensor = tensor.to(like.dtype)
+        return tensor.to(like.device)
+
+    def from_numpy(self, x: Any, *, dtype: str | None = None, device: str | None = None
+                   ) -> torch.Tensor:
+        tensor = torch.tensor(np.asarray(x))
+        return tensor.to(device=device, dtype=getattr(torch, dtype) if dtype else None)
+
+    def to_numpy(self, x: torch.Tensor) -> np.ndarray:
+        return x.detach().to("cpu").numpy().copy()
+
+    def stack(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(xs)
+
+    def take(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return x[indices.to(x.device)]
+
+    def describe(self, x: torch.Tensor) -> dict[str, str]:
+        return {"device": str(x.device), "dtype": str(x.dtype).removeprefix("torch.")}
+
+    # ---- params -------------------------------------------------------------------------
+    def ravel(self, params: Any) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
+        leaves, treedef = tree_flatten(params)
+        check_floating(
+            leaves,
+            leaf_paths(params),
+            lambda leaf: leaf.is_floating_point(),
+            lambda leaf: leaf.numel(),
+        )
+        devices = {leaf.device for leaf in leaves}
+        if len(devices) > 1:
+            raise ValueError(f"`params` are spread over devices {sorted(map(str, devices))}; "
+                             "expected all on one device")
+        dtype = leaves[0].dtype
+        for leaf in leaves[1:]:
+            dtype = torch.promote_types(dtype, leaf.dtype)
+        shapes = [tuple(leaf.shape) for leaf in leaves]
+        dtypes = [leaf.dtype for leaf in leaves]
+        sizes = [math.prod(shape) for shape in shapes]
+        with torch.no_grad():
+            flat = torch.cat([leaf.detach().reshape(-1).to(dtype) for leaf in leaves]).clone()
+
+        def unravel(vector: torch.Tensor) -> Any:
+            pieces = torch.split(vector, sizes)
+            views = [
+                piece.view(shape) if piece.dtype == leaf_dtype else piece.view(shape).to(leaf_dtype)
+                for piece, shape, leaf_dtype in zip(pieces, shapes, dtypes)
+            ]
+            return tree_unflatten(treedef, views)
+
+        return flat, unravel
+
+    # ---- loss and grad ------------------------------------------------------------------
+    def value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
+        def loss_and_grad(flat: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.enable_grad():
+                leaf = flat.detach().requires_grad_(True)
+                loss = _check_loss(loss_fn(unravel(leaf), batch))
+                if not loss.requires_grad:
+                    raise TypeError(
+                        "`loss_fn` returned a loss that is not differentiable with respect to "
+                        "the params it was given (no autograd graph): compute the loss from "
+                        "the `params` argument with differentiable torch operations"
+                    )
+                (grad,) = torch.autograd.grad(loss, leaf, allow_unused=True)
+            if grad is None:
+                raise TypeError(
+                    "`loss_fn` does not use the `params` it is given (the gradient is "
+                    "disconnected); call the model with those params, e.g. through "
+                    "torch.func.functional_call or llc.backends.torch.from_module"
+                )
+            return loss.detach(), grad
+
+        return loss_and_grad
+
+    def value(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
+        def loss_only(flat: torch.Tensor, batch: Any) -> torch.Tensor:
+            with torch.no_grad():
+                return _check_loss(loss_fn(unravel(flat), batch)).detach()
+
+        return loss_only
+
+    # ---- rng ----------------------------------------------------------------------------
+    def key(self, seed: int) -> int:
+        return _rng.make_key(seed)
+
+    def split(self, key: int, num: int) -> list[int]:
+        return _rng.split(key, num)
+
+    def fold_in(self, key: int, data: int) -> int:
+        return _rng.fold_in(key, data)
+
+    def _generator(self, key: int, device: torch.device) -> torch.Generator:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(key)
+        return generator
+
+    def normal(self, key: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(
+            like.shape, generator=self._generator(key, like.device), dtype=like.dtype,
+            device=like.device,
+        )
+
+    def permutation(self, key: int, n: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.randperm(n, generator=self._generator(key, like.device), device=like.device)
+
+    @contextlib.contextmanager
+    def isolated_global_rng(self, seed: int) -> Iterator[None]:
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+
+def _check_loss(loss: Any) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"`loss_fn` must return a torch scalar tensor; got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(
+            f"`loss_fn` must return a scalar loss (the mean over the batch); got shape "
+            f"{tuple(loss.shape)}"
+        )
+    if not loss.is_floating_point():
+        raise TypeError(f"`loss_fn` must return a floating-point loss; got dtype {loss.dtype}")
+    return loss.reshape(())
+
+
+def from_module(
+    module: torch.nn.Module,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    trainable_only: bool = True,
+) -> tuple[Callable[[dict[str, torch.Tensor], Any], torch.Tensor], dict[str, torch.Tensor]]:
+    """``(loss_fn, params)`` for a ``torch.nn.Module`` and a mean-reduction criterion.
+
+    ``loss_fn(params, batch)`` runs ``criterion(module(*batch[:-1]), batch[-1])`` with the
+    given params through :func:`torch.func.functional_call`; buffers (batch-norm statistics)
+    are passed as copies, so neither the module's parameters nor its buffers are ever written.
+    ``params`` is a detached copy of the module's named parameters (w*).
+
+    Parameters
+    ----------
+    module
+        The trained model, in the mode it should be evaluated in (use ``module.eval()``
+        first if it has dropout or batch norm: llc never changes the training flag).
+    criterion
+        ``criterion(outputs, targets)`` returning the mean per-sample negative
+        log-likelihood, e.g. ``torch.nn.functional.cross_entropy``.
+    trainable_only
+        Sample only parameters with ``requires_grad=True`` (the others stay fixed at w*).
+
+    Examples
+    --------
+    >>> loss_fn, params = llc.backends.torch.from_module(model, torch.nn.functional.mse_loss)
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"`module` must be a torch.nn.Module; got {type(module).__name__}")
+    if not callable(criterion):
+        raise TypeError("`criterion` must be callable as criterion(outputs, targets)")
+    with torch.no_grad():
+        params = {
+            name: parameter.detach().clone()
+            for name, parameter in module.named_parameters()
+            if parameter.requires_grad or not trainable_only
+        }
+        fixed = {
+            name: parameter.detach().clone()
+            for name, parameter in module.named_parameters()
+            if name not in params
+        }
+        buffers = {name: buffer.detach().clone() for name, buffer in module.named_buffers()}
+    if module.training and any(
+        isinstance(sub, (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm))
+        for sub in module.modules()
+    ):
+        warnings.warn(
+            "`module` is in training mode and has dropout or batch-norm layers, which make the "
+            "loss random or batch-dependent; call module.eval() before estimating",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    def loss_fn(sampled: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        *inputs, targets = batch
+        outputs = torch.func.functional_call(
+            module, {**fixed, **buffers, **sampled}, tuple(inputs), strict=False
+        )
+        return criterion(outputs, targets)
+
+    return loss_fn, params
+
+
+backend = TorchBackend()

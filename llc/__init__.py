@@ -1,0 +1,36 @@
+"""llc: the local learning coefficient λ̂ of a trained model, for any array framework.
+
+``llc.estimate(loss_fn, params, data)`` samples the localized tempered posterior around
+w* = ``params`` and returns λ̂ with MCMC diagnostics. The backend (NumPy, PyTorch, ...) is
+chosen per call from the parameters' type; importing llc imports no deep-learning framework.
+"""
+
+from ._backend import Backend, array_namespace, available_backends, get_backend
+from ._estimate import default_nbeta, estimate
+from ._version import __version__
+from .posterior import LocalizedPosterior
+from .result import ChainFailureWarning, LLCResult
+from . import samplers
+
+__all__ = [
+    "__version__",
+    "estimate",
+    "default_nbeta",
+    "LLCResult",
+    "ChainFailureWarning",
+    "LocalizedPosterior",
+    "Backend",
+    "get_backend",
+    "available_backends",
+    "array_namespace",
+    "samplers",
+    "problems",
+]
+
+
+def __getattr__(name: str):
+    if name == "problems":  # imported on first use: it is not needed to estimate
+        import importlib
+
+        return importlib.import_module(".problems", __name__)
+    raise AttributeError(f"module 'llc' has no attribute {name!r}")

@@ -1,0 +1,187 @@
+"""The adapter protocol between the backend-neutral core and a framework, and its lookup.
+
+The core never imports a deep-learning framework. It finds the adapter for a call from the
+type of the parameters, trying only frameworks that are already imported (the einops and
+array-api-compat way), so one process can estimate a torch model and a JAX model side by side.
+
+An adapter is one module in ``llc.backends`` (source folder ``backends/``) exposing an
+object ``backend`` that implements :class:`Backend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
+
+Array = Any  # an array of the backend's framework
+PyTree = Any  # nested dict / list / tuple (or a framework pytree) of arrays
+Key = Any  # an explicit random key of the backend
+LossAndGrad = Callable[[Array, Any], tuple[Array, Array]]
+
+__all__ = ["Backend", "backend_for", "get_backend", "available_backends", "array_namespace"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the core needs from a framework: loss and grad, params, rng, data.
+
+    Parameters live in the sampler as one flat vector (``ravel``), so a sampler step is a
+    handful of vector operations; ``unravel`` rebuilds the user's pytree (views where the
+    framework allows) for ``loss_fn``.
+    """
+
+    name: str
+    has_autodiff: bool
+
+    # ---- detection and arrays ---------------------------------------------------------
+    def is_array(self, obj: Any) -> bool:
+        """Whether ``obj`` is an array of this backend's framework."""
+
+    def namespace(self, x: Array) -> Any:
+        """An array-API namespace for ``x`` (``sqrt``, ``sum``, ``linalg.vector_norm``...)."""
+
+    def asarray(self, x: Any, *, like: Array) -> Array:
+        """``x`` (NumPy or framework array) on ``like``'s device; NumPy floats get its dtype."""
+
+    def from_numpy(self, x: Any, *, dtype: str | None = None, device: str | None = None) -> Array:
+        """A framework array from a NumPy array (``dtype`` like ``"float32"``)."""
+
+    def to_numpy(self, x: Array) -> Any:
+        """A NumPy copy of ``x`` on the host."""
+
+    def stack(self, xs: list[Array]) -> Array:
+        """Stack same-shaped arrays along a new leading axis."""
+
+    def take(self, x: Array, indices: Array) -> Array:
+        """Rows ``indices`` of ``x`` (``x[indices]``)."""
+
+    def describe(self, x: Array) -> dict[str, str]:
+        """Device and dtype of ``x``, for the result's attributes."""
+
+    # ---- params -----------------------------------------------------------------------
+    def ravel(self, params: PyTree) -> tuple[Array, Callable[[Array], PyTree]]:
+        """A flat copy of the floating leaves of ``params`` and the map back to the pytree."""
+
+    # ---- loss and grad ----------------------------------------------------------------
+    def value_and_grad(
+        self, loss_fn: Callable[[PyTree, Any], Any], unravel: Callable[[Array], PyTree]
+    ) -> LossAndGrad:
+        """``f(flat, batch) -> (loss, grad_flat)`` for the mean minibatch loss."""
+
+    def value(
+        self, loss_fn: Callable[[PyTree, Any], Any], unravel: Callable[[Array], PyTree]
+    ) -> Callable[[Array, Any], Array]:
+        """``f(flat, batch) -> loss`` without the gradient (full-data loss evaluation)."""
+
+    # ---- rng --------------------------------------------------------------------------
+    def key(self, seed: int) -> Key:
+        """A random key for an integer seed."""
+
+    def split(self, key: Key, num: int) -> list[Key]:
+        """``num`` independent keys derived from ``key``."""
+
+    def fold_in(self, key: Key, data: int) -> Key:
+        """A key derived from ``key`` and an integer (a step or epoch index)."""
+
+    def normal(self, key: Key, like: Array) -> Array:
+        """Standard normal noise with the shape, dtype and device of ``like``."""
+
+    def permutation(self, key: Key, n: int, like: Array) -> Array:
+        """A random permutation of ``range(n)`` on ``like``'s device."""
+
+    def isolated_global_rng(self, seed: int) -> AbstractContextManager[None]:
+        """Run a block with the framework's global RNG seeded from ``seed``, then restore it.
+
+        Framework code that draws from the global generator (a shuffling ``DataLoader``)
+        becomes reproducible, and the user's global RNG state is left untouched.
+        """
+
+
+# (backend name, framework module that must already be imported, adapter module)
+_ADAPTERS: tuple[tuple[str, str, str], ...] = (
+    ("torch", "torch", "llc.backends.torch"),
+    ("jax", "jax", "llc.backends.jax"),
+    ("tensorflow", "tensorflow", "llc.backends.tensorflow"),
+    ("numpy", "numpy", "llc.backends.numpy"),
+)
+
+
+def get_backend(name: str) -> Backend:
+    """The adapter called ``name`` (``"numpy"``, ``"torch"``, ...), importing its framework.
+
+    Raises
+    ------
+    ValueError
+        If no adapter has that name.
+    ImportError
+        If the framework is not installed.
+    """
+    for backend_name, _, module_name in _ADAPTERS:
+        if backend_name == name:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as error:
+                if error.name == module_name:
+                    raise ValueError(f"backend {name!r} has no adapter in this llc version") from None
+                raise ImportError(
+                    f"backend {name!r} needs {error.name!r}, which is not installed; "
+                    f"install it with `pip install 'llc[{name}]'`"
+                ) from error
+            return module.backend
+    known = ", ".join(repr(entry[0]) for entry in _ADAPTERS)
+    raise ValueError(f"unknown backend {name!r}; expected one of {known}")
+
+
+def _loaded_backends() -> Iterator[Backend]:
+    for name, framework, module_name in _ADAPTERS:
+        if framework in sys.modules:
+            try:
+                yield importlib.import_module(module_name).backend
+            except ModuleNotFoundError:  # adapter not written yet for this framework
+                continue
+
+
+def available_backends() -> list[str]:
+    """Names of the backends whose frameworks are installed (imports nothing heavy)."""
+    from importlib.util import find_spec
+
+    names = []
+    for name, framework, module_name in _ADAPTERS:
+        if find_spec(framework) is not None and find_spec(module_name) is not None:
+            names.append(name)
+    return names
+
+
+def backend_for(leaves: list[Any], *, argument: str = "params") -> Backend:
+    """The adapter whose framework owns every array in ``leaves``.
+
+    Raises
+    ------
+    TypeError
+        If ``leaves`` is empty, holds a non-array, or mixes frameworks; the message names
+        ``argument``.
+    """
+    if not leaves:
+        raise ValueError(f"`{argument}` is empty: expected at least one floating-point array")
+    for backend in _loaded_backends():
+        if backend.is_array(leaves[0]):
+            for index, leaf in enumerate(leaves):
+                if not backend.is_array(leaf):
+                    raise TypeError(
+                        f"`{argument}` mixes frameworks: leaf 0 is a {backend.name} array but "
+                        f"leaf {index} is {type(leaf).__module__}.{type(leaf).__qualname__}"
+                    )
+            return backend
+    leaf = leaves[0]
+    raise TypeError(
+        f"`{argument}` must be a pytree (dict, list or tuple) of NumPy, PyTorch, JAX or "
+        f"TensorFlow arrays; got a leaf of type {type(leaf).__module__}.{type(leaf).__qualname__}"
+    )
+
+
+def array_namespace(x: Any) -> Any:
+    """Array-API namespace of ``x`` for backend-neutral model code (problems, user losses)."""
+    return backend_for([x], argument="x").namespace(x)

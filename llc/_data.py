@@ -1,0 +1,159 @@
+"""Data sources: a tuple of arrays that llc batches itself, or the user's re-iterable batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ._backend import Array, Backend, Key, _loaded_backends
+from ._tree import tree_flatten, tree_map
+from ._validate import positive_int
+
+__all__ = ["ArrayData", "IterableData", "make_data"]
+
+
+class ArrayData:
+    """A tuple of arrays sharing the leading dimension n, batched by llc.
+
+    Each chain walks through its own random permutation of the rows per epoch (sampling
+    without replacement within an epoch, like a shuffling ``DataLoader`` with
+    ``drop_last=True``); the permutation of epoch e is a pure function of the chain's key
+    and e, so any step can be recomputed from the seed.
+    """
+
+    def __init__(self, arrays: tuple[Array, ...], batch_size: int, backend: Backend):
+        self.arrays = arrays
+        self.num_data = int(arrays[0].shape[0])
+        self.batch_size = batch_size
+        self.backend = backend
+
+    def stream(self, key: Key) -> Iterator[tuple[Array, ...]]:
+        """Endless minibatches for one chain."""
+        backend = self.backend
+        batches_per_epoch = self.num_data // self.batch_size
+        epoch = 0
+        while True:
+            order = backend.permutation(backend.fold_in(key, epoch), self.num_data, self.arrays[0])
+            for index in range(batches_per_epoch):
+                rows = order[index * self.batch_size:(index + 1) * self.batch_size]
+                yield tuple(backend.take(array, rows) for array in self.arrays)
+            epoch += 1
+
+    def evaluation_batches(self, max_batches: int | None) -> Iterator[tuple[tuple[Array, ...], int]]:
+        """Consecutive batches in order, with their sizes, for the loss at w*."""
+        size = max(self.batch_size, 1024)
+        for count, start in enumerate(range(0, self.num_data, size)):
+            if max_batches is not None and count >= max_batches:
+                return
+            stop = min(start + size, self.num_data)
+            yield tuple(array[start:stop] for array in self.arrays), stop - start
+
+
+class IterableData:
+    """The user's re-iterable of batches (a ``DataLoader``, a list), used as it comes."""
+
+    def __init__(self, batches: Iterable[Any], num_data: int, backend: Backend, like: Array):
+        self.batches = batches
+        self.num_data = num_data
+        self.batch_size: int | None = None
+        self.backend = backend
+        self.like = like
+
+    def _convert(self, batch: Any) -> Any:
+        return tree_map(lambda leaf: self.backend.asarray(leaf, like=self.like), batch)
+
+    def stream(self, key: Key) -> Iterator[Any]:
+        """Endless batches: the iterable restarted whenever it runs out."""
+        while True:
+            empty = True
+            for batch in self.batches:
+                empty = False
+                yield self._convert(batch)
+            if empty:
+                raise ValueError("`data` yielded no batches")
+
+    def evaluation_batches(self, max_batches: int | None) -> Iterator[tuple[Any, int]]:
+        """One pass (or ``max_batches``) over the batches, with their leading sizes."""
+        for count, batch in enumerate(self.batches):
+            if max_batches is not None and count >= max_batches:
+                return
+            leaves, _ = tree_flatten(batch)
+            yield self._convert(batch), int(leaves[0].shape[0])
+
+
+def _is_any_array(obj: Any) -> bool:
+    if isinstance(obj, np.ndarray):
+        return True
+    return any(backend.is_array(obj) for backend in _loaded_backends())
+
+
+def make_data(
+    data: Any,
+    *,
+    num_data: int | None,
+    batch_size: int | None,
+    backend: Backend,
+    like: Array,
+) -> ArrayData | IterableData:
+    """Validate ``data`` and wrap it as :class:`ArrayData` or :class:`IterableData`."""
+    if _is_any_array(data):
+        raise TypeError(
+            "`data` must be a tuple of arrays sharing the leading dimension, e.g. (x, y), or "
+            "a re-iterable of batches; got a single array (wrap it as (x,))"
+        )
+    if isinstance(data, tuple):
+        if not data:
+            raise ValueError("`data` is an empty tuple: expected arrays such as (x, y)")
+        for index, array in enumerate(data):
+            if not _is_any_array(array):
+                raise TypeError(
+                    f"`data[{index}]` must be an array (NumPy or the params' framework); got "
+                    f"{type(array).__name__}. Pass batches as a list or DataLoader instead"
+                )
+            if len(array.shape) == 0:
+                raise ValueError(f"`data[{index}]` is a scalar: expected a leading data dimension")
+        sizes = [int(array.shape[0]) for array in data]
+        if len(set(sizes)) > 1:
+            raise ValueError(f"`data` arrays must share the leading dimension; got sizes {sizes}")
+        n = sizes[0]
+        if n == 0:
+            raise ValueError("`data` is empty: the arrays have no rows")
+        if num_data is not None and positive_int("num_data", num_data) != n:
+            raise ValueError(
+                f"`num_data`={num_data} differs from the {n} rows of `data`; leave it unset "
+                "for array data (pass `nbeta` to use another temperature)"
+            )
+        if batch_size is None:
+            batch_size = min(256, n)
+        batch_size = positive_int("batch_size", batch_size)
+        if batch_size > n:
+            raise ValueError(f"`batch_size`={batch_size} exceeds the {n} rows of `data`")
+        for index, array in enumerate(data):
+            if isinstance(array, np.ndarray) and np.issubdtype(array.dtype, np.floating) \
+                    and not np.isfinite(array).all():
+                raise ValueError(f"`data[{index}]` contains NaN or infinite values")
+        arrays = tuple(backend.asarray(array, like=like) for array in data)
+        return ArrayData(arrays, batch_size, backend)
+
+    if not isinstance(data, Iterable):
+        raise TypeError(
+            "`data` must be a tuple of arrays (x, y) or a re-iterable of batches (a "
+            f"DataLoader, a list); got {type(data).__name__}"
+        )
+    if isinstance(data, Iterator):  # not iter(data): a DataLoader's iter draws global RNG
+        raise TypeError(
+            "`data` is a one-shot iterator (e.g. a generator); pass a re-iterable such as a "
+            "list or a DataLoader, since every chain and the loss at w* iterate it again"
+        )
+    if num_data is None:
+        raise ValueError(
+            "`num_data` is required when `data` is an iterable of batches: the number of "
+            "training samples n sets the default nβ = n / log n"
+        )
+    if batch_size is not None:
+        raise ValueError(
+            "`batch_size` applies to array data only; an iterable's batches are used as they come"
+        )
+    return IterableData(data, positive_int("num_data", num_data), backend, like)

@@ -1,0 +1,330 @@
+"""``llc.estimate``: validate, build the posterior, run the chains, collect the result."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from ._backend import Backend, backend_for
+from ._data import make_data
+from ._tree import tree_flatten
+from ._validate import positive_float, positive_int
+from .posterior import LocalizedPosterior
+from .result import LLCResult
+from .samplers import SampleInfo, SamplerSettings, get_sampler
+
+__all__ = ["estimate", "default_nbeta"]
+
+_FLUSH_EVERY = 200  # steps between copies of the buffered per-step scalars to the host
+
+
+def default_nbeta(num_data: int) -> float:
+    """nβ = n / log n, the inverse temperature β* = 1/log n of WBIC times n (DESIGN §1)."""
+    if num_data < 2:
+        raise ValueError(f"nβ = n / log n needs n >= 2 samples; got n={num_data}; pass `nbeta`")
+    return num_data / math.log(num_data)
+
+
+def estimate(
+    loss_fn: Callable[[Any, Any], Any],
+    params: Any,
+    data: Any,
+    *,
+    num_data: int | None = None,
+    batch_size: int | None = None,
+    sampler: str | SamplerSettings = "sgld",
+    step_size: float = 1e-4,
+    nbeta: float | None = None,
+    localization: float = 1.0,
+    num_chains: int = 4,
+    num_draws: int = 1000,
+    num_burnin: int = 500,
+    thin: int = 1,
+    seed: int = 0,
+    init_loss_batches: int | None = None,
+    baseline: str = "full",
+    progress: bool | None = None,
+) -> LLCResult:
+    r"""Estimate the local learning coefficient λ̂ of a model at w* = ``params``.
+
+    Samples the localized tempered posterior
+    :math:`p(w) \propto \exp(-n\beta L_n(w) - \tfrac{\gamma}{2}\lVert w - w^*\rVert^2)` with
+    ``num_chains`` independent chains started at w*, and returns
+
+    .. math:: \hat\lambda = n\beta\,\big(\mathbb E_p[L_n(w)] - L_n(w^*)\big),
+
+    where :math:`\mathbb E_p` is the mean of the minibatch losses over the post-burn-in draws
+    and :math:`L_n(w^*)` is the full-data loss.
+
+    Parameters
+    ----------
+    loss_fn
+        ``loss_fn(params, batch)``: the mean per-sample negative log-likelihood of the batch
+        as a framework scalar. With NumPy params (no autodiff) it returns ``(loss, grads)``.
+    params
+        w*, a pytree (dict, list, tuple) of floating-point arrays of one framework; the
+        backend is chosen from their type. They are copied, never modified.
+    data
+        Either a tuple of arrays sharing the leading dimension n (NumPy or the params'
+        framework; llc draws minibatches and hands ``loss_fn`` a tuple of the same structure
+        in the params' framework, on their device, floating NumPy arrays cast to the params'
+        dtype), or a re-iterable of batches (a ``DataLoader``, a list) with ``num_data``.
+    num_data
+        n, the number of training samples; required with an iterable of batches.
+    batch_size
+        Minibatch size for array data (default ``min(256, n)``).
+    sampler
+        ``"sgld"`` or a sampler settings object such as ``llc.samplers.SGLD(step_size=1e-4)``
+        (whose own settings are then used and ``step_size`` is ignored).
+    step_size
+        ε, the sampler step size.
+    nbeta
+        nβ, the effective inverse temperature; default ``n / log n`` with n the dataset size.
+        Estimates with different nβ are not comparable: it is always recorded.
+    localization
+        γ ≥ 0, the strength of the Gaussian pull to w*.
+    num_chains
+        Independent chains, each with its own random stream.
+    num_draws
+        Draws kept per chain after burn-in (each chain takes
+        ``num_burnin + num_draws * thin`` steps).
+    num_burnin
+        Steps discarded at the start of each chain; they never enter λ̂.
+    thin
+        Keep every ``thin``-th post-burn-in step.
+    seed
+        Integer seed: the same seed gives the same result.
+    init_loss_batches
+        Evaluate :math:`L_n(w^*)` on this many batches instead of the full data (a noisy
+        baseline is multiplied by nβ: prefer the default full pass).
+    baseline
+        ``"full"``: the per-draw estimate is nβ (L_Bt(w_t) − L_n(w*)), the estimator of Lau
+        et al. ``"minibatch"``: nβ (L_Bt(w_t) − L_Bt(w*)), subtracting the loss of w* on the
+        same minibatch (one extra forward pass per draw); the same expectation, since every
+        row is equally likely in a batch, with far less minibatch noise in the trace.
+    progress
+        Show a progress bar on stderr; default: only when stderr is a terminal.
+
+    Returns
+    -------
+    LLCResult
+        ``llc_mean``, ``llc_std``, traces, ``summary()``, ``to_arviz()``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For malformed arguments (the message names the argument), a non-scalar or
+        non-differentiable loss, or a non-finite :math:`L_n(w^*)`.
+    RuntimeError
+        If every chain fails or diverges.
+    """
+    started = time.perf_counter()
+    if not callable(loss_fn):
+        raise TypeError(f"`loss_fn` must be callable as loss_fn(params, batch); got {loss_fn!r}")
+    num_chains = positive_int("num_chains", num_chains)
+    num_draws = positive_int("num_draws", num_draws)
+    num_burnin = positive_int("num_burnin", num_burnin, minimum=0)
+    thin = positive_int("thin", thin)
+    localization = positive_float("localization", localization, allow_zero=True)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`seed` must be an integer; got {type(seed).__name__}")
+    if baseline not in ("full", "minibatch"):
+        raise ValueError(f"`baseline` must be 'full' or 'minibatch'; got {baseline!r}")
+    if init_loss_batches is not None:
+        init_loss_batches = positive_int("init_loss_batches", init_loss_batches)
+    settings = get_sampler(sampler, step_size=step_size) if isinstance(sampler, str) \
+        else get_sampler(sampler)
+
+    leaves, _ = tree_flatten(params)
+    backend = backend_for(leaves, argument="params")
+    center, unravel = backend.ravel(params)
+    dataset = make_data(data, num_data=num_data, batch_size=batch_size, backend=backend,
+                        like=center)
+    n = dataset.num_data
+    nbeta = default_nbeta(n) if nbeta is None else positive_float("nbeta", nbeta)
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    with _isolated_global_rng(backend, seed):
+        loss_and_grad = backend.value_and_grad(loss_fn, unravel)
+        _probe(backend, loss_and_grad, center, dataset)
+        loss_only = backend.value(loss_fn, unravel)
+        init_loss = _full_loss(backend, loss_only, center, dataset, init_loss_batches)
+        posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend)
+        algorithm = settings.build(posterior)
+        chain_keys = backend.split(backend.key(seed), num_chains)
+        batch_baseline = loss_only if baseline == "minibatch" else None
+        runs = _run_chains(backend, algorithm, dataset, center, chain_keys, num_burnin,
+                           num_draws, thin, progress, nbeta, init_loss, batch_baseline)
+
+    attrs = {
+        "inference_library": "llc",
+        "inference_library_version": __version__,
+        "backend": backend.name,
+        **backend.describe(center),
+        "num_data": n,
+        "num_params": int(center.shape[0]),
+        "nbeta": nbeta,
+        "localization": localization,
+        "init_loss": init_loss,
+        "baseline": baseline,
+        "init_loss_batches": "all" if init_loss_batches is None else init_loss_batches,
+        "batch_size": "iterable" if dataset.batch_size is None else dataset.batch_size,
+        "sampler": settings.name,
+        **{f"sampler_{key}": value for key, value in settings.settings().items() if key != "name"},
+        "num_chains": num_chains,
+        "num_draws": num_draws,
+        "num_burnin": num_burnin,
+        "thin": thin,
+        "seed": int(seed),
+    }
+    result = LLCResult.from_chains(runs, attrs=attrs, elapsed=time.perf_counter() - started)
+    result._warn_about_failures()
+    return result
+
+
+@contextlib.contextmanager
+def _isolated_global_rng(backend: Backend, seed: int) -> Iterator[None]:
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    try:
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        with backend.isolated_global_rng(seed):
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+
+def _full_loss(backend: Backend, loss_only: Callable[..., Any], center: Any, dataset: Any,
+               max_batches: int | None) -> float:
+    total = 0.0
+    count = 0
+    for batch, size in dataset.evaluation_batches(max_batches):
+        total += float(backend.to_numpy(loss_only(center, batch))) * size
+        count += size
+    if count == 0:
+        raise ValueError("`data` yielded no batches for the loss at w*")
+    init_loss = total / count
+    if not math.isfinite(init_loss):
+        raise ValueError(
+            f"the loss at w* (`params`) on the data is {init_loss}: check params and data for "
+            "NaN/inf and that loss_fn is finite at w*"
+        )
+    return init_loss
+
+
+def _probe(backend: Backend, loss_and_grad: Callable[..., Any], center: Any, dataset: Any) -> None:
+    """Call ``loss_fn`` once at w*, so a broken loss fails here with its own traceback."""
+    batch = next(dataset.stream(backend.key(0)))
+    loss, grad = loss_and_grad(center, batch)
+    if tuple(grad.shape) != tuple(center.shape):
+        raise ValueError("the gradient of `loss_fn` does not match the shape of `params`")
+
+
+class ChainRun:
+    """What one chain produced: per-draw statistics (float64 host arrays) and its fate."""
+
+    def __init__(self, num_burnin: int, num_draws: int, fields: tuple[str, ...]) -> None:
+        self.warmup_loss = np.full(num_burnin, np.nan)
+        self.draws = {field: np.full(num_draws, np.nan) for field in fields}
+        self.diverged_at: int | None = None  # step index of the first non-finite value
+        self.error: BaseException | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.diverged_at is not None or self.error is not None
+
+
+def _run_chains(backend: Backend, algorithm: Any, dataset: Any, center: Any, chain_keys: list,
+                num_burnin: int, num_draws: int, thin: int, progress: bool, nbeta: float,
+                init_loss: float, batch_baseline: Callable[..., Any] | None) -> list[ChainRun]:
+    from tqdm.auto import tqdm
+
+    steps = num_burnin + num_draws * thin
+    fields = SampleInfo._fields + (("baseline_loss",) if batch_baseline else ())
+    runs: list[ChainRun] = []
+    with tqdm(total=steps * len(chain_keys), disable=not progress, file=sys.stderr,
+              desc="llc", unit="step", dynamic_ncols=True) as bar:
+        for chain, chain_key in enumerate(chain_keys):
+            bar.set_description(f"llc chain {chain + 1}/{len(chain_keys)}")
+            run = ChainRun(num_burnin, num_draws, fields)
+            runs.append(run)
+            try:
+                _run_chain(backend, algorithm, dataset, center, chain_key, run, num_burnin,
+                           thin, steps, bar, nbeta, init_loss, batch_baseline)
+            except Exception as error:  # a failing chain never loses the others' work
+                run.error = error
+            bar.update((chain + 1) * steps - bar.n)
+    return runs
+
+
+def _run_chain(backend: Backend, algorithm: Any, dataset: Any, center: Any, chain_key: Any,
+               run: ChainRun, num_burnin: int, thin: int, steps: int, bar: Any, nbeta: float,
+               init_loss: float, batch_baseline: Callable[..., Any] | None) -> None:
+    noise_key, data_key = backend.split(chain_key, 2)
+    batches = dataset.stream(data_key)
+    state = algorithm.init(center)
+    fields = tuple(run.draws)
+    warmup: list[tuple[int, Any, Any]] = []  # (step, loss, distance) of burn-in steps
+    draws: list[tuple[int, tuple[Any, ...]]] = []  # (step, values of `fields`)
+    reached = 0  # steps whose statistics reached the host
+    shown = 0  # steps counted on the progress bar
+
+    def host(values: list[Any]) -> np.ndarray:
+        return backend.to_numpy(backend.stack(values)).astype(np.float64)
+
+    def flush() -> bool:
+        """Copy buffered scalars to the host; False once the chain has diverged."""
+        nonlocal reached, shown
+        if warmup:
+            loss, distance = host([row[1] for row in warmup]), host([row[2] for row in warmup])
+            bad = ~(np.isfinite(loss) & np.isfinite(distance))
+            steps_done = [row[0] for row in warmup]
+            if bad.any():
+                first = int(np.argmax(bad))
+                run.diverged_at = steps_done[first]
+                steps_done, loss = steps_done[:first], loss[:first]
+            run.warmup_loss[steps_done] = loss
+            reached = warmup[-1][0] + 1
+            warmup.clear()
+        if draws and run.diverged_at is None:
+            stacked = {field: host([row[1][i] for row in draws]) for i, field in enumerate(fields)}
+            bad = ~(np.isfinite(stacked["loss"]) & np.isfinite(stacked["distance"]))
+            count = int(np.argmax(bad)) if bad.any() else len(draws)
+            if bad.any():
+                run.diverged_at = draws[count][0]
+            indices = [(step - num_burnin) // thin for step, _ in draws[:count]]
+            for field in fields:
+                run.draws[field][indices] = stacked[field][:count]
+            reached = draws[-1][0] + 1
+        draws.clear()
+        bar.update(reached - shown)
+        shown = reached
+        reference = run.draws.get("baseline_loss", init_loss)
+        drawn = (run.draws["loss"] - reference)[np.isfinite(run.draws["loss"])]
+        if drawn.size:
+            bar.set_postfix(llc=f"{nbeta * drawn.mean():.4g}", refresh=False)
+        return run.diverged_at is None
+
+    for step in range(steps):
+        batch = next(batches)
+        state, info = algorithm.step(backend.fold_in(noise_key, step), state, batch)
+        if step < num_burnin:
+            warmup.append((step, info.loss, info.distance))
+        elif (step - num_burnin) % thin == 0:
+            extra = (batch_baseline(center, batch),) if batch_baseline else ()
+            draws.append((step, (*info, *extra)))
+        if len(warmup) + len(draws) >= _FLUSH_EVERY and not flush():
+            return
+    flush()

@@ -1,0 +1,80 @@
+"""Minimal pytrees for plain Python containers (dict, list, tuple, namedtuple).
+
+Backends whose frameworks have their own pytree registry (JAX) use that instead;
+NumPy and PyTorch parameters are plain containers of arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TreeDef", "tree_flatten", "tree_unflatten", "tree_map"]
+
+
+@dataclass(frozen=True)
+class TreeDef:
+    """Structure of a container tree: node kind, keys or type, and children."""
+
+    kind: str  # "leaf", "dict", "list", "tuple", "namedtuple"
+    meta: Any = None  # (mapping type, keys) for dicts, the class for namedtuples
+    children: tuple["TreeDef", ...] = ()
+
+    @property
+    def num_leaves(self) -> int:
+        if self.kind == "leaf":
+            return 1
+        return sum(child.num_leaves for child in self.children)
+
+
+def tree_flatten(tree: Any) -> tuple[list[Any], TreeDef]:
+    """Return the leaves of ``tree`` in a fixed order and its structure.
+
+    Dicts keep their insertion order (``nn.Module.named_parameters`` order).
+    ``None`` is a leaf; containers are ``dict``, ``list``, ``tuple`` and namedtuples.
+    """
+    leaves: list[Any] = []
+
+    def visit(node: Any) -> TreeDef:
+        if isinstance(node, Mapping):
+            keys = tuple(node.keys())
+            return TreeDef("dict", (type(node), keys), tuple(visit(node[k]) for k in keys))
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            return TreeDef("namedtuple", type(node), tuple(visit(v) for v in node))
+        if isinstance(node, (list, tuple)):
+            kind = "list" if isinstance(node, list) else "tuple"
+            return TreeDef(kind, None, tuple(visit(v) for v in node))
+        leaves.append(node)
+        return TreeDef("leaf")
+
+    treedef = visit(tree)
+    return leaves, treedef
+
+
+def tree_unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:
+    """Inverse of :func:`tree_flatten`."""
+    iterator = iter(leaves)
+
+    def build(node: TreeDef) -> Any:
+        if node.kind == "leaf":
+            return next(iterator)
+        children = [build(child) for child in node.children]
+        if node.kind == "dict":
+            mapping_type, keys = node.meta
+            values = dict(zip(keys, children))
+            return values if mapping_type is dict else mapping_type(values)
+        if node.kind == "namedtuple":
+            return node.meta(*children)
+        if node.kind == "list":
+            return children
+        return tuple(children)
+
+    return build(treedef)
+
+
+def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+    """Apply ``fn`` leafwise to ``tree`` and trees of the same structure."""
+    leaves, treedef = tree_flatten(tree)
+    others = [tree_flatten(other)[0] for other in rest]
+    return tree_unflatten(treedef, [fn(*args) for args in zip(leaves, *others)])

@@ -1,0 +1,248 @@
+"""The result of :func:`llc.estimate`: traces, the λ̂ estimate, diagnostics, ArviZ export."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import xarray as xr
+
+    from ._estimate import ChainRun
+
+__all__ = ["LLCResult", "ChainFailureWarning"]
+
+_TAIL_PROB = (0.05, 0.95)  # Stan-compatible tail ESS
+
+
+class ChainFailureWarning(UserWarning):
+    """Some chains diverged or raised and were left out of λ̂."""
+
+
+@dataclass
+class LLCResult:
+    """λ̂ and the traces it came from.
+
+    Attributes
+    ----------
+    llc_trace
+        Per-draw estimates nβ (L_B(w_t) − L_n(w*)), shape (chain, draw), float64; NaN after a
+        chain diverged.
+    loss_trace
+        Minibatch losses L_B(w_t), shape (chain, draw).
+    init_loss
+        L_n(w*), the baseline (full data unless ``init_loss_batches`` was set).
+    nbeta
+        The effective inverse temperature nβ used.
+    sample_stats
+        Per-draw sampler statistics, each (chain, draw): ``distance`` ‖w − w*‖,
+        ``grad_norm`` ‖∇L_B(w)‖, ``diverging``, and ``baseline_loss`` L_B(w*) on the same
+        minibatch when ``baseline="minibatch"``.
+    warmup_loss
+        Burn-in minibatch losses, (chain, num_burnin); never part of λ̂.
+    failed_chains
+        Boolean per chain: diverged (non-finite loss or parameters) or raised.
+    chain_errors
+        A message per chain ("" for healthy chains).
+    attrs
+        Settings and provenance (backend, device, n, nβ, γ, sampler settings, seed...).
+    elapsed
+        Wall-clock seconds of the whole call.
+    """
+
+    llc_trace: np.ndarray
+    loss_trace: np.ndarray
+    init_loss: float
+    nbeta: float
+    sample_stats: dict[str, np.ndarray]
+    warmup_loss: np.ndarray
+    failed_chains: np.ndarray
+    chain_errors: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    elapsed: float = float("nan")
+    _first_error: BaseException | None = field(default=None, repr=False, compare=False)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_chains(cls, runs: list[ChainRun], *, attrs: dict[str, Any], elapsed: float
+                    ) -> LLCResult:
+        """Assemble a result from the chains' host-side records."""
+        nbeta = float(attrs["nbeta"])
+        init_loss = float(attrs["init_loss"])
+        loss = np.stack([run.draws["loss"] for run in runs])
+        stats = {name: np.stack([run.draws[name] for run in runs])
+                 for name in runs[0].draws if name != "loss"}
+        reference = stats.get("baseline_loss", init_loss)
+        num_burnin = runs[0].warmup_loss.shape[0]
+        thin = int(attrs.get("thin", 1))
+        diverging = np.zeros(loss.shape, dtype=bool)
+        errors = []
+        for chain, run in enumerate(runs):
+            if run.diverged_at is not None:
+                first_draw = max(0, -(-(run.diverged_at - num_burnin) // thin))
+                diverging[chain, min(first_draw, loss.shape[1] - 1):] = True
+                errors.append(f"diverged at step {run.diverged_at}: non-finite loss or parameters")
+            elif run.error is not None:
+                errors.append(f"raised {type(run.error).__name__}: {run.error}")
+            else:
+                errors.append("")
+        stats["diverging"] = diverging
+        return cls(
+            llc_trace=nbeta * (loss - reference),
+            loss_trace=loss,
+            init_loss=init_loss,
+            nbeta=nbeta,
+            sample_stats=stats,
+            warmup_loss=np.stack([run.warmup_loss for run in runs]),
+            failed_chains=np.array([run.failed for run in runs]),
+            chain_errors=errors,
+            attrs=attrs,
+            elapsed=elapsed,
+            _first_error=next((run.error for run in runs if run.error is not None), None),
+        )
+
+    def _warn_about_failures(self) -> None:
+        failed = np.flatnonzero(self.failed_chains)
+        if failed.size == len(self.failed_chains):
+            details = "; ".join(f"chain {c}: {self.chain_errors[c]}" for c in failed)
+            raise RuntimeError(
+                f"every chain failed ({details}). If they diverged, lower `step_size` "
+                f"(now {self.attrs.get('sampler_step_size')}) or raise `localization`"
+            ) from self._first_error
+        if failed.size:
+            details = "; ".join(f"chain {c} {self.chain_errors[c]}" for c in failed)
+            warnings.warn(
+                f"{failed.size} of {len(self.failed_chains)} chains left out of λ̂: {details}. "
+                "A smaller `step_size` usually prevents divergence",
+                ChainFailureWarning,
+                stacklevel=3,
+            )
+
+    # ---- the estimate -------------------------------------------------------------------
+    @property
+    def healthy_chains(self) -> np.ndarray:
+        """Indices of the chains that enter λ̂."""
+        return np.flatnonzero(~self.failed_chains)
+
+    @property
+    def llc_chains(self) -> np.ndarray:
+        """Per-chain mean of the llc trace, shape (chain,); NaN for failed chains."""
+        means = np.full(self.llc_trace.shape[0], np.nan)
+        healthy = self.healthy_chains
+        means[healthy] = self.llc_trace[healthy].mean(axis=1)
+        return means
+
+    @property
+    def llc_mean(self) -> float:
+        """λ̂: the mean of the llc trace over healthy chains and all their draws."""
+        return float(self.llc_trace[self.healthy_chains].mean())
+
+    @property
+    def llc_std(self) -> float:
+        """Standard deviation (ddof=1) of the per-chain means; NaN with one healthy chain."""
+        means = self.llc_chains[self.healthy_chains]
+        return float(np.std(means, ddof=1)) if means.size > 1 else float("nan")
+
+    @property
+    def llc_mcse(self) -> float:
+        """Monte Carlo standard error of λ̂ from the bulk ESS of the trace (arviz-stats)."""
+        import arviz_stats
+
+        return float(arviz_stats.mcse(self._healthy_posterior(), var_names=["llc"])["llc"])
+
+    @property
+    def ess_bulk(self) -> float:
+        """Bulk effective sample size of the llc trace."""
+        import arviz_stats
+
+        return float(arviz_stats.ess(self._healthy_posterior(), var_names=["llc"],
+                                     method="bulk")["llc"])
+
+    @property
+    def ess_tail(self) -> float:
+        """Tail effective sample size of the llc trace (5 % and 95 % quantiles)."""
+        import arviz_stats
+
+        return float(arviz_stats.ess(self._healthy_posterior(), var_names=["llc"],
+                                     method="tail", prob=_TAIL_PROB)["llc"])
+
+    @property
+    def rhat(self) -> float:
+        """Rank-normalized split R-hat of the llc trace (needs ≥ 2 healthy chains or 4 draws)."""
+        import arviz_stats
+
+        return float(arviz_stats.rhat(self._healthy_posterior(), var_names=["llc"])["llc"])
+
+    # ---- export -------------------------------------------------------------------------
+    def to_arviz(self) -> xr.DataTree:
+        """An ``xarray.DataTree`` in ArviZ's schema.
+
+        Groups: ``posterior`` (``llc``, ``loss`` over ``chain, draw``), ``sample_stats``
+        (``distance``, ``grad_norm``, ``diverging``), ``warmup_posterior`` (``loss`` of the
+        burn-in steps); the settings are the root attributes.
+        """
+        import arviz_base
+
+        groups: dict[str, dict[str, np.ndarray]] = {
+            "posterior": {"llc": self.llc_trace, "loss": self.loss_trace},
+            "sample_stats": dict(self.sample_stats),
+        }
+        if self.warmup_loss.shape[1]:
+            groups["warmup_posterior"] = {"loss": self.warmup_loss}
+        tree = arviz_base.from_dict(groups, save_warmup=True)
+        tree.attrs.update(_netcdf_attrs(self.attrs))
+        tree.attrs["elapsed_seconds"] = float(self.elapsed)
+        tree.attrs["failed_chains"] = ",".join(str(c) for c in np.flatnonzero(self.failed_chains))
+        return tree
+
+    def _healthy_posterior(self) -> xr.DataTree:
+        import arviz_base
+
+        healthy = self.healthy_chains
+        return arviz_base.from_dict({"posterior": {"llc": self.llc_trace[healthy]}})
+
+    def summary(self) -> pd.DataFrame:
+        """One row ``llc``: mean, sd, MCSE, bulk and tail ESS, R-hat (arviz-stats), the
+        spread of chain means, and nβ, n, the number of healthy chains and draws."""
+        import arviz_stats
+
+        posterior = self._healthy_posterior()
+        table = arviz_stats.summary(posterior, var_names=["llc"], kind="all", round_to="none")
+        table = table[["mean", "sd", "mcse_mean", "ess_bulk", "r_hat"]].copy()
+        table.insert(4, "ess_tail", self.ess_tail)
+        table["chain_std"] = self.llc_std
+        table["nbeta"] = self.nbeta
+        table["num_data"] = self.attrs.get("num_data")
+        table["healthy_chains"] = len(self.healthy_chains)
+        table["draws"] = self.llc_trace.shape[1]
+        return table
+
+    def __repr__(self) -> str:
+        chains, draws = self.llc_trace.shape
+        settings = ", ".join(
+            f"{key}={self.attrs[key]}" for key in
+            ("backend", "device", "dtype", "sampler", "sampler_step_size", "localization",
+             "batch_size", "num_data") if key in self.attrs
+        )
+        return (
+            f"LLCResult(llc={self.llc_mean:.4g} ± {self.llc_mcse:.2g} (MCSE), "
+            f"chain std={self.llc_std:.3g}, nbeta={self.nbeta:.4g}, "
+            f"chains={len(self.healthy_chains)}/{chains}, draws={draws}, {settings})"
+        )
+
+
+def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes netCDF can store: numbers and strings (``None`` and bools become text)."""
+    clean: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, bool) or value is None:
+            clean[key] = str(value)
+        elif isinstance(value, (int, float, str, np.integer, np.floating)):
+            clean[key] = value
+        else:
+            clean[key] = repr(value)
+    return clean

@@ -1,0 +1,172 @@
+"""Exact behaviour of llc.estimate in every backend: the update rule, seeds, scaling, export."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import llc
+from llc.posterior import LocalizedPosterior
+from llc.samplers import SGLD
+
+from _models import linear_problem
+
+SHORT = dict(num_chains=2, num_draws=50, num_burnin=20, step_size=1e-4, progress=False)
+
+
+def test_sgld_step_is_the_update_rule(backend) -> None:
+    """One step equals w − (ε/2)(nβ ∇L_B(w) + γ (w − w*)) + √ε ξ, with ξ from the same key."""
+    loss_fn, params, data = linear_problem(backend)
+    bk = backend.backend
+    center, unravel = bk.ravel(params)
+    loss_and_grad = bk.value_and_grad(loss_fn, unravel)
+    posterior = LocalizedPosterior(loss_and_grad, center, nbeta=50.0, localization=3.0, backend=bk)
+    algorithm = SGLD(step_size=0.01).build(posterior)
+    start = center + 0.1 * bk.normal(bk.key(1), center)
+    key = bk.key(7)
+    state, info = algorithm.step(key, algorithm.init(start), data)
+
+    w = bk.to_numpy(start).astype(np.float64)
+    w_star = bk.to_numpy(center).astype(np.float64)
+    _, grad = loss_and_grad(start, data)
+    xi = bk.to_numpy(bk.normal(key, start)).astype(np.float64)
+    expected = w - 0.005 * (50.0 * bk.to_numpy(grad) + 3.0 * (w - w_star)) + math.sqrt(0.01) * xi
+    rtol = 1e-12 if backend.dtype == "float64" else 1e-5
+    np.testing.assert_allclose(bk.to_numpy(state.position), expected, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(float(bk.to_numpy(info.distance)), np.linalg.norm(w - w_star),
+                               rtol=rtol)
+
+
+def test_same_seed_same_result_and_independent_chains(backend) -> None:
+    loss_fn, params, data = linear_problem(backend)
+    first = llc.estimate(loss_fn, params, data, seed=3, **SHORT)
+    second = llc.estimate(loss_fn, params, data, seed=3, **SHORT)
+    other = llc.estimate(loss_fn, params, data, seed=4, **SHORT)
+    np.testing.assert_array_equal(first.llc_trace, second.llc_trace)
+    assert first.llc_mean == second.llc_mean
+    assert not np.array_equal(first.llc_trace, other.llc_trace)
+    assert not np.array_equal(first.llc_trace[0], first.llc_trace[1])  # own streams per chain
+
+
+def test_chains_do_not_depend_on_the_number_of_chains(backend64) -> None:
+    """Chain c's stream depends on the seed and c only, not on how many chains run."""
+    loss_fn, params, data = linear_problem(backend64)
+    two = llc.estimate(loss_fn, params, data, **{**SHORT, "num_chains": 2})
+    three = llc.estimate(loss_fn, params, data, **{**SHORT, "num_chains": 3})
+    np.testing.assert_array_equal(two.llc_trace, three.llc_trace[:2])
+
+
+def test_loss_scaling_rule_is_exact(backend64) -> None:
+    """Loss × c with nβ / c leaves the chain and λ̂ unchanged (DESIGN §1).
+
+    With c = 4 every product is exact in binary floating point, so the traces agree bitwise
+    (the loss trace scales by c); with c = 3 to rounding.
+    """
+    loss_fn, params, data = linear_problem(backend64)
+    xp_free = backend64.backend.has_autodiff
+
+    def scaled(c: float):
+        if xp_free:
+            return lambda p, b: c * loss_fn(p, b)
+
+        def scaled_loss_and_grad(p, b):
+            value, grads = loss_fn(p, b)
+            return c * value, {k: c * g for k, g in grads.items()}
+
+        return scaled_loss_and_grad
+
+    base = llc.estimate(loss_fn, params, data, nbeta=400.0, **SHORT)
+    exact = llc.estimate(scaled(4.0), params, data, nbeta=100.0, **SHORT)
+    np.testing.assert_array_equal(base.llc_trace, exact.llc_trace)
+    np.testing.assert_array_equal(4.0 * base.loss_trace, exact.loss_trace)
+    rounded = llc.estimate(scaled(3.0), params, data, nbeta=400.0 / 3.0, **SHORT)
+    np.testing.assert_allclose(rounded.llc_trace, base.llc_trace, rtol=1e-9, atol=1e-9)
+
+
+def test_burnin_and_thinning_select_the_right_steps(backend64) -> None:
+    """Draw d of (burn-in b, thin k) is step b + d·k of the same chain with no burn-in."""
+    loss_fn, params, data = linear_problem(backend64)
+    settings = dict(num_chains=1, step_size=1e-4, progress=False, seed=5)
+    full = llc.estimate(loss_fn, params, data, num_burnin=0, num_draws=60, **settings)
+    thinned = llc.estimate(loss_fn, params, data, num_burnin=10, num_draws=10, thin=5, **settings)
+    np.testing.assert_array_equal(thinned.loss_trace[0], full.loss_trace[0, 10::5])
+    np.testing.assert_array_equal(thinned.warmup_loss[0], full.loss_trace[0, :10])
+
+
+def test_estimator_formula(backend64) -> None:
+    loss_fn, params, data = linear_problem(backend64)
+    result = llc.estimate(loss_fn, params, data, **SHORT)
+    np.testing.assert_allclose(result.llc_trace, result.nbeta * (result.loss_trace - result.init_loss))
+    assert result.llc_mean == pytest.approx(result.llc_trace.mean())
+    np.testing.assert_allclose(result.llc_chains, result.llc_trace.mean(axis=1))
+    assert result.llc_std == pytest.approx(np.std(result.llc_trace.mean(axis=1), ddof=1))
+    n = data[0].shape[0]
+    assert result.nbeta == pytest.approx(n / math.log(n))
+    x, y = backend64.to_numpy(data)
+    w = backend64.to_numpy(params)["weight"]
+    assert result.init_loss == pytest.approx(0.5 * np.mean(np.sum((x @ w.T - y) ** 2, 1)), rel=1e-12)
+
+
+def test_minibatch_baseline_subtracts_the_same_batch(backend64) -> None:
+    loss_fn, params, data = linear_problem(backend64)
+    result = llc.estimate(loss_fn, params, data, baseline="minibatch", **SHORT)
+    baseline = result.sample_stats["baseline_loss"]
+    np.testing.assert_allclose(result.llc_trace, result.nbeta * (result.loss_trace - baseline))
+    assert not np.allclose(baseline, result.init_loss)
+
+
+def test_init_loss_batches_uses_a_stated_number_of_batches(backend64) -> None:
+    loss_fn, params, data = linear_problem(backend64, n=3000)
+    full = llc.estimate(loss_fn, params, data, **SHORT)
+    partial = llc.estimate(loss_fn, params, data, init_loss_batches=1, **SHORT)
+    x, y = backend64.to_numpy(data)
+    w = backend64.to_numpy(params)["weight"]
+    first = slice(0, 1024)
+    expected = 0.5 * np.mean(np.sum((x[first] @ w.T - y[first]) ** 2, 1))
+    assert partial.init_loss == pytest.approx(expected, rel=1e-12)
+    assert partial.init_loss != pytest.approx(full.init_loss, rel=1e-6)
+    assert partial.attrs["init_loss_batches"] == 1
+
+
+def test_arviz_export_and_summary(backend, tmp_path) -> None:
+    loss_fn, params, data = linear_problem(backend)
+    result = llc.estimate(loss_fn, params, data, **SHORT)
+    tree = result.to_arviz()
+    assert isinstance(tree, xr.DataTree)
+    assert tree["posterior"]["llc"].dims == ("chain", "draw")
+    assert tree["posterior"]["loss"].shape == (2, 50)
+    for name in ("distance", "grad_norm", "diverging"):
+        assert tree["sample_stats"][name].dims == ("chain", "draw")
+    assert tree["warmup_posterior"]["loss"].shape == (2, 20)
+    for key in ("nbeta", "localization", "init_loss", "backend", "sampler", "sampler_step_size",
+                "num_data", "inference_library"):
+        assert key in tree.attrs
+    assert tree.attrs["backend"] == backend.name
+    path = tmp_path / "run.nc"
+    tree.to_netcdf(path, engine="h5netcdf")
+    loaded = xr.open_datatree(path, engine="h5netcdf")
+    np.testing.assert_array_equal(loaded["posterior"]["llc"].values, result.llc_trace)
+    assert loaded.attrs["nbeta"] == result.nbeta
+
+    table = result.summary()
+    assert list(table.index) == ["llc"]
+    for column in ("mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat", "nbeta"):
+        assert column in table.columns
+    assert table.loc["llc", "mean"] == pytest.approx(result.llc_mean)
+    assert 0 < result.llc_mcse < table.loc["llc", "sd"]
+    assert "LLCResult(llc=" in repr(result)
+
+
+def test_iterable_batches_with_num_data(backend64) -> None:
+    loss_fn, params, data = linear_problem(backend64, n=512)
+    x, y = data
+    batches = [(x[i:i + 128], y[i:i + 128]) for i in range(0, 512, 128)]
+    first = llc.estimate(loss_fn, params, batches, num_data=512, **SHORT)
+    second = llc.estimate(loss_fn, params, batches, num_data=512, **SHORT)
+    arrays = llc.estimate(loss_fn, params, data, **SHORT)
+    np.testing.assert_array_equal(first.llc_trace, second.llc_trace)
+    assert first.init_loss == pytest.approx(arrays.init_loss, rel=1e-12)
+    assert first.nbeta == arrays.nbeta
