@@ -221,6 +221,12 @@ class LLCResult:
         table["draws"] = self.llc_trace.shape[1]
         return table
 
+    def plot(self, *, true_lambda: float | None = None) -> Any:
+        """Trace plot (:func:`llc.plots.plot_trace`); returns the matplotlib figure."""
+        from .plots import plot_trace
+
+        return plot_trace(self, true_lambda=true_lambda)
+
     def __repr__(self) -> str:
         chains, draws = self.llc_trace.shape
         settings = ", ".join(

@@ -1,0 +1,149 @@
+"""Command line: ``llc demo`` (also ``python -m llc demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._backend import available_backends, get_backend
+from ._tree import tree_map
+
+__all__ = ["main", "demo"]
+
+# The demo problem and the settings that recover its λ within 10 % (docs/benchmarks.md).
+DEMO_PROBLEM = dict(widths=(4, 5, 3, 4), rank=2)
+DEMO_SETTINGS = dict(
+    num_data=10_000,
+    batch_size=500,
+    step_size=3e-5,
+    localization=1.0,
+    num_chains=4,
+    num_draws=4000,
+    num_burnin=1000,
+    baseline="minibatch",
+)
+_PREFERENCE = ("torch", "jax", "tensorflow", "numpy")
+
+
+def _best_backend() -> str:
+    installed = available_backends()
+    return next(name for name in _PREFERENCE if name in installed)
+
+
+def demo(backend: str | None = None, *, out: str | Path | None = None, seed: int = 0,
+         progress: bool = True) -> dict[str, Any]:
+    """Estimate λ̂ of a deep linear network whose λ is known in closed form, and report it.
+
+    Parameters
+    ----------
+    backend
+        ``"numpy"``, ``"torch"``, ...; default the best installed.
+    out
+        A folder for ``demo.nc`` (the ArviZ DataTree) and ``demo_trace.png`` (the trace plot,
+        when matplotlib is installed).
+    seed
+        Seed of the data and of the sampler.
+    progress
+        Show the progress bar on stderr.
+
+    Returns
+    -------
+    dict
+        ``llc``, ``mcse``, ``true_lambda``, ``relative_error``, ``rhat``, ``ess_bulk``,
+        ``seconds`` and the ``result`` itself.
+    """
+    from . import problems
+    from ._estimate import estimate
+
+    started = time.perf_counter()
+    name = backend or _best_backend()
+    adapter = get_backend(name)
+    problem = problems.DeepLinearNetwork(**DEMO_PROBLEM)
+    settings = dict(DEMO_SETTINGS)
+    n = settings.pop("num_data")
+    data_np, params_np = problem.setup(n, seed=seed)
+    convert = lambda tree: tree_map(  # noqa: E731
+        lambda leaf: adapter.from_numpy(leaf, dtype="float64" if leaf.dtype.kind == "f" else None),
+        tree,
+    )
+    loss_fn = problem.loss if adapter.has_autodiff else problem.loss_and_grad
+    result = estimate(loss_fn, convert(params_np), convert(data_np), seed=seed,
+                      progress=progress, **settings)
+    seconds = time.perf_counter() - started
+    report = {
+        "llc": result.llc_mean,
+        "mcse": result.llc_mcse,
+        "true_lambda": problem.true_lambda,
+        "relative_error": result.llc_mean / problem.true_lambda - 1.0,
+        "rhat": result.rhat,
+        "ess_bulk": result.ess_bulk,
+        "ess_tail": result.ess_tail,
+        "seconds": seconds,
+        "result": result,
+        "problem": problem,
+    }
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        result.to_arviz().to_netcdf(folder / "demo.nc", engine="h5netcdf")
+        report["files"] = [str(folder / "demo.nc")]
+        try:
+            figure = result.plot(true_lambda=problem.true_lambda)
+        except ImportError:
+            print("(matplotlib not installed: no trace plot; pip install 'llc[plots]')",
+                  file=sys.stderr)
+        else:
+            figure.savefig(folder / "demo_trace.png", dpi=120)
+            report["files"].append(str(folder / "demo_trace.png"))
+    return report
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    result = report["result"]
+    attrs = result.attrs
+    lines = [
+        f"problem     {report['problem']!r}: true λ = {report['true_lambda']:g}",
+        f"λ̂           {report['llc']:.3f} ± {report['mcse']:.3f} (MCSE)   "
+        f"error {100 * report['relative_error']:+.1f} %",
+        f"diagnostics R-hat {report['rhat']:.3f}, ESS bulk {report['ess_bulk']:.0f}, "
+        f"ESS tail {report['ess_tail']:.0f}, chain std {result.llc_std:.3f}",
+        f"settings    backend={attrs['backend']} ({attrs['device']}, {attrs['dtype']}), "
+        f"sampler={attrs['sampler']}, step_size={attrs['sampler_step_size']:g}, "
+        f"nbeta={attrs['nbeta']:.1f} (n={attrs['num_data']}), "
+        f"localization={attrs['localization']:g}, batch_size={attrs['batch_size']}, "
+        f"chains={attrs['num_chains']}, draws={attrs['num_draws']}, "
+        f"burn-in={attrs['num_burnin']}, baseline={attrs['baseline']}, seed={attrs['seed']}",
+        f"time        {report['seconds']:.1f} s",
+    ]
+    lines += [f"wrote       {path}" for path in report.get("files", [])]
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``llc`` command."""
+    parser = argparse.ArgumentParser(prog="llc", description="Local learning coefficient tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser(
+        "demo", help="estimate λ̂ of a deep linear network with known λ and report it"
+    )
+    demo_parser.add_argument("--backend", choices=available_backends(), default=None,
+                             help="framework to run on (default: the best installed)")
+    demo_parser.add_argument("--out", type=Path, default=None,
+                             help="folder for the DataTree (demo.nc) and trace plot (PNG)")
+    demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.command == "demo":
+        report = demo(args.backend, out=args.out, seed=args.seed, progress=not args.no_progress)
+        _print_report(report)
+        return 0
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
