@@ -151,9 +151,13 @@ class TorchBackend:
 
     @contextlib.contextmanager
     def isolated_global_rng(self, seed: int) -> Iterator[None]:
-        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        # CUDA generators are forked and seeded only when CUDA is already in use: touching
+        # them would initialize CUDA (seconds) in a CPU-only run.
+        cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.default_generator.manual_seed(seed)
+            for device in cuda_devices:
+                torch.cuda.default_generators[device].manual_seed(seed)
             yield
 
 

@@ -34,14 +34,16 @@ def _best_backend() -> str:
     return next(name for name in _PREFERENCE if name in installed)
 
 
-def demo(backend: str | None = None, *, out: str | Path | None = None, seed: int = 0,
-         progress: bool = True) -> dict[str, Any]:
+def demo(backend: str | None = None, *, device: str | None = None,
+         out: str | Path | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Estimate λ̂ of a deep linear network whose λ is known in closed form, and report it.
 
     Parameters
     ----------
     backend
         ``"numpy"``, ``"torch"``, ...; default the best installed.
+    device
+        The framework's device for params and data (e.g. ``"cuda"``); default its default.
     out
         A folder for ``demo.nc`` (the ArviZ DataTree) and ``demo_trace.png`` (the trace plot,
         when matplotlib is installed).
@@ -67,7 +69,8 @@ def demo(backend: str | None = None, *, out: str | Path | None = None, seed: int
     n = settings.pop("num_data")
     data_np, params_np = problem.setup(n, seed=seed)
     convert = lambda tree: tree_map(  # noqa: E731
-        lambda leaf: adapter.from_numpy(leaf, dtype="float64" if leaf.dtype.kind == "f" else None),
+        lambda leaf: adapter.from_numpy(leaf, dtype="float64" if leaf.dtype.kind == "f" else None,
+                                        device=device),
         tree,
     )
     loss_fn = problem.loss if adapter.has_autodiff else problem.loss_and_grad
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo_parser.add_argument("--backend", choices=available_backends(), default=None,
                              help="framework to run on (default: the best installed)")
+    demo_parser.add_argument("--device", default=None,
+                             help="device of the params and data, e.g. cuda (default: the CPU)")
     demo_parser.add_argument("--out", type=Path, default=None,
                              help="folder for the DataTree (demo.nc) and trace plot (PNG)")
     demo_parser.add_argument("--seed", type=int, default=0)
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.command == "demo":
-        report = demo(args.backend, out=args.out, seed=args.seed, progress=not args.no_progress)
+        report = demo(args.backend, device=args.device, out=args.out, seed=args.seed, progress=not args.no_progress)
         _print_report(report)
         return 0
     return 2  # pragma: no cover - argparse rejects unknown commands
