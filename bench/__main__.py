@@ -1,0 +1,106 @@
+"""Benchmarks of llc: ``python -m bench [demo|known-lambda|all]`` (OMP_NUM_THREADS=1).
+
+``demo``          the ``llc demo`` run per installed backend: λ̂, error, R-hat, ESS, seconds.
+``known-lambda``  the known-λ suite at the test settings (tests/test_known_lambda.py) per
+                  backend, with the MCSE of the two baselines measured on the same chains.
+
+Prints Markdown tables; docs/benchmarks.md keeps the last results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import llc  # noqa: E402
+from llc.cli import demo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _machine() -> str:
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+
+
+def bench_demo() -> None:
+    print("\n### `llc demo` per backend\n")
+    print("| backend | λ | λ̂ ± MCSE | error | R-hat | ESS bulk | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for backend in llc.available_backends():
+        report = demo(backend, progress=False)
+        print(f"| {backend} | {report['true_lambda']:g} | {report['llc']:.3f} ± {report['mcse']:.3f} "
+              f"| {100 * report['relative_error']:+.1f} % | {report['rhat']:.3f} "
+              f"| {report['ess_bulk']:.0f} | {report['seconds']:.1f} |")
+
+
+def bench_known_lambda() -> None:
+    from conftest import BackendCase
+    from test_known_lambda import (MONOMIAL_SETTINGS, NUM_DATA, OVERRIDES, PROBLEMS,
+                                   SETTINGS)
+
+    import arviz_base
+    import arviz_stats
+
+    def mcse(trace: np.ndarray) -> float:
+        tree = arviz_base.from_dict({"posterior": {"llc": trace}})
+        return float(arviz_stats.mcse(tree, var_names=["llc"])["llc"])
+
+    print("\n### Known-λ suite at the test settings\n")
+    print(f"n = {NUM_DATA}, settings: {SETTINGS}; overrides: {OVERRIDES}\n")
+    print("| problem | backend | λ | λ̂ ± MCSE | error | R-hat | ESS bulk "
+          "| MCSE, full-data baseline | MCSE, minibatch baseline | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    backends = [name for name in ("numpy", "torch") if name in llc.available_backends()]
+    for name, problem in PROBLEMS.items():
+        for backend in backends:
+            case = BackendCase(backend, "cpu", "float64")
+            loss_fn, params, data = case.problem(problem, NUM_DATA)
+            started = time.perf_counter()
+            result = llc.estimate(loss_fn, params, data, **{**SETTINGS, **OVERRIDES.get(name, {})})
+            seconds = time.perf_counter() - started
+            full = result.nbeta * (result.loss_trace - result.init_loss)
+            error = result.llc_mean / problem.true_lambda - 1
+            print(f"| {name} | {backend} | {problem.true_lambda:g} | {result.llc_mean:.3f} ± "
+                  f"{result.llc_mcse:.3f} | {100 * error:+.1f} % | {result.rhat:.3f} | "
+                  f"{result.ess_bulk:.0f} | {mcse(full):.3f} (λ̂ {full.mean():.3f}) | "
+                  f"{result.llc_mcse:.3f} | {seconds:.1f} |")
+
+    print("\n### Monomial w1² w2⁴ (λ = 1/4) against the exact finite-nβ expectation\n")
+    print(f"settings: {MONOMIAL_SETTINGS}\n")
+    print("| nβ | step size | exact E[nβ K] | λ̂ ± MCSE | (λ̂ − exact) / MCSE | exact / λ |")
+    print("|---|---|---|---|---|---|")
+    problem = llc.problems.Monomial((1, 2))
+    data, params = problem.setup(100, seed=0)
+    for nbeta, step_size in ((1e3, 1e-3), (1e4, 3e-4)):
+        result = llc.estimate(problem.loss_and_grad, params, data, nbeta=nbeta,
+                              **{**MONOMIAL_SETTINGS, "step_size": step_size})
+        exact = problem.exact_expectation(nbeta, MONOMIAL_SETTINGS["localization"])
+        print(f"| {nbeta:g} | {step_size:g} | {exact:.4f} | {result.llc_mean:.4f} ± "
+              f"{result.llc_mcse:.4f} | {(result.llc_mean - exact) / result.llc_mcse:+.1f} | "
+              f"{exact / 0.25:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="?", default="all", choices=("demo", "known-lambda", "all"))
+    args = parser.parse_args()
+    print(f"machine: {_machine()}; llc {llc.__version__}; backends {llc.available_backends()}")
+    if args.which in ("demo", "all"):
+        bench_demo()
+    if args.which in ("known-lambda", "all"):
+        bench_known_lambda()
+
+
+if __name__ == "__main__":
+    main()
