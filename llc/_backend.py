@@ -136,7 +136,7 @@ def get_backend(name: str) -> Backend:
 
 
 def _loaded_backends() -> Iterator[Backend]:
-    for name, framework, module_name in _ADAPTERS:
+    for _, framework, module_name in _ADAPTERS:
         if framework in sys.modules:
             try:
                 yield importlib.import_module(module_name).backend

@@ -7,7 +7,6 @@ import math
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 

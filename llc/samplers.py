@@ -49,7 +49,8 @@ class SamplingAlgorithm(NamedTuple):
 class SamplerSettings(Protocol):
     """Hyper-parameters of a sampler; ``build`` binds them to a posterior."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm: ...
 

@@ -12,7 +12,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import pytest
 
 import llc

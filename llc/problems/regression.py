@@ -56,7 +56,7 @@ def _rank_r_teacher(
     return U, s, V.T.copy()
 
 
-def _pad(block: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _pad(block: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """``block`` in the top-left corner of a zero matrix of ``shape``."""
     out = np.zeros(shape)
     out[: block.shape[0], : block.shape[1]] = block
@@ -140,6 +140,9 @@ class _GaussianRegression(Problem):
         self.out_features = out_features
         self.noise_std = _check_noise_std(noise_std)
         self.teacher_seed = _as_int(teacher_seed, "teacher_seed", minimum=0)
+
+    _teacher_matrix: np.ndarray  # set by each subclass's constructor
+    _teacher_params: dict[str, np.ndarray]
 
     # subclasses: parameter names in chain order (first applied to x first)
     def _names(self) -> list[str]:
