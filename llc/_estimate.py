@@ -7,6 +7,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from ._tree import tree_flatten
 from ._validate import positive_float, positive_int
 from .posterior import LocalizedPosterior
 from .result import LLCResult
-from .samplers import SampleInfo, SamplerSettings, get_sampler
+from .samplers import SamplerSettings, get_sampler
 
 __all__ = ["estimate", "default_nbeta"]
 
@@ -51,6 +52,7 @@ def estimate(
     seed: int = 0,
     init_loss_batches: int | None = None,
     baseline: str = "full",
+    mala_every: int | None = 20,
     progress: bool | None = None,
 ) -> LLCResult:
     r"""Estimate the local learning coefficient λ̂ of a model at w* = ``params``.
@@ -110,6 +112,11 @@ def estimate(
         et al. ``"minibatch"``: nβ (L_Bt(w_t) − L_Bt(w*)), subtracting the loss of w* on the
         same minibatch (one extra forward pass per draw); the same expectation, since every
         row is equally likely in a batch, with far less minibatch noise in the trace.
+    mala_every
+        Compute the MALA acceptance probability of the sampler's move every ``mala_every``
+        draws (one extra gradient evaluation each, so a cost of 1/``mala_every`` more
+        gradients); ``None`` turns it off. Recorded as ``sample_stats["mala_acceptance"]``
+        (NaN on the other draws); a well-sized SGLD step gives about 0.90–0.95.
     progress
         Show a progress bar on stderr; default: only when stderr is a terminal.
 
@@ -140,6 +147,8 @@ def estimate(
         raise ValueError(f"`baseline` must be 'full' or 'minibatch'; got {baseline!r}")
     if init_loss_batches is not None:
         init_loss_batches = positive_int("init_loss_batches", init_loss_batches)
+    if mala_every is not None:
+        mala_every = positive_int("mala_every", mala_every)
     settings = get_sampler(sampler, step_size=step_size) if isinstance(sampler, str) \
         else get_sampler(sampler)
 
@@ -161,9 +170,12 @@ def estimate(
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend)
         algorithm = settings.build(posterior)
         chain_keys = backend.split(backend.key(seed), num_chains)
-        batch_baseline = loss_only if baseline == "minibatch" else None
-        runs = _run_chains(backend, algorithm, dataset, center, chain_keys, num_burnin,
-                           num_draws, thin, progress, nbeta, init_loss, batch_baseline)
+        plan = _ChainPlan(
+            backend, algorithm, dataset, center, num_burnin, num_draws, thin, nbeta, init_loss,
+            batch_baseline=loss_only if baseline == "minibatch" else None,
+            mala_every=mala_every,
+        )
+        runs = _run_chains(plan, chain_keys, progress)
 
     attrs = {
         "inference_library": "llc",
@@ -184,6 +196,7 @@ def estimate(
         "num_draws": num_draws,
         "num_burnin": num_burnin,
         "thin": thin,
+        "mala_every": "off" if mala_every is None else mala_every,
         "seed": int(seed),
     }
     result = LLCResult.from_chains(runs, attrs=attrs, elapsed=time.perf_counter() - started)
@@ -245,38 +258,61 @@ class ChainRun:
         return self.diverged_at is not None or self.error is not None
 
 
-def _run_chains(backend: Backend, algorithm: Any, dataset: Any, center: Any, chain_keys: list,
-                num_burnin: int, num_draws: int, thin: int, progress: bool, nbeta: float,
-                init_loss: float, batch_baseline: Callable[..., Any] | None) -> list[ChainRun]:
+@dataclass(frozen=True)
+class _ChainPlan:
+    """What every chain of one call shares."""
+
+    backend: Backend
+    algorithm: Any
+    dataset: Any
+    center: Any
+    num_burnin: int
+    num_draws: int
+    thin: int
+    nbeta: float
+    init_loss: float
+    batch_baseline: Callable[..., Any] | None
+    mala_every: int | None
+
+    @property
+    def steps(self) -> int:
+        return self.num_burnin + self.num_draws * self.thin
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Per-draw statistics recorded for every draw."""
+        return ("loss", "distance", "grad_norm") + (
+            ("baseline_loss",) if self.batch_baseline else ())
+
+
+def _run_chains(plan: _ChainPlan, chain_keys: list[Any], progress: bool) -> list[ChainRun]:
     from tqdm.auto import tqdm
 
-    steps = num_burnin + num_draws * thin
-    fields = SampleInfo._fields + (("baseline_loss",) if batch_baseline else ())
+    fields = plan.fields + (("mala_acceptance",) if plan.mala_every else ())
     runs: list[ChainRun] = []
-    with tqdm(total=steps * len(chain_keys), disable=not progress, file=sys.stderr,
+    with tqdm(total=plan.steps * len(chain_keys), disable=not progress, file=sys.stderr,
               desc="llc", unit="step", dynamic_ncols=True) as bar:
         for chain, chain_key in enumerate(chain_keys):
             bar.set_description(f"llc chain {chain + 1}/{len(chain_keys)}")
-            run = ChainRun(num_burnin, num_draws, fields)
+            run = ChainRun(plan.num_burnin, plan.num_draws, fields)
             runs.append(run)
             try:
-                _run_chain(backend, algorithm, dataset, center, chain_key, run, num_burnin,
-                           thin, steps, bar, nbeta, init_loss, batch_baseline)
+                _run_chain(plan, chain_key, run, bar)
             except Exception as error:  # a failing chain never loses the others' work
                 run.error = error
-            bar.update((chain + 1) * steps - bar.n)
+            bar.update((chain + 1) * plan.steps - bar.n)
     return runs
 
 
-def _run_chain(backend: Backend, algorithm: Any, dataset: Any, center: Any, chain_key: Any,
-               run: ChainRun, num_burnin: int, thin: int, steps: int, bar: Any, nbeta: float,
-               init_loss: float, batch_baseline: Callable[..., Any] | None) -> None:
+def _run_chain(plan: _ChainPlan, chain_key: Any, run: ChainRun, bar: Any) -> None:
+    backend, num_burnin, thin = plan.backend, plan.num_burnin, plan.thin
     noise_key, data_key = backend.split(chain_key, 2)
-    batches = dataset.stream(data_key)
-    state = algorithm.init(center)
-    fields = tuple(run.draws)
+    batches = plan.dataset.stream(data_key)
+    state = plan.algorithm.init(plan.center)
+    fields = plan.fields
     warmup: list[tuple[int, Any, Any]] = []  # (step, loss, distance) of burn-in steps
     draws: list[tuple[int, tuple[Any, ...]]] = []  # (step, values of `fields`)
+    acceptances: list[tuple[int, Any]] = []  # (draw, MALA acceptance) every mala_every draws
     reached = 0  # steps whose statistics reached the host
     shown = 0  # steps counted on the progress bar
 
@@ -306,24 +342,37 @@ def _run_chain(backend: Backend, algorithm: Any, dataset: Any, center: Any, chai
             indices = [(step - num_burnin) // thin for step, _ in draws[:count]]
             for field in fields:
                 run.draws[field][indices] = stacked[field][:count]
+            if acceptances:
+                kept = [(draw, value) for draw, value in acceptances
+                        if run.diverged_at is None or draw < (run.diverged_at - num_burnin) // thin]
+                if kept:
+                    run.draws["mala_acceptance"][[draw for draw, _ in kept]] = \
+                        host([value for _, value in kept])
             reached = draws[-1][0] + 1
         draws.clear()
+        acceptances.clear()
         bar.update(reached - shown)
         shown = reached
-        reference = run.draws.get("baseline_loss", init_loss)
+        reference = run.draws.get("baseline_loss", plan.init_loss)
         drawn = (run.draws["loss"] - reference)[np.isfinite(run.draws["loss"])]
         if drawn.size:
-            bar.set_postfix(llc=f"{nbeta * drawn.mean():.4g}", refresh=False)
+            bar.set_postfix(llc=f"{plan.nbeta * drawn.mean():.4g}", refresh=False)
         return run.diverged_at is None
 
-    for step in range(steps):
+    for step in range(plan.steps):
         batch = next(batches)
-        state, info = algorithm.step(backend.fold_in(noise_key, step), state, batch)
+        draw, offset = divmod(step - num_burnin, thin)
+        recorded = step >= num_burnin and offset == 0
+        diagnose = recorded and plan.mala_every is not None and draw % plan.mala_every == 0
+        state, info = plan.algorithm.step(backend.fold_in(noise_key, step), state, batch,
+                                          diagnose)
         if step < num_burnin:
             warmup.append((step, info.loss, info.distance))
-        elif (step - num_burnin) % thin == 0:
-            extra = (batch_baseline(center, batch),) if batch_baseline else ()
-            draws.append((step, (*info, *extra)))
+        elif recorded:
+            extra = (plan.batch_baseline(plan.center, batch),) if plan.batch_baseline else ()
+            draws.append((step, (info.loss, info.distance, info.grad_norm, *extra)))
+            if diagnose:
+                acceptances.append((draw, info.mala_acceptance))
         if len(warmup) + len(draws) >= _FLUSH_EVERY and not flush():
             return
     flush()

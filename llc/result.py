@@ -40,7 +40,8 @@ class LLCResult:
         The effective inverse temperature nβ used.
     sample_stats
         Per-draw sampler statistics, each (chain, draw): ``distance`` ‖w − w*‖,
-        ``grad_norm`` ‖∇L_B(w)‖, ``diverging``, and ``baseline_loss`` L_B(w*) on the same
+        ``grad_norm`` ‖∇L_B(w)‖, ``diverging``, ``step_size``, ``mala_acceptance`` (every
+        ``mala_every``-th draw, NaN elsewhere) and ``baseline_loss`` L_B(w*) on the same
         minibatch when ``baseline="minibatch"``.
     warmup_loss
         Burn-in minibatch losses, (chain, num_burnin); never part of λ̂.
@@ -91,6 +92,8 @@ class LLCResult:
             else:
                 errors.append("")
         stats["diverging"] = diverging
+        if "sampler_step_size" in attrs:
+            stats["step_size"] = np.full(loss.shape, float(attrs["sampler_step_size"]))
         return cls(
             llc_trace=nbeta * (loss - reference),
             loss_trace=loss,
@@ -177,6 +180,15 @@ class LLCResult:
 
         return float(arviz_stats.rhat(self._healthy_posterior(), var_names=["llc"])["llc"])
 
+    @property
+    def mala_acceptance(self) -> float:
+        """Mean MALA acceptance of the healthy chains' diagnosed draws (NaN if none)."""
+        values = self.sample_stats.get("mala_acceptance")
+        if values is None:
+            return float("nan")
+        values = values[self.healthy_chains]
+        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
     # ---- export -------------------------------------------------------------------------
     def to_arviz(self) -> xr.DataTree:
         """An ``xarray.DataTree`` in ArviZ's schema.
@@ -215,6 +227,7 @@ class LLCResult:
         table = table[["mean", "sd", "mcse_mean", "ess_bulk", "r_hat"]].copy()
         table.insert(4, "ess_tail", self.ess_tail)
         table["chain_std"] = self.llc_std
+        table["mala_acceptance"] = self.mala_acceptance
         table["nbeta"] = self.nbeta
         table["num_data"] = self.attrs.get("num_data")
         table["healthy_chains"] = len(self.healthy_chains)

@@ -32,18 +32,22 @@ class SampleInfo(NamedTuple):
         ‖w_t − w*‖.
     grad_norm
         ‖∇L_B(w_t)‖.
+    mala_acceptance
+        MALA acceptance probability of this step's move (DESIGN §2), or ``None`` when the
+        step was not asked to diagnose itself.
     """
 
     loss: Array
     distance: Array
     grad_norm: Array
+    mala_acceptance: Array | None = None
 
 
 class SamplingAlgorithm(NamedTuple):
     """A pure ``(init, step)`` pair bound to one posterior."""
 
     init: Any  # Callable[[Array], State]
-    step: Any  # Callable[[Key, State, Batch], tuple[State, SampleInfo]]
+    step: Any  # Callable[[Key, State, Batch, bool], tuple[State, SampleInfo]]
 
 
 class SamplerSettings(Protocol):
@@ -82,8 +86,10 @@ def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
     Returns
     -------
     SamplingAlgorithm
-        ``init(position)`` and ``step(key, state, batch) -> (state, SampleInfo)``; the info
-        describes :math:`w_t`, the point where the step's gradient is taken.
+        ``init(position)`` and ``step(key, state, batch, diagnose=False) -> (state,
+        SampleInfo)``; the info describes :math:`w_t`, the point where the step's gradient
+        is taken. With ``diagnose=True`` the step also reports the MALA acceptance of its
+        move (one more gradient evaluation).
     """
     half_step = 0.5 * step_size
     noise_scale = math.sqrt(step_size)
@@ -92,7 +98,8 @@ def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
     def init(position: Array) -> SGLDState:
         return SGLDState(position=position)
 
-    def step(key: Key, state: SGLDState, batch: Any) -> tuple[SGLDState, SampleInfo]:
+    def step(key: Key, state: SGLDState, batch: Any, diagnose: bool = False
+             ) -> tuple[SGLDState, SampleInfo]:
         position = state.position
         loss, grad, drift = posterior.potential_gradient(position, batch)
         noise = backend.normal(key, position)
@@ -102,6 +109,8 @@ def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
             loss=loss,
             distance=posterior.distance(position),
             grad_norm=xp.linalg.vector_norm(grad),
+            mala_acceptance=posterior.langevin_acceptance(
+                step_size, position, loss, drift, new_position, batch) if diagnose else None,
         )
         return SGLDState(position=new_position), info
 

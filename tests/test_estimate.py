@@ -170,3 +170,49 @@ def test_iterable_batches_with_num_data(backend64) -> None:
     np.testing.assert_array_equal(first.llc_trace, second.llc_trace)
     assert first.init_loss == pytest.approx(arrays.init_loss, rel=1e-12)
     assert first.nbeta == arrays.nbeta
+
+
+def test_mala_acceptance_matches_a_hand_computation(backend64) -> None:
+    """On the quadratic loss, a = min(1, exp(U(w) − U(w') + log q(w|w') − log q(w'|w)))."""
+    loss_fn, params, data = linear_problem(backend64, n=64)
+    bk = backend64.backend
+    center, unravel = bk.ravel(params)
+    nbeta, gamma, eps = 40.0, 2.0, 0.02
+    posterior = LocalizedPosterior(bk.value_and_grad(loss_fn, unravel), center, nbeta, gamma, bk)
+    algorithm = SGLD(step_size=eps).build(posterior)
+    start = center + 0.05 * bk.normal(bk.key(3), center)
+    new_state, info = algorithm.step(bk.key(4), algorithm.init(start), data, True)
+
+    x, y = (np.asarray(a, dtype=np.float64) for a in backend64.to_numpy(data))
+    w_star = bk.to_numpy(center)
+
+    def potential_and_gradient(w):
+        weight = w.reshape(2, 3)
+        residual = x @ weight.T - y
+        loss = 0.5 * np.mean(np.sum(residual**2, 1))
+        grad = (residual.T @ x / len(x)).ravel()
+        return nbeta * loss + 0.5 * gamma * np.sum((w - w_star) ** 2), nbeta * grad + gamma * (w - w_star)
+
+    w, w_new = bk.to_numpy(start), bk.to_numpy(new_state.position)
+    u, grad_u = potential_and_gradient(w)
+    u_new, grad_u_new = potential_and_gradient(w_new)
+    log_q_forward = -np.sum((w_new - w + 0.5 * eps * grad_u) ** 2) / (2 * eps)
+    log_q_backward = -np.sum((w - w_new + 0.5 * eps * grad_u_new) ** 2) / (2 * eps)
+    expected = min(1.0, np.exp(u - u_new + log_q_backward - log_q_forward))
+    assert 0.0 < expected < 1.0  # a real test of the formula, not of the min(1, ·)
+    assert float(bk.to_numpy(info.mala_acceptance)) == pytest.approx(expected, rel=1e-10)
+    _, plain = algorithm.step(bk.key(4), algorithm.init(start), data)
+    assert plain.mala_acceptance is None
+
+
+def test_mala_acceptance_is_recorded_every_k_draws(backend64) -> None:
+    loss_fn, params, data = linear_problem(backend64)
+    result = llc.estimate(loss_fn, params, data, mala_every=5, **SHORT)
+    acceptance = result.sample_stats["mala_acceptance"]
+    assert np.isfinite(acceptance[:, ::5]).all()
+    assert np.isnan(np.delete(acceptance, np.s_[::5], axis=1)).all()
+    assert 0.5 < result.mala_acceptance <= 1.0
+    assert result.summary().loc["llc", "mala_acceptance"] == pytest.approx(result.mala_acceptance)
+    off = llc.estimate(loss_fn, params, data, mala_every=None, **SHORT)
+    assert "mala_acceptance" not in off.sample_stats
+    np.testing.assert_array_equal(off.llc_trace, result.llc_trace)  # diagnosis changes nothing

@@ -87,7 +87,7 @@ class BrokenSGLD:
     def build(self, posterior: llc.LocalizedPosterior) -> SamplingAlgorithm:
         backend = posterior.backend
 
-        def step(key, state, batch):
+        def step(key, state, batch, diagnose=False):
             loss, grad, drift = posterior.potential_gradient(state.position, batch)
             noise = backend.normal(key, state.position)
             position = (state.position - self.drift_factor * self.step_size * drift
