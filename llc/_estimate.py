@@ -166,7 +166,8 @@ def estimate(
         loss_and_grad = backend.value_and_grad(loss_fn, unravel)
         _probe(backend, loss_and_grad, center, dataset)
         loss_only = backend.value(loss_fn, unravel)
-        init_loss = _full_loss(backend, loss_only, center, dataset, init_loss_batches)
+        init_loss, init_grad_norm = _full_loss_and_grad_norm(
+            backend, loss_and_grad, center, dataset, init_loss_batches)
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend)
         algorithm = settings.build(posterior)
         chain_keys = backend.split(backend.key(seed), num_chains)
@@ -187,6 +188,7 @@ def estimate(
         "nbeta": nbeta,
         "localization": localization,
         "init_loss": init_loss,
+        "init_grad_norm": init_grad_norm,
         "baseline": baseline,
         "init_loss_batches": "all" if init_loss_batches is None else init_loss_batches,
         "batch_size": "iterable" if dataset.batch_size is None else dataset.batch_size,
@@ -218,22 +220,27 @@ def _isolated_global_rng(backend: Backend, seed: int) -> Iterator[None]:
         random.setstate(python_state)
 
 
-def _full_loss(backend: Backend, loss_only: Callable[..., Any], center: Any, dataset: Any,
-               max_batches: int | None) -> float:
-    total = 0.0
+def _full_loss_and_grad_norm(backend: Backend, loss_and_grad: Callable[..., Any], center: Any,
+                            dataset: Any, max_batches: int | None) -> tuple[float, float]:
+    """L_n(w*) and ‖∇L_n(w*)‖ over the data in order (or its first ``max_batches`` batches)."""
+    total_loss = 0.0
+    total_grad = None
     count = 0
     for batch, size in dataset.evaluation_batches(max_batches):
-        total += float(backend.to_numpy(loss_only(center, batch))) * size
+        loss, grad = loss_and_grad(center, batch)
+        total_loss += float(backend.to_numpy(loss)) * size
+        total_grad = grad * size if total_grad is None else total_grad + grad * size
         count += size
     if count == 0:
         raise ValueError("`data` yielded no batches for the loss at w*")
-    init_loss = total / count
+    init_loss = total_loss / count
     if not math.isfinite(init_loss):
         raise ValueError(
             f"the loss at w* (`params`) on the data is {init_loss}: check params and data for "
             "NaN/inf and that loss_fn is finite at w*"
         )
-    return init_loss
+    grad_norm = float(np.linalg.norm(backend.to_numpy(total_grad).astype(np.float64))) / count
+    return init_loss, grad_norm
 
 
 def _probe(backend: Backend, loss_and_grad: Callable[..., Any], center: Any, dataset: Any) -> None:

@@ -108,6 +108,11 @@ def test_estimator_formula(backend64) -> None:
     x, y = backend64.to_numpy(data)
     w = backend64.to_numpy(params)["weight"]
     assert result.init_loss == pytest.approx(0.5 * np.mean(np.sum((x @ w.T - y) ** 2, 1)), rel=1e-12)
+    w_moved = w + 0.01  # off the least-squares point, where the gradient is not ~0
+    moved = llc.estimate(loss_fn, backend64.asarray({"weight": w_moved}), data, **SHORT)
+    expected = np.linalg.norm((x @ w_moved.T - y).T @ x / len(x))
+    assert moved.attrs["init_grad_norm"] == pytest.approx(expected, rel=1e-10)
+    assert result.attrs["init_grad_norm"] < 1e-10
 
 
 def test_minibatch_baseline_subtracts_the_same_batch(backend64) -> None:
