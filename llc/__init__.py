@@ -9,7 +9,7 @@ from ._backend import Backend, array_namespace, available_backends, get_backend
 from ._estimate import default_nbeta, estimate
 from ._version import __version__
 from .posterior import LocalizedPosterior
-from .result import ChainFailureWarning, LLCResult
+from .result import ChainFailureWarning, LLCResult, load
 from . import samplers
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "estimate",
     "default_nbeta",
     "LLCResult",
+    "load",
     "ChainFailureWarning",
     "LocalizedPosterior",
     "Backend",

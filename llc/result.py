@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ._estimate import ChainRun
 
-__all__ = ["LLCResult", "ChainFailureWarning"]
+__all__ = ["LLCResult", "ChainFailureWarning", "load"]
 
 _TAIL_PROB = (0.05, 0.95)  # Stan-compatible tail ESS
 
@@ -208,8 +211,58 @@ class LLCResult:
         tree = arviz_base.from_dict(groups, save_warmup=True)
         tree.attrs.update(_netcdf_attrs(self.attrs))
         tree.attrs["elapsed_seconds"] = float(self.elapsed)
-        tree.attrs["failed_chains"] = ",".join(str(c) for c in np.flatnonzero(self.failed_chains))
+        tree.attrs["failed_chains"] = json.dumps([int(c) for c in np.flatnonzero(self.failed_chains)])
+        tree.attrs["chain_errors"] = json.dumps(self.chain_errors)
         return tree
+
+    @classmethod
+    def from_arviz(cls, tree: xr.DataTree) -> LLCResult:
+        """Rebuild a result from :meth:`to_arviz`'s DataTree (e.g. one read from disk)."""
+        for group in ("posterior", "sample_stats"):
+            if group not in tree.children:
+                raise ValueError(f"`tree` has no {group!r} group: not written by LLCResult.to_arviz")
+        posterior = tree["posterior"]
+        attrs = {key: value.item() if isinstance(value, np.generic) else value
+                 for key, value in tree.attrs.items()}
+        for key in ("nbeta", "init_loss"):
+            if key not in attrs:
+                raise ValueError(f"`tree` lacks the root attribute {key!r}: not written by llc")
+        elapsed = float(attrs.pop("elapsed_seconds", float("nan")))
+        failed = json.loads(attrs.pop("failed_chains", "[]"))
+        errors = json.loads(attrs.pop("chain_errors", "[]"))
+        llc_trace = np.asarray(posterior["llc"].values, dtype=np.float64)
+        chains = llc_trace.shape[0]
+        stats = {name: np.asarray(tree["sample_stats"][name].values)
+                 for name in tree["sample_stats"].data_vars}
+        if "diverging" in stats:
+            stats["diverging"] = stats["diverging"].astype(bool)
+        warmup = (np.asarray(tree["warmup_posterior"]["loss"].values, dtype=np.float64)
+                  if "warmup_posterior" in tree.children else np.empty((chains, 0)))
+        failed_chains = np.zeros(chains, dtype=bool)
+        failed_chains[failed] = True
+        return cls(
+            llc_trace=llc_trace,
+            loss_trace=np.asarray(posterior["loss"].values, dtype=np.float64),
+            init_loss=float(attrs["init_loss"]),
+            nbeta=float(attrs["nbeta"]),
+            sample_stats=stats,
+            warmup_loss=warmup,
+            failed_chains=failed_chains,
+            chain_errors=errors or [""] * chains,
+            attrs=attrs,
+            elapsed=elapsed,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_arviz` to ``path``: a zarr store if it ends in ``.zarr``, else
+        netCDF-4 (h5netcdf). Read it back with :func:`llc.load`."""
+        target = Path(path)
+        tree = self.to_arviz()
+        if target.suffix == ".zarr":
+            tree.to_zarr(target, mode="w")
+        else:
+            tree.to_netcdf(target, engine="h5netcdf")
+        return target
 
     def _healthy_posterior(self) -> xr.DataTree:
         import arviz_base
@@ -218,8 +271,14 @@ class LLCResult:
         return arviz_base.from_dict({"posterior": {"llc": self.llc_trace[healthy]}})
 
     def summary(self) -> pd.DataFrame:
-        """One row ``llc``: mean, sd, MCSE, bulk and tail ESS, R-hat (arviz-stats), the
-        spread of chain means, and nβ, n, the number of healthy chains and draws."""
+        """One row ``llc``: the estimate's statistics and the settings that produced it.
+
+        Columns: ``mean``, ``sd``, ``mcse_mean``, ``ess_bulk``, ``ess_tail``, ``r_hat`` (from
+        arviz-stats, on the healthy chains), ``chain_std`` (spread of chain means),
+        ``mala_acceptance`` (mean), ``healthy_chains``, ``draws``, then the settings:
+        ``sampler``, ``step_size``, ``nbeta``, ``localization``, ``batch_size``, ``num_data``,
+        ``num_burnin``, ``baseline``, ``backend``.
+        """
         import arviz_stats
 
         posterior = self._healthy_posterior()
@@ -228,11 +287,38 @@ class LLCResult:
         table.insert(4, "ess_tail", self.ess_tail)
         table["chain_std"] = self.llc_std
         table["mala_acceptance"] = self.mala_acceptance
-        table["nbeta"] = self.nbeta
-        table["num_data"] = self.attrs.get("num_data")
         table["healthy_chains"] = len(self.healthy_chains)
         table["draws"] = self.llc_trace.shape[1]
+        table["sampler"] = self.attrs.get("sampler")
+        table["step_size"] = self.attrs.get("sampler_step_size")
+        table["nbeta"] = self.nbeta
+        for key in ("localization", "batch_size", "num_data", "num_burnin", "baseline", "backend"):
+            table[key] = self.attrs.get(key)
         return table
+
+    def report(self) -> str:
+        """A readable multi-line report: λ̂ ± MCSE, diagnostics, settings (``print(result)``)."""
+        chains, draws = self.llc_trace.shape
+        attrs = self.attrs
+        lines = [
+            f"λ̂ = {self.llc_mean:.4g} ± {self.llc_mcse:.2g} (MCSE)   chain std {self.llc_std:.3g}"
+            f"   from {len(self.healthy_chains)}/{chains} chains × {draws} draws",
+            f"diagnostics: R-hat {self.rhat:.3f}, ESS bulk {self.ess_bulk:.0f}, "
+            f"ESS tail {self.ess_tail:.0f}, MALA acceptance {self.mala_acceptance:.3f}",
+            f"settings: backend={attrs.get('backend')} ({attrs.get('device')}, "
+            f"{attrs.get('dtype')}), sampler={attrs.get('sampler')}, "
+            f"step_size={attrs.get('sampler_step_size')}, nbeta={self.nbeta:.5g} "
+            f"(n={attrs.get('num_data')}), localization={attrs.get('localization')}, "
+            f"batch_size={attrs.get('batch_size')}, burn-in={attrs.get('num_burnin')}, "
+            f"thin={attrs.get('thin')}, baseline={attrs.get('baseline')}, seed={attrs.get('seed')}",
+            f"L_n(w*) = {self.init_loss:.6g}, ‖∇L_n(w*)‖ = {attrs.get('init_grad_norm', float('nan')):.3g}"
+            f", {self.elapsed:.1f} s",
+        ]
+        lines += [f"chain {chain}: {error}" for chain, error in enumerate(self.chain_errors) if error]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
 
     def plot(self, *, true_lambda: float | None = None) -> Any:
         """Trace plot (:func:`llc.plots.plot_trace`); returns the matplotlib figure."""
@@ -252,6 +338,26 @@ class LLCResult:
             f"chain std={self.llc_std:.3g}, nbeta={self.nbeta:.4g}, "
             f"chains={len(self.healthy_chains)}/{chains}, draws={draws}, {settings})"
         )
+
+
+def load(path: str | os.PathLike[str]) -> LLCResult:
+    """Read a result written by :meth:`LLCResult.save` (netCDF, or zarr for ``*.zarr``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not an llc result.
+    """
+    import xarray as xr
+
+    source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"`path` {str(source)!r} does not exist")
+    engine = "zarr" if source.suffix == ".zarr" or source.is_dir() else "h5netcdf"
+    with xr.open_datatree(source, engine=engine) as tree:
+        return LLCResult.from_arviz(tree.load())
 
 
 def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:

@@ -221,3 +221,35 @@ def test_mala_acceptance_is_recorded_every_k_draws(backend64) -> None:
     off = llc.estimate(loss_fn, params, data, mala_every=None, **SHORT)
     assert "mala_acceptance" not in off.sample_stats
     np.testing.assert_array_equal(off.llc_trace, result.llc_trace)  # diagnosis changes nothing
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".zarr"])
+def test_save_and_load_round_trip(backend64, tmp_path, suffix) -> None:
+    if suffix == ".zarr":
+        pytest.importorskip("zarr")
+    loss_fn, params, data = linear_problem(backend64)
+    result = llc.estimate(loss_fn, params, data, baseline="minibatch", **SHORT)
+    path = result.save(tmp_path / f"run{suffix}")
+    loaded = llc.load(path)
+    np.testing.assert_array_equal(loaded.llc_trace, result.llc_trace)
+    np.testing.assert_array_equal(loaded.loss_trace, result.loss_trace)
+    np.testing.assert_array_equal(loaded.warmup_loss, result.warmup_loss)
+    assert set(loaded.sample_stats) == set(result.sample_stats)
+    for name, values in result.sample_stats.items():
+        np.testing.assert_array_equal(loaded.sample_stats[name], values)
+        assert loaded.sample_stats[name].dtype == values.dtype
+    assert loaded.attrs == {k: v for k, v in result.to_arviz().attrs.items()
+                            if k not in ("elapsed_seconds", "failed_chains", "chain_errors")}
+    assert loaded.llc_mean == result.llc_mean
+    assert loaded.llc_mcse == pytest.approx(result.llc_mcse)
+    assert list(loaded.failed_chains) == list(result.failed_chains)
+    assert loaded.elapsed == pytest.approx(result.elapsed)
+
+
+def test_load_rejects_what_is_not_a_result(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="`path`"):
+        llc.load(tmp_path / "missing.nc")
+    xr.DataTree.from_dict({"posterior": xr.Dataset({"x": ("draw", [1.0])})}).to_netcdf(
+        tmp_path / "other.nc", engine="h5netcdf")
+    with pytest.raises(ValueError, match="sample_stats"):
+        llc.load(tmp_path / "other.nc")
