@@ -253,3 +253,24 @@ def test_load_rejects_what_is_not_a_result(tmp_path) -> None:
         tmp_path / "other.nc", engine="h5netcdf")
     with pytest.raises(ValueError, match="sample_stats"):
         llc.load(tmp_path / "other.nc")
+
+
+def test_progress_bar_on_stderr_only_when_asked(backend64, capsys) -> None:
+    loss_fn, params, data = linear_problem(backend64)
+    llc.estimate(loss_fn, params, data, **{**SHORT, "progress": True})
+    shown = capsys.readouterr().err
+    assert "llc chain 2/2" in shown and "100%" in shown and "llc=" in shown
+    llc.estimate(loss_fn, params, data, **{**SHORT, "progress": None})  # stderr is no terminal
+    assert capsys.readouterr().err == ""
+
+
+def test_datatree_passes_through_arviz_stats(backend64) -> None:
+    import arviz_stats
+
+    loss_fn, params, data = linear_problem(backend64)
+    tree = llc.estimate(loss_fn, params, data, **SHORT).to_arviz()
+    table = arviz_stats.summary(tree, round_to="none")
+    assert {"llc", "loss"} <= set(table.index)
+    assert np.isfinite(table.loc["llc", "ess_bulk"])
+    assert tree.attrs["inference_library"] == "llc"
+    assert tree.attrs["inference_library_version"] == llc.__version__
