@@ -45,7 +45,7 @@ def demo(backend: str | None = None, *, device: str | None = None,
     device
         The framework's device for params and data (e.g. ``"cuda"``); default its default.
     out
-        A folder for ``demo.nc`` (the ArviZ DataTree) and ``demo_trace.png`` (the trace plot,
+        A folder for ``demo.nc`` (the ArviZ DataTree) and ``demo_diagnostics.png`` (the trace plot,
         when matplotlib is installed).
     seed
         Seed of the data and of the sampler.
@@ -106,8 +106,8 @@ def demo(backend: str | None = None, *, device: str | None = None,
             print("(matplotlib not installed: no trace plot; pip install 'llc[plots]')",
                   file=sys.stderr)
         else:
-            figure.savefig(folder / "demo_trace.png", dpi=120)
-            report["files"].append(str(folder / "demo_trace.png"))
+            figure.savefig(folder / "demo_diagnostics.png", dpi=120)
+            report["files"].append(str(folder / "demo_diagnostics.png"))
     return report
 
 

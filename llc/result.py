@@ -321,10 +321,11 @@ class LLCResult:
         return self.report()
 
     def plot(self, *, true_lambda: float | None = None) -> Any:
-        """Trace plot (:func:`llc.plots.plot_trace`); returns the matplotlib figure."""
-        from .plots import plot_trace
+        """Diagnostic plots (:func:`llc.plots.plot_diagnostics`): λ̂ trace with running
+        means, loss, rank plot, MALA acceptance, distance; returns the matplotlib figure."""
+        from .plots import plot_diagnostics
 
-        return plot_trace(self, true_lambda=true_lambda)
+        return plot_diagnostics(self, true_lambda=true_lambda)
 
     def __repr__(self) -> str:
         chains, draws = self.llc_trace.shape
