@@ -9,7 +9,9 @@ from ._backend import Backend, array_namespace, available_backends, get_backend
 from ._estimate import default_nbeta, estimate
 from ._version import __version__
 from .posterior import LocalizedPosterior
-from .result import ChainFailureWarning, LLCResult, load
+from .diagnostics import (ChainFailureWarning, Finding, HealthThresholds, LLCHealthWarning,
+                          check_health)
+from .result import LLCResult, load
 from . import samplers
 
 __all__ = [
@@ -19,6 +21,10 @@ __all__ = [
     "LLCResult",
     "load",
     "ChainFailureWarning",
+    "LLCHealthWarning",
+    "Finding",
+    "HealthThresholds",
+    "check_health",
     "LocalizedPosterior",
     "Backend",
     "get_backend",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .diagnostics import ChainFailureWarning, Finding
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -20,10 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["LLCResult", "ChainFailureWarning", "load"]
 
 _TAIL_PROB = (0.05, 0.95)  # Stan-compatible tail ESS
-
-
-class ChainFailureWarning(UserWarning):
-    """Some chains diverged or raised and were left out of λ̂."""
 
 
 @dataclass
@@ -56,6 +54,8 @@ class LLCResult:
         Settings and provenance (backend, device, n, nβ, γ, sampler settings, seed...).
     elapsed
         Wall-clock seconds of the whole call.
+    findings
+        What the health checks found (:func:`llc.check_health`); empty for a healthy run.
     """
 
     llc_trace: np.ndarray
@@ -68,6 +68,7 @@ class LLCResult:
     chain_errors: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
     elapsed: float = float("nan")
+    findings: list[Finding] = field(default_factory=list)
     _first_error: BaseException | None = field(default=None, repr=False, compare=False)
 
     # ---- construction -------------------------------------------------------------------
@@ -111,7 +112,7 @@ class LLCResult:
             _first_error=next((run.error for run in runs if run.error is not None), None),
         )
 
-    def _warn_about_failures(self) -> None:
+    def _raise_if_every_chain_failed(self) -> None:
         failed = np.flatnonzero(self.failed_chains)
         if failed.size == len(self.failed_chains):
             details = "; ".join(f"chain {c}: {self.chain_errors[c]}" for c in failed)
@@ -119,14 +120,6 @@ class LLCResult:
                 f"every chain failed ({details}). If they diverged, lower `step_size` "
                 f"(now {self.attrs.get('sampler_step_size')}) or raise `localization`"
             ) from self._first_error
-        if failed.size:
-            details = "; ".join(f"chain {c} {self.chain_errors[c]}" for c in failed)
-            warnings.warn(
-                f"{failed.size} of {len(self.failed_chains)} chains left out of λ̂: {details}. "
-                "A smaller `step_size` usually prevents divergence",
-                ChainFailureWarning,
-                stacklevel=3,
-            )
 
     # ---- the estimate -------------------------------------------------------------------
     @property
@@ -213,6 +206,7 @@ class LLCResult:
         tree.attrs["elapsed_seconds"] = float(self.elapsed)
         tree.attrs["failed_chains"] = json.dumps([int(c) for c in np.flatnonzero(self.failed_chains)])
         tree.attrs["chain_errors"] = json.dumps(self.chain_errors)
+        tree.attrs["findings"] = json.dumps([dataclasses.asdict(f) for f in self.findings])
         return tree
 
     @classmethod
@@ -222,18 +216,20 @@ class LLCResult:
             if group not in tree.children:
                 raise ValueError(f"`tree` has no {group!r} group: not written by LLCResult.to_arviz")
         posterior = tree["posterior"]
-        attrs = {key: value.item() if isinstance(value, np.generic) else value
-                 for key, value in tree.attrs.items()}
+        attrs: dict[str, Any] = {str(key): value.item() if isinstance(value, np.generic) else value
+                                 for key, value in tree.attrs.items()}
         for key in ("nbeta", "init_loss"):
             if key not in attrs:
                 raise ValueError(f"`tree` lacks the root attribute {key!r}: not written by llc")
         elapsed = float(attrs.pop("elapsed_seconds", float("nan")))
         failed = json.loads(attrs.pop("failed_chains", "[]"))
         errors = json.loads(attrs.pop("chain_errors", "[]"))
+        findings = [Finding(**{**item, "chains": tuple(item["chains"])})
+                    for item in json.loads(attrs.pop("findings", "[]"))]
         llc_trace = np.asarray(posterior["llc"].values, dtype=np.float64)
         chains = llc_trace.shape[0]
-        stats = {name: np.asarray(tree["sample_stats"][name].values)
-                 for name in tree["sample_stats"].data_vars}
+        stats = {str(name): np.asarray(values.values)
+                 for name, values in tree["sample_stats"].to_dataset().data_vars.items()}
         if "diverging" in stats:
             stats["diverging"] = stats["diverging"].astype(bool)
         warmup = (np.asarray(tree["warmup_posterior"]["loss"].values, dtype=np.float64)
@@ -251,6 +247,7 @@ class LLCResult:
             chain_errors=errors or [""] * chains,
             attrs=attrs,
             elapsed=elapsed,
+            findings=findings,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -277,7 +274,7 @@ class LLCResult:
         arviz-stats, on the healthy chains), ``chain_std`` (spread of chain means),
         ``mala_acceptance`` (mean), ``healthy_chains``, ``draws``, then the settings:
         ``sampler``, ``step_size``, ``nbeta``, ``localization``, ``batch_size``, ``num_data``,
-        ``num_burnin``, ``baseline``, ``backend``.
+        ``num_burnin``, ``baseline``, ``backend``, and ``findings`` (the health-check codes).
         """
         import arviz_stats
 
@@ -294,6 +291,7 @@ class LLCResult:
         table["nbeta"] = self.nbeta
         for key in ("localization", "batch_size", "num_data", "num_burnin", "baseline", "backend"):
             table[key] = self.attrs.get(key)
+        table["findings"] = ",".join(finding.code for finding in self.findings)
         return table
 
     def report(self) -> str:
@@ -315,6 +313,7 @@ class LLCResult:
             f", {self.elapsed:.1f} s",
         ]
         lines += [f"chain {chain}: {error}" for chain, error in enumerate(self.chain_errors) if error]
+        lines += [f"health: {finding}" for finding in self.findings] or ["health: no findings"]
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -239,7 +240,9 @@ def test_save_and_load_round_trip(backend64, tmp_path, suffix) -> None:
         np.testing.assert_array_equal(loaded.sample_stats[name], values)
         assert loaded.sample_stats[name].dtype == values.dtype
     assert loaded.attrs == {k: v for k, v in result.to_arviz().attrs.items()
-                            if k not in ("elapsed_seconds", "failed_chains", "chain_errors")}
+                            if k not in ("elapsed_seconds", "failed_chains", "chain_errors",
+                                         "findings")}
+    assert loaded.findings == result.findings and result.findings  # short runs have findings
     assert loaded.llc_mean == result.llc_mean
     assert loaded.llc_mcse == pytest.approx(result.llc_mcse)
     assert list(loaded.failed_chains) == list(result.failed_chains)
@@ -257,11 +260,13 @@ def test_load_rejects_what_is_not_a_result(tmp_path) -> None:
 
 def test_progress_bar_on_stderr_only_when_asked(backend64, capsys) -> None:
     loss_fn, params, data = linear_problem(backend64)
-    llc.estimate(loss_fn, params, data, **{**SHORT, "progress": True})
-    shown = capsys.readouterr().err
-    assert "llc chain 2/2" in shown and "100%" in shown and "llc=" in shown
-    llc.estimate(loss_fn, params, data, **{**SHORT, "progress": None})  # stderr is no terminal
-    assert capsys.readouterr().err == ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.LLCHealthWarning)  # short runs: stderr for the bar
+        llc.estimate(loss_fn, params, data, **{**SHORT, "progress": True})
+        shown = capsys.readouterr().err
+        assert "llc chain 2/2" in shown and "100%" in shown and "llc=" in shown
+        llc.estimate(loss_fn, params, data, **{**SHORT, "progress": None})  # not a terminal
+        assert capsys.readouterr().err == ""
 
 
 def test_datatree_passes_through_arviz_stats(backend64) -> None:

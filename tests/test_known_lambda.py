@@ -53,6 +53,7 @@ def test_recovers_known_lambda(backend64, name: str) -> None:
     ok, message = recovery(result, problem.true_lambda)
     assert ok, message
     assert result.rhat < 1.05, result.rhat
+    assert result.findings == [], result.findings  # a healthy run raises no health finding
 
 
 def test_recovers_known_lambda_float32() -> None:
