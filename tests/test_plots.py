@@ -201,7 +201,7 @@ def test_without_mala_the_acceptance_panel_says_so() -> None:
         plt.close(figure)
 
 
-def test_acceptance_draws_only_the_diagnosed_draws_with_the_band() -> None:
+def test_acceptance_draws_only_the_diagnosed_draws_with_the_low_region() -> None:
     result = synthetic(draws=100, mala_every=10)
     figure = plots.plot_acceptance(result)
     try:
@@ -209,7 +209,7 @@ def test_acceptance_draws_only_the_diagnosed_draws_with_the_band() -> None:
         points = [line for line in ax_acc.lines if line.get_linestyle() == "None"]
         assert len(points) == 3 and all(len(line.get_xdata()) == 10 for line in points)
         assert all(np.isfinite(line.get_ydata()).all() for line in points)
-        band = [p for p in ax_acc.patches if "0.90–0.95" in p.get_label()]
+        band = [p for p in ax_acc.patches if "step too large" in p.get_label()]
         assert len(band) == 1
         legend = [t.get_text() for t in ax_acc.get_legend().get_texts()]
         means = np.nanmean(result.sample_stats["mala_acceptance"], axis=1)
