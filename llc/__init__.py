@@ -11,7 +11,7 @@ from ._version import __version__
 from .posterior import LocalizedPosterior
 from .diagnostics import (ChainFailureWarning, Finding, HealthThresholds, LLCHealthWarning,
                           check_health)
-from .result import LLCResult, load
+from .result import IncompleteRunWarning, LLCResult, load
 from . import samplers
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "LLCResult",
     "load",
     "ChainFailureWarning",
+    "IncompleteRunWarning",
     "LLCHealthWarning",
     "Finding",
     "HealthThresholds",

@@ -29,17 +29,17 @@ class ArrayData:
         self.batch_size = batch_size
         self.backend = backend
 
-    def stream(self, key: Key) -> Iterator[tuple[Array, ...]]:
-        """Endless minibatches for one chain."""
+    def stream(self, key: Key, start: int = 0) -> Iterator[tuple[Array, ...]]:
+        """Endless minibatches for one chain, from its ``start``-th batch on."""
         backend = self.backend
         batches_per_epoch = self.num_data // self.batch_size
-        epoch = 0
+        epoch, first = divmod(start, batches_per_epoch)
         while True:
             order = backend.permutation(backend.fold_in(key, epoch), self.num_data, self.arrays[0])
-            for index in range(batches_per_epoch):
+            for index in range(first, batches_per_epoch):
                 rows = order[index * self.batch_size:(index + 1) * self.batch_size]
                 yield tuple(backend.take(array, rows) for array in self.arrays)
-            epoch += 1
+            epoch, first = epoch + 1, 0
 
     def evaluation_batches(self, max_batches: int | None) -> Iterator[tuple[tuple[Array, ...], int]]:
         """Consecutive batches in order, with their sizes, for the loss at w*."""
@@ -64,12 +64,18 @@ class IterableData:
     def _convert(self, batch: Any) -> Any:
         return tree_map(lambda leaf: self.backend.asarray(leaf, like=self.like), batch)
 
-    def stream(self, key: Key) -> Iterator[Any]:
-        """Endless batches: the iterable restarted whenever it runs out."""
+    def stream(self, key: Key, start: int = 0) -> Iterator[Any]:
+        """Endless batches: the iterable restarted whenever it runs out. The first ``start``
+        batches are drawn and skipped (a resumed run), so the iterable's own randomness
+        advances as in an uninterrupted run."""
+        skip = start
         while True:
             empty = True
             for batch in self.batches:
                 empty = False
+                if skip:
+                    skip -= 1
+                    continue
                 yield self._convert(batch)
             if empty:
                 raise ValueError("`data` yielded no batches")

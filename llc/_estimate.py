@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,13 +22,12 @@ from ._tree import tree_flatten
 from ._validate import positive_float, positive_int
 from .posterior import LocalizedPosterior
 from .diagnostics import HealthThresholds, check_health, warn_findings
-from .result import LLCResult
+from . import _checkpoint
+from ._runner import ChainPlan, ChainRun, RunnerState, run_chains
+from .result import IncompleteRunWarning, LLCResult
 from .samplers import SamplerSettings, get_sampler
 
 __all__ = ["estimate", "default_nbeta"]
-
-_FLUSH_EVERY = 200  # steps between copies of the buffered per-step scalars to the host
-
 
 def default_nbeta(num_data: int) -> float:
     """nβ = n / log n, the inverse temperature β* = 1/log n of WBIC times n (DESIGN §1)."""
@@ -55,6 +56,9 @@ def estimate(
     baseline: str = "full",
     mala_every: int | None = 20,
     health_thresholds: HealthThresholds | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 1000,
+    resume: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
 ) -> LLCResult:
     r"""Estimate the local learning coefficient λ̂ of a model at w* = ``params``.
@@ -123,13 +127,24 @@ def estimate(
     health_thresholds
         Thresholds of the health checks run on the result (:func:`llc.check_health`); each
         finding is kept in ``result.findings`` and emitted as an ``LLCHealthWarning``.
+    checkpoint
+        Write the run so far to this path every ``checkpoint_every`` steps (netCDF, or zarr
+        for ``*.zarr``; replaced atomically), at the end and on an interrupt.
+    checkpoint_every
+        Steps between checkpoints.
+    resume
+        Continue the run checkpointed at this path: every setting must match the call that
+        wrote it, and the result equals that of an uninterrupted run with the same seed.
+        Checkpoints go on to the same path unless ``checkpoint`` names another.
     progress
         Show a progress bar on stderr; default: only when stderr is a terminal.
 
     Returns
     -------
     LLCResult
-        ``llc_mean``, ``llc_std``, traces, ``summary()``, ``to_arviz()``.
+        ``llc_mean``, ``llc_std``, traces, ``summary()``, ``to_arviz()``. After a
+        ``KeyboardInterrupt`` the draws so far come back as a result with
+        ``result.complete == False`` (the interrupt propagates if no draw was taken yet).
 
     Raises
     ------
@@ -155,6 +170,11 @@ def estimate(
         init_loss_batches = positive_int("init_loss_batches", init_loss_batches)
     if mala_every is not None:
         mala_every = positive_int("mala_every", mala_every)
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    resume_path = None if resume is None else Path(resume)
+    if resume_path is not None and not resume_path.exists():
+        raise FileNotFoundError(f"`resume`: no checkpoint at {str(resume_path)!r}")
+    checkpoint_path = Path(checkpoint) if checkpoint is not None else resume_path
     settings = get_sampler(sampler, step_size=step_size) if isinstance(sampler, str) \
         else get_sampler(sampler)
 
@@ -176,38 +196,62 @@ def estimate(
             backend, loss_and_grad, center, dataset, init_loss_batches)
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend)
         algorithm = settings.build(posterior)
-        chain_keys = backend.split(backend.key(seed), num_chains)
-        plan = _ChainPlan(
+        plan = ChainPlan(
             backend, algorithm, dataset, center, num_burnin, num_draws, thin, nbeta, init_loss,
             batch_baseline=loss_only if baseline == "minibatch" else None,
             mala_every=mala_every,
         )
-        runs = _run_chains(plan, chain_keys, progress)
+        attrs = {
+            "inference_library": "llc",
+            "inference_library_version": __version__,
+            "backend": backend.name,
+            **backend.describe(center),
+            "num_data": n,
+            "num_params": int(center.shape[0]),
+            "nbeta": nbeta,
+            "localization": localization,
+            "init_loss": init_loss,
+            "init_grad_norm": init_grad_norm,
+            "baseline": baseline,
+            "init_loss_batches": "all" if init_loss_batches is None else init_loss_batches,
+            "batch_size": "iterable" if dataset.batch_size is None else dataset.batch_size,
+            "sampler": settings.name,
+            **{f"sampler_{key}": value for key, value in settings.settings().items()
+               if key != "name"},
+            "num_chains": num_chains,
+            "num_draws": num_draws,
+            "num_burnin": num_burnin,
+            "thin": thin,
+            "mala_every": "off" if mala_every is None else mala_every,
+            "seed": int(seed),
+        }
+        chain_keys = backend.split(backend.key(seed), num_chains)
+        previous_elapsed = 0.0
+        if resume_path is not None:
+            state, previous_elapsed = _checkpoint.restore(resume_path, plan, attrs)
+        else:
+            state = RunnerState(0, [algorithm.init(center) for _ in chain_keys],
+                                [ChainRun.empty(plan) for _ in chain_keys])
+        writer = None if checkpoint_path is None else _checkpoint.writer(
+            checkpoint_path, plan, attrs, started - previous_elapsed)
+        state = run_chains(plan, chain_keys, state, progress=progress, checkpoint=writer,
+                           checkpoint_every=checkpoint_every)
 
-    attrs = {
-        "inference_library": "llc",
-        "inference_library_version": __version__,
-        "backend": backend.name,
-        **backend.describe(center),
-        "num_data": n,
-        "num_params": int(center.shape[0]),
-        "nbeta": nbeta,
-        "localization": localization,
-        "init_loss": init_loss,
-        "init_grad_norm": init_grad_norm,
-        "baseline": baseline,
-        "init_loss_batches": "all" if init_loss_batches is None else init_loss_batches,
-        "batch_size": "iterable" if dataset.batch_size is None else dataset.batch_size,
-        "sampler": settings.name,
-        **{f"sampler_{key}": value for key, value in settings.settings().items() if key != "name"},
-        "num_chains": num_chains,
-        "num_draws": num_draws,
-        "num_burnin": num_burnin,
-        "thin": thin,
-        "mala_every": "off" if mala_every is None else mala_every,
-        "seed": int(seed),
-    }
-    result = LLCResult.from_chains(runs, attrs=attrs, elapsed=time.perf_counter() - started)
+    elapsed = previous_elapsed + time.perf_counter() - started
+    if state.interrupted:
+        done = plan.draws_before(state.step)
+        if done == 0:
+            raise KeyboardInterrupt("interrupted before the first draw")
+        attrs.update(complete=0, steps_done=state.step)
+        result = LLCResult.from_chains(state.runs, attrs=attrs, elapsed=elapsed, num_draws=done)
+        warnings.warn(
+            f"interrupted at step {state.step} of {plan.steps}: the result holds the first "
+            f"{done} of {num_draws} draws per chain (result.complete is False)"
+            + (f"; continue with resume={str(checkpoint_path)!r}" if checkpoint_path else ""),
+            IncompleteRunWarning, stacklevel=2)
+    else:
+        attrs.update(complete=1, steps_done=state.step)
+        result = LLCResult.from_chains(state.runs, attrs=attrs, elapsed=elapsed)
     result._raise_if_every_chain_failed()
     result.findings = check_health(result, health_thresholds)
     warn_findings(result.findings, stacklevel=3)
@@ -257,137 +301,3 @@ def _probe(backend: Backend, loss_and_grad: Callable[..., Any], center: Any, dat
     loss, grad = loss_and_grad(center, batch)
     if tuple(grad.shape) != tuple(center.shape):
         raise ValueError("the gradient of `loss_fn` does not match the shape of `params`")
-
-
-class ChainRun:
-    """What one chain produced: per-draw statistics (float64 host arrays) and its fate."""
-
-    def __init__(self, num_burnin: int, num_draws: int, fields: tuple[str, ...]) -> None:
-        self.warmup_loss = np.full(num_burnin, np.nan)
-        self.draws = {field: np.full(num_draws, np.nan) for field in fields}
-        self.diverged_at: int | None = None  # step index of the first non-finite value
-        self.error: BaseException | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.diverged_at is not None or self.error is not None
-
-
-@dataclass(frozen=True)
-class _ChainPlan:
-    """What every chain of one call shares."""
-
-    backend: Backend
-    algorithm: Any
-    dataset: Any
-    center: Any
-    num_burnin: int
-    num_draws: int
-    thin: int
-    nbeta: float
-    init_loss: float
-    batch_baseline: Callable[..., Any] | None
-    mala_every: int | None
-
-    @property
-    def steps(self) -> int:
-        return self.num_burnin + self.num_draws * self.thin
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """Per-draw statistics recorded for every draw."""
-        return ("loss", "distance", "grad_norm") + (
-            ("baseline_loss",) if self.batch_baseline else ())
-
-
-def _run_chains(plan: _ChainPlan, chain_keys: list[Any], progress: bool) -> list[ChainRun]:
-    from tqdm.auto import tqdm
-
-    fields = plan.fields + (("mala_acceptance",) if plan.mala_every else ())
-    runs: list[ChainRun] = []
-    with tqdm(total=plan.steps * len(chain_keys), disable=not progress, file=sys.stderr,
-              desc="llc", unit="step", dynamic_ncols=True) as bar:
-        for chain, chain_key in enumerate(chain_keys):
-            bar.set_description(f"llc chain {chain + 1}/{len(chain_keys)}")
-            run = ChainRun(plan.num_burnin, plan.num_draws, fields)
-            runs.append(run)
-            try:
-                _run_chain(plan, chain_key, run, bar)
-            except Exception as error:  # a failing chain never loses the others' work
-                run.error = error
-            bar.update((chain + 1) * plan.steps - bar.n)
-    return runs
-
-
-def _run_chain(plan: _ChainPlan, chain_key: Any, run: ChainRun, bar: Any) -> None:
-    backend, num_burnin, thin = plan.backend, plan.num_burnin, plan.thin
-    noise_key, data_key = backend.split(chain_key, 2)
-    batches = plan.dataset.stream(data_key)
-    state = plan.algorithm.init(plan.center)
-    fields = plan.fields
-    warmup: list[tuple[int, Any, Any]] = []  # (step, loss, distance) of burn-in steps
-    draws: list[tuple[int, tuple[Any, ...]]] = []  # (step, values of `fields`)
-    acceptances: list[tuple[int, Any]] = []  # (draw, MALA acceptance) every mala_every draws
-    reached = 0  # steps whose statistics reached the host
-    shown = 0  # steps counted on the progress bar
-
-    def host(values: list[Any]) -> np.ndarray:
-        return backend.to_numpy(backend.stack(values)).astype(np.float64)
-
-    def flush() -> bool:
-        """Copy buffered scalars to the host; False once the chain has diverged."""
-        nonlocal reached, shown
-        if warmup:
-            loss, distance = host([row[1] for row in warmup]), host([row[2] for row in warmup])
-            bad = ~(np.isfinite(loss) & np.isfinite(distance))
-            steps_done = [row[0] for row in warmup]
-            if bad.any():
-                first = int(np.argmax(bad))
-                run.diverged_at = steps_done[first]
-                steps_done, loss = steps_done[:first], loss[:first]
-            run.warmup_loss[steps_done] = loss
-            reached = warmup[-1][0] + 1
-            warmup.clear()
-        if draws and run.diverged_at is None:
-            stacked = {field: host([row[1][i] for row in draws]) for i, field in enumerate(fields)}
-            bad = ~(np.isfinite(stacked["loss"]) & np.isfinite(stacked["distance"]))
-            count = int(np.argmax(bad)) if bad.any() else len(draws)
-            if bad.any():
-                run.diverged_at = draws[count][0]
-            indices = [(step - num_burnin) // thin for step, _ in draws[:count]]
-            for field in fields:
-                run.draws[field][indices] = stacked[field][:count]
-            if acceptances:
-                kept = [(draw, value) for draw, value in acceptances
-                        if run.diverged_at is None or draw < (run.diverged_at - num_burnin) // thin]
-                if kept:
-                    run.draws["mala_acceptance"][[draw for draw, _ in kept]] = \
-                        host([value for _, value in kept])
-            reached = draws[-1][0] + 1
-        draws.clear()
-        acceptances.clear()
-        bar.update(reached - shown)
-        shown = reached
-        reference = run.draws.get("baseline_loss", plan.init_loss)
-        drawn = (run.draws["loss"] - reference)[np.isfinite(run.draws["loss"])]
-        if drawn.size:
-            bar.set_postfix(llc=f"{plan.nbeta * drawn.mean():.4g}", refresh=False)
-        return run.diverged_at is None
-
-    for step in range(plan.steps):
-        batch = next(batches)
-        draw, offset = divmod(step - num_burnin, thin)
-        recorded = step >= num_burnin and offset == 0
-        diagnose = recorded and plan.mala_every is not None and draw % plan.mala_every == 0
-        state, info = plan.algorithm.step(backend.fold_in(noise_key, step), state, batch,
-                                          diagnose)
-        if step < num_burnin:
-            warmup.append((step, info.loss, info.distance))
-        elif recorded:
-            extra = (plan.batch_baseline(plan.center, batch),) if plan.batch_baseline else ()
-            draws.append((step, (info.loss, info.distance, info.grad_norm, *extra)))
-            if diagnose:
-                acceptances.append((draw, info.mala_acceptance))
-        if len(warmup) + len(draws) >= _FLUSH_EVERY and not flush():
-            return
-    flush()

@@ -17,11 +17,15 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import xarray as xr
 
-    from ._estimate import ChainRun
+    from ._runner import ChainRun
 
-__all__ = ["LLCResult", "ChainFailureWarning", "load"]
+__all__ = ["LLCResult", "ChainFailureWarning", "IncompleteRunWarning", "load"]
 
 _TAIL_PROB = (0.05, 0.95)  # Stan-compatible tail ESS
+
+
+class IncompleteRunWarning(UserWarning):
+    """The run was interrupted: the result holds the draws taken so far."""
 
 
 @dataclass
@@ -73,28 +77,24 @@ class LLCResult:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_chains(cls, runs: list[ChainRun], *, attrs: dict[str, Any], elapsed: float
-                    ) -> LLCResult:
-        """Assemble a result from the chains' host-side records."""
+    def from_chains(cls, runs: list[ChainRun], *, attrs: dict[str, Any], elapsed: float,
+                    num_draws: int | None = None) -> LLCResult:
+        """Assemble a result from the chains' host-side records (the first ``num_draws``
+        draws of each, for an interrupted run)."""
         nbeta = float(attrs["nbeta"])
         init_loss = float(attrs["init_loss"])
-        loss = np.stack([run.draws["loss"] for run in runs])
-        stats = {name: np.stack([run.draws[name] for run in runs])
+        keep = slice(None) if num_draws is None else slice(0, num_draws)
+        loss = np.stack([run.draws["loss"][keep] for run in runs])
+        stats = {name: np.stack([run.draws[name][keep] for run in runs])
                  for name in runs[0].draws if name != "loss"}
         reference = stats.get("baseline_loss", init_loss)
         num_burnin = runs[0].warmup_loss.shape[0]
         thin = int(attrs.get("thin", 1))
         diverging = np.zeros(loss.shape, dtype=bool)
-        errors = []
         for chain, run in enumerate(runs):
             if run.diverged_at is not None:
                 first_draw = max(0, -(-(run.diverged_at - num_burnin) // thin))
                 diverging[chain, min(first_draw, loss.shape[1] - 1):] = True
-                errors.append(f"diverged at step {run.diverged_at}: non-finite loss or parameters")
-            elif run.error is not None:
-                errors.append(f"raised {type(run.error).__name__}: {run.error}")
-            else:
-                errors.append("")
         stats["diverging"] = diverging
         if "sampler_step_size" in attrs:
             stats["step_size"] = np.full(loss.shape, float(attrs["sampler_step_size"]))
@@ -106,7 +106,7 @@ class LLCResult:
             sample_stats=stats,
             warmup_loss=np.stack([run.warmup_loss for run in runs]),
             failed_chains=np.array([run.failed for run in runs]),
-            chain_errors=errors,
+            chain_errors=[run.failure_message() for run in runs],
             attrs=attrs,
             elapsed=elapsed,
             _first_error=next((run.error for run in runs if run.error is not None), None),
@@ -120,6 +120,11 @@ class LLCResult:
                 f"every chain failed ({details}). If they diverged, lower `step_size` "
                 f"(now {self.attrs.get('sampler_step_size')}) or raise `localization`"
             ) from self._first_error
+
+    @property
+    def complete(self) -> bool:
+        """False for a run interrupted before its last draw (``KeyboardInterrupt``)."""
+        return bool(self.attrs.get("complete", 1))
 
     # ---- the estimate -------------------------------------------------------------------
     @property
@@ -236,9 +241,14 @@ class LLCResult:
                   if "warmup_posterior" in tree.children else np.empty((chains, 0)))
         failed_chains = np.zeros(chains, dtype=bool)
         failed_chains[failed] = True
+        if not attrs.get("complete", 1):  # a checkpoint: keep the draws taken so far
+            burnin, thin = int(attrs.get("num_burnin", 0)), int(attrs.get("thin", 1))
+            done = max(0, -(-(int(attrs.get("steps_done", 0)) - burnin) // thin))
+            llc_trace = llc_trace[:, :done]
+            stats = {name: values[:, :done] for name, values in stats.items()}
         return cls(
             llc_trace=llc_trace,
-            loss_trace=np.asarray(posterior["loss"].values, dtype=np.float64),
+            loss_trace=np.asarray(posterior["loss"].values, dtype=np.float64)[:, :llc_trace.shape[1]],
             init_loss=float(attrs["init_loss"]),
             nbeta=float(attrs["nbeta"]),
             sample_stats=stats,

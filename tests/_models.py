@@ -37,3 +37,43 @@ def linear_problem(case: Any, n: int = 512, seed: int = 0) -> tuple[Any, Any, An
     data, params = linear_data(n, seed)
     loss_fn = linear_loss if case.backend.has_autodiff else linear_loss_and_grad
     return loss_fn, case.asarray(params), case.asarray(data)
+
+
+class FailingChains:
+    """Wrap ``loss_fn`` so that chosen chains fail from a chosen step on.
+
+    ``fail = {chain: (step, "nan" | "raise")}``. The runner calls ``loss_fn`` once for the
+    probe, once per evaluation chunk of L_n(w*) (``initial_calls``), then once per healthy
+    chain per step in chain order (with ``mala_every=None``, ``baseline="full"``); a chain that
+    raises is not called again, a chain that returns NaN is until the next flush (≥ 200 steps).
+    """
+
+    def __init__(self, loss_fn: Any, num_chains: int, fail: dict[int, tuple[int, str]],
+                 initial_calls: int = 2) -> None:
+        self.loss_fn, self.fail, self.initial = loss_fn, fail, initial_calls
+        self.active = list(range(num_chains))
+        self.calls = 0
+        self.position = 0  # index into `active` of the chain this call belongs to
+        self.step = 0
+
+    def __call__(self, params: Any, batch: Any) -> Any:
+        self.calls += 1
+        output = self.loss_fn(params, batch)
+        if self.calls <= self.initial:
+            return output
+        chain, step = self.active[self.position], self.step
+        self.position += 1
+        if self.position == len(self.active):
+            self.position, self.step = 0, self.step + 1
+        start, how = self.fail.get(chain, (None, ""))
+        if start is None or step < start:
+            return output
+        if how == "raise":
+            self.active.remove(chain)
+            self.position -= 1 if self.position else 0
+            if self.position == len(self.active):
+                self.position, self.step = 0, self.step + 1
+            raise ValueError("boom")
+        if isinstance(output, tuple):
+            return output[0] * np.nan, output[1]
+        return output * np.nan

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import llc
+from _models import FailingChains
 from llc.diagnostics import (
     CHECKS,
     Finding,
@@ -151,34 +152,10 @@ def test_llc_above_max_tolerates_a_small_overshoot_and_mentions_a_low_nbeta() ->
 # ---- 3. non-finite -----------------------------------------------------------------------------
 
 
-def _chain_aware(loss_fn: Any, center: dict, fail: dict[int, tuple[int, str]]) -> Any:
-    """``loss_fn`` that fails in chain c from its k-th call on: ``fail = {c: (k, "nan"|"raise")}``.
-
-    Chains run one after another and each starts at w*; a call at w* after calls elsewhere
-    starts the next chain (the probe and L_n(w*) before chain 0 are at w* too).
-    """
-    state = {"chain": 0, "calls": 0, "away": False}
-
-    def wrapped(params: dict, batch: tuple) -> Any:
-        at_center = all(np.array_equal(params[k], center[k]) for k in center)
-        if at_center and state["away"]:
-            state.update(chain=state["chain"] + 1, calls=0, away=False)
-        state["away"] |= not at_center
-        state["calls"] += 1
-        loss, grads = loss_fn(params, batch)
-        start, how = fail.get(state["chain"], (None, ""))
-        if start is not None and state["calls"] >= start:
-            if how == "raise":
-                raise ValueError("boom")
-            return loss * np.nan, grads
-        return loss, grads
-
-    return wrapped
-
-
 def test_non_finite_names_the_diverged_and_raising_chains() -> None:
     _, params = SMALL.setup(2000, seed=0)
-    flaky = _chain_aware(SMALL.loss_and_grad, params, {1: (57, "nan"), 2: (5, "raise")})
+    flaky = FailingChains(SMALL.loss_and_grad, 4, {1: (56, "nan"), 2: (4, "raise")},
+                          initial_calls=3)  # the probe and L_n(w*) in two chunks of 1024
     result = run(loss_fn=flaky, num_chains=4, num_draws=100, num_burnin=50, mala_every=None,
                  baseline="full")
     assert list(result.failed_chains) == [False, True, True, False]

@@ -10,7 +10,7 @@ import pytest
 
 import llc
 
-from _models import linear_loss, linear_loss_and_grad, linear_problem
+from _models import FailingChains, linear_loss, linear_loss_and_grad, linear_problem
 
 SHORT = dict(num_chains=2, num_draws=30, num_burnin=10, step_size=1e-4, progress=False)
 
@@ -167,25 +167,29 @@ def test_numpy_loss_fn_cannot_write_into_the_sampler_state() -> None:
 
 def test_a_diverging_chain_is_left_out_with_a_warning(backend64) -> None:
     loss_fn, params, data = linear_problem(backend64)
-    calls = {"count": 0}
-
-    def flaky(p, b):
-        calls["count"] += 1
-        output = loss_fn(p, b)
-        # chain 1 of 3 (each chain takes 40 steps; the first two calls are the probe and L_n(w*))
-        if 2 + 40 + 15 <= calls["count"] <= 2 + 40 + 17:
-            return (output[0] * np.nan, output[1]) if isinstance(output, tuple) else output * np.nan
-        return output
-
-    with pytest.warns(llc.ChainFailureWarning, match="chain 1 diverged"):
+    flaky = FailingChains(loss_fn, 3, {1: (14, "nan")})  # chain 1 turns NaN at step 14
+    with pytest.warns(llc.ChainFailureWarning, match="chain 1 diverged at step 14"):
         result = llc.estimate(flaky, params, data, num_chains=3, num_draws=30, num_burnin=10,
-                              step_size=1e-4, progress=False, seed=1)
+                              step_size=1e-4, progress=False, seed=1, mala_every=None)
     assert list(result.failed_chains) == [False, True, False]
-    assert result.sample_stats["diverging"][1, 5:].all()
+    assert result.sample_stats["diverging"][1, 4:].all()
+    assert not result.sample_stats["diverging"][1, :4].any()
     assert not result.sample_stats["diverging"][[0, 2]].any()
     assert np.isnan(result.llc_chains[1])
     assert result.llc_mean == pytest.approx(result.llc_trace[[0, 2]].mean())
     assert np.isfinite(result.llc_mean)
+
+
+def test_a_raising_chain_keeps_its_draws_and_the_others_finish(backend64) -> None:
+    loss_fn, params, data = linear_problem(backend64)
+    flaky = FailingChains(loss_fn, 2, {0: (25, "raise")})
+    with pytest.warns(llc.ChainFailureWarning, match="chain 0 raised ValueError: boom"):
+        result = llc.estimate(flaky, params, data, num_chains=2, num_draws=30, num_burnin=10,
+                              step_size=1e-4, progress=False, seed=1, mala_every=None)
+    assert list(result.failed_chains) == [True, False]
+    assert np.isfinite(result.loss_trace[0, :15]).all() and np.isnan(result.loss_trace[0, 15:]).all()
+    assert np.isfinite(result.loss_trace[1]).all()
+    assert result.llc_mean == pytest.approx(result.llc_trace[1].mean())
 
 
 def test_every_chain_diverging_raises(backend64) -> None:
