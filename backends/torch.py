@@ -38,12 +38,9 @@ class TorchBackend:
         return torch_namespace
 
     def asarray(self, x: Any, *, like: torch.Tensor) -> torch.Tensor:
-        if isinstance(x, torch.Tensor):
-            return x.detach().to(like.device)
-        array = np.asarray(x)
-        tensor = torch.as_tensor(array)
+        tensor = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
         if tensor.is_floating_point():
-            tensor = tensor.to(like.dtype)
+            return tensor.to(device=like.device, dtype=like.dtype)
         return tensor.to(like.device)
 
     def from_numpy(self, x: Any, *, dtype: str | None = None, device: str | None = None

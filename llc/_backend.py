@@ -44,7 +44,7 @@ class Backend(Protocol):
         """An array-API namespace for ``x`` (``sqrt``, ``sum``, ``linalg.vector_norm``...)."""
 
     def asarray(self, x: Any, *, like: Array) -> Array:
-        """``x`` (NumPy or framework array) on ``like``'s device; NumPy floats get its dtype."""
+        """``x`` (NumPy or framework array) on ``like``'s device; floating arrays get its dtype."""
 
     def from_numpy(self, x: Any, *, dtype: str | None = None, device: str | None = None) -> Array:
         """A framework array from a NumPy array (``dtype`` like ``"float32"``)."""

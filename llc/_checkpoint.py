@@ -103,6 +103,8 @@ def restore(path: Path, plan: ChainPlan, attrs: dict[str, Any]) -> tuple[RunnerS
                 run.draws[name][:] = stats[name].values[chain]
         if warmup is not None:
             run.warmup_loss[:] = warmup["loss"].values[chain]
+        if run.params is not None and "parameters" in tree.children:
+            run.params[:] = tree["parameters"].to_dataset()["w"].values[chain]
         if chain in failed:
             run.failure = errors[chain] or "failed before the checkpoint"
         runs.append(run)

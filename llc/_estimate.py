@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -56,6 +57,7 @@ def estimate(
     baseline: str = "full",
     mala_every: int | None = 20,
     health_thresholds: HealthThresholds | None = None,
+    keep_params_every: int | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1000,
     resume: str | os.PathLike[str] | None = None,
@@ -83,7 +85,7 @@ def estimate(
     data
         Either a tuple of arrays sharing the leading dimension n (NumPy or the params'
         framework; llc draws minibatches and hands ``loss_fn`` a tuple of the same structure
-        in the params' framework, on their device, floating NumPy arrays cast to the params'
+        in the params' framework, on their device, floating arrays cast to the params'
         dtype), or a re-iterable of batches (a ``DataLoader``, a list) with ``num_data``.
     num_data
         n, the number of training samples; required with an iterable of batches.
@@ -127,6 +129,10 @@ def estimate(
     health_thresholds
         Thresholds of the health checks run on the result (:func:`llc.check_health`); each
         finding is kept in ``result.findings`` and emitted as an ``LLCHealthWarning``.
+    keep_params_every
+        Keep the parameters w_t of every k-th draw (``result.param_draws``, a host copy of
+        chains × draws / k × num_params numbers); by default none are kept, and memory stays
+        O(chains × params) plus the traces.
     checkpoint
         Write the run so far to this path every ``checkpoint_every`` steps (netCDF, or zarr
         for ``*.zarr``; replaced atomically), at the end and on an interrupt.
@@ -171,6 +177,8 @@ def estimate(
     if mala_every is not None:
         mala_every = positive_int("mala_every", mala_every)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+    if keep_params_every is not None:
+        keep_params_every = positive_int("keep_params_every", keep_params_every)
     resume_path = None if resume is None else Path(resume)
     if resume_path is not None and not resume_path.exists():
         raise FileNotFoundError(f"`resume`: no checkpoint at {str(resume_path)!r}")
@@ -200,6 +208,7 @@ def estimate(
             backend, algorithm, dataset, center, num_burnin, num_draws, thin, nbeta, init_loss,
             batch_baseline=loss_only if baseline == "minibatch" else None,
             mala_every=mala_every,
+            keep_params_every=keep_params_every,
         )
         attrs = {
             "inference_library": "llc",
@@ -223,6 +232,8 @@ def estimate(
             "num_burnin": num_burnin,
             "thin": thin,
             "mala_every": "off" if mala_every is None else mala_every,
+            "keep_params_every": "off" if keep_params_every is None else keep_params_every,
+            "param_shapes": json.dumps([list(leaf.shape) for leaf in leaves]),
             "seed": int(seed),
         }
         chain_keys = backend.split(backend.key(seed), num_chains)

@@ -37,6 +37,7 @@ class ChainPlan:
     init_loss: float
     batch_baseline: Callable[..., Any] | None
     mala_every: int | None
+    keep_params_every: int | None = None
 
     @property
     def steps(self) -> int:
@@ -47,6 +48,11 @@ class ChainPlan:
         """Per-draw statistics recorded on every draw."""
         return ("loss", "distance", "grad_norm") + (
             ("baseline_loss",) if self.batch_baseline else ())
+
+    @property
+    def num_kept_params(self) -> int:
+        """Parameter draws kept per chain (every ``keep_params_every``-th draw)."""
+        return 0 if not self.keep_params_every else -(-self.num_draws // self.keep_params_every)
 
     def draws_before(self, step: int) -> int:
         """Number of draws taken at steps < ``step``."""
@@ -62,12 +68,15 @@ class ChainRun:
     diverged_at: int | None = None  # step of the first non-finite loss or position
     error: BaseException | None = None
     failure: str | None = None  # a failure restored from a checkpoint
+    params: np.ndarray | None = None  # (kept draw, param) when keep_params_every is set
 
     @classmethod
     def empty(cls, plan: ChainPlan) -> ChainRun:
         fields = plan.fields + (("mala_acceptance",) if plan.mala_every else ())
+        kept = (np.full((plan.num_kept_params, int(plan.center.shape[0])), np.nan)
+                if plan.keep_params_every else None)
         return cls(np.full(plan.num_burnin, np.nan),
-                   {name: np.full(plan.num_draws, np.nan) for name in fields})
+                   {name: np.full(plan.num_draws, np.nan) for name in fields}, params=kept)
 
     @property
     def failed(self) -> bool:
@@ -88,6 +97,7 @@ class _Buffer:
     warmup: list[tuple[int, Any, Any]] = field(default_factory=list)  # (step, loss, distance)
     draws: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)  # (step, fields)
     acceptances: list[tuple[int, Any]] = field(default_factory=list)  # (draw, acceptance)
+    positions: list[tuple[int, Any]] = field(default_factory=list)  # (draw, kept position)
 
     def discard_from(self, step: int, plan: ChainPlan) -> None:
         """Forget what was recorded at steps ≥ ``step`` (an interrupted round)."""
@@ -95,6 +105,7 @@ class _Buffer:
         self.draws = [row for row in self.draws if row[0] < step]
         limit = plan.draws_before(step)
         self.acceptances = [row for row in self.acceptances if row[0] < limit]
+        self.positions = [row for row in self.positions if row[0] < limit]
 
     def flush(self, plan: ChainPlan, run: ChainRun) -> None:
         """Copy to the host; set ``run.diverged_at`` at the first non-finite value."""
@@ -128,9 +139,14 @@ class _Buffer:
             if kept:
                 run.draws["mala_acceptance"][[draw for draw, _ in kept]] = \
                     host([value for _, value in kept])
+            kept = [row for row in self.positions if limit is None or row[0] < limit]
+            if kept and run.params is not None and plan.keep_params_every:
+                rows = [draw // plan.keep_params_every for draw, _ in kept]
+                run.params[rows] = backend.to_numpy(backend.stack([p for _, p in kept]))
         self.warmup.clear()
         self.draws.clear()
         self.acceptances.clear()
+        self.positions.clear()
 
 
 @dataclass
@@ -203,6 +219,9 @@ def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, pr
                                 (step, (info.loss, info.distance, info.grad_norm, *extra)))
                             if diagnose:
                                 buffers[chain].acceptances.append((draw, info.mala_acceptance))
+                            if plan.keep_params_every and draw % plan.keep_params_every == 0:
+                                buffers[chain].positions.append(  # w_t: the pre-step state
+                                    (draw, state.states[chain].position))
                     except Exception as error:  # a failing chain never loses the others' work
                         run.error = error
                 state.states = states

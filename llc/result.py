@@ -60,6 +60,10 @@ class LLCResult:
         Wall-clock seconds of the whole call.
     findings
         What the health checks found (:func:`llc.check_health`); empty for a healthy run.
+    param_draws
+        With ``keep_params_every=k``: the flat parameter vector w_t of every k-th draw,
+        shape (chain, draw // k, num_params), in the params' dtype (leaves in the params'
+        flattening order, each raveled; ``attrs["param_shapes"]`` lists their shapes).
     """
 
     llc_trace: np.ndarray
@@ -73,6 +77,7 @@ class LLCResult:
     attrs: dict[str, Any] = field(default_factory=dict)
     elapsed: float = float("nan")
     findings: list[Finding] = field(default_factory=list)
+    param_draws: np.ndarray | None = None
     _first_error: BaseException | None = field(default=None, repr=False, compare=False)
 
     # ---- construction -------------------------------------------------------------------
@@ -107,6 +112,8 @@ class LLCResult:
             warmup_loss=np.stack([run.warmup_loss for run in runs]),
             failed_chains=np.array([run.failed for run in runs]),
             chain_errors=[run.failure_message() for run in runs],
+            param_draws=None if runs[0].params is None
+            else np.stack([np.asarray(run.params) for run in runs]),
             attrs=attrs,
             elapsed=elapsed,
             _first_error=next((run.error for run in runs if run.error is not None), None),
@@ -207,6 +214,15 @@ class LLCResult:
         if self.warmup_loss.shape[1]:
             groups["warmup_posterior"] = {"loss": self.warmup_loss}
         tree = arviz_base.from_dict(groups, save_warmup=True)
+        if self.param_draws is not None:
+            import xarray as xr
+
+            every = int(self.attrs.get("keep_params_every", 1))
+            tree["parameters"] = xr.DataTree(xr.Dataset(
+                {"w": (("chain", "kept_draw", "param"), self.param_draws)},
+                coords={"chain": np.arange(self.param_draws.shape[0]),
+                        "kept_draw": every * np.arange(self.param_draws.shape[1])},
+            ))
         tree.attrs.update(_netcdf_attrs(self.attrs))
         tree.attrs["elapsed_seconds"] = float(self.elapsed)
         tree.attrs["failed_chains"] = json.dumps([int(c) for c in np.flatnonzero(self.failed_chains)])
@@ -241,11 +257,16 @@ class LLCResult:
                   if "warmup_posterior" in tree.children else np.empty((chains, 0)))
         failed_chains = np.zeros(chains, dtype=bool)
         failed_chains[failed] = True
+        param_draws = (np.asarray(tree["parameters"].to_dataset()["w"].values)
+                       if "parameters" in tree.children else None)
         if not attrs.get("complete", 1):  # a checkpoint: keep the draws taken so far
             burnin, thin = int(attrs.get("num_burnin", 0)), int(attrs.get("thin", 1))
             done = max(0, -(-(int(attrs.get("steps_done", 0)) - burnin) // thin))
             llc_trace = llc_trace[:, :done]
             stats = {name: values[:, :done] for name, values in stats.items()}
+            if param_draws is not None:
+                every = int(attrs.get("keep_params_every", 1))
+                param_draws = param_draws[:, :-(-done // every)]
         return cls(
             llc_trace=llc_trace,
             loss_trace=np.asarray(posterior["loss"].values, dtype=np.float64)[:, :llc_trace.shape[1]],
@@ -258,6 +279,7 @@ class LLCResult:
             attrs=attrs,
             elapsed=elapsed,
             findings=findings,
+            param_draws=param_draws,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -136,3 +136,25 @@ def test_resume_after_the_process_is_killed(tmp_path) -> None:
     loss_fn, params, data = linear_problem_numpy()
     resumed = _quiet(loss_fn, params, data, resume=path, **settings)
     _assert_same(_quiet(loss_fn, params, data, **settings), resumed)
+
+
+def test_kept_parameter_draws_are_the_sampled_points(backend64, tmp_path) -> None:
+    loss_fn, params, data = linear_problem(backend64)
+    settings = {**SETTINGS, "keep_params_every": 10, "mala_every": None}
+    result = _quiet(loss_fn, params, data, **settings)
+    kept = result.param_draws
+    assert kept.shape == (3, 12, 6)
+    assert json_shapes(result) == [[2, 3]]
+    w_star = backend64.to_numpy(params)["weight"].ravel()
+    np.testing.assert_allclose(np.linalg.norm(kept - w_star, axis=-1),
+                               result.sample_stats["distance"][:, ::10], rtol=1e-10)
+    assert np.isfinite(kept).all()
+    loaded = llc.load(result.save(tmp_path / "kept.nc"))
+    np.testing.assert_array_equal(loaded.param_draws, kept)
+    assert _quiet(loss_fn, params, data, **{**settings, "keep_params_every": None}).param_draws is None
+
+
+def json_shapes(result: llc.LLCResult) -> list:
+    import json
+
+    return json.loads(result.attrs["param_shapes"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,60 @@ def test_cuda_params_keep_everything_on_the_device() -> None:
     assert devices == {"cuda"}
     assert result.attrs["device"].startswith("cuda")
     assert np.isfinite(result.llc_mean)
+
+
+def test_float64_data_meets_a_float32_model() -> None:
+    model, x, y = _model_and_data()
+    loss_fn, params = from_module(model, torch.nn.functional.cross_entropy)
+    seen = set()
+
+    def watched(p, batch):
+        seen.add(batch[0].dtype)
+        return loss_fn(p, batch)
+
+    result = llc.estimate(watched, params, (x.double(), y), **SHORT)
+    assert seen == {torch.float32} and result.attrs["dtype"] == "float32"
+    assert result.llc_trace.dtype == np.float64  # the estimate is accumulated in float64
+
+
+def test_mixed_precision_params_are_sampled_in_the_widest_dtype() -> None:
+    x, y = torch.randn(64, 3, dtype=torch.float64), torch.randn(64, dtype=torch.float64)
+    params = {"w": torch.zeros(3, dtype=torch.float32), "b": torch.zeros((), dtype=torch.float16)}
+    dtypes = set()
+
+    def loss_fn(p, batch):
+        dtypes.update((p["w"].dtype, p["b"].dtype))
+        prediction = batch[0].float() @ p["w"] + p["b"].float()
+        return 0.5 * ((prediction - batch[1].float()) ** 2).mean()
+
+    result = llc.estimate(loss_fn, params, (x, y), **SHORT)
+    assert result.attrs["dtype"] == "float32"  # the flat state: float16 promoted to float32
+    assert dtypes == {torch.float32, torch.float16}  # loss_fn sees the params' own dtypes
+    assert np.isfinite(result.llc_mean)
+
+
+def test_optimizer_state_module_and_rng_untouched_after_training() -> None:
+    """Estimate λ̂ mid-training: the optimizer can take its next step as if nothing happened."""
+    model, x, y = _model_and_data()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    optimizer_before = copy.deepcopy(optimizer.state_dict())
+    torch.manual_seed(5)
+    rng = torch.get_rng_state()
+    loss_fn, params = from_module(model, torch.nn.functional.cross_entropy)
+    llc.estimate(loss_fn, params, (x, y), **SHORT)
+    assert torch.equal(torch.get_rng_state(), rng)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter.grad, grads[name])  # .grad not zeroed or accumulated
+    after = optimizer.state_dict()
+    for index, state in optimizer_before["state"].items():
+        for key, value in state.items():
+            assert torch.equal(after["state"][index][key], value)
+    assert after["param_groups"] == optimizer_before["param_groups"]
