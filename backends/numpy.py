@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import array_api_compat.numpy as np_namespace
@@ -87,7 +87,8 @@ class NumpyBackend:
     # ---- loss and grad ------------------------------------------------------------------
     def value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
         def loss_and_grad(flat: np.ndarray, batch: Any) -> tuple[np.ndarray, np.ndarray]:
-            output = loss_fn(unravel(flat), batch)
+            params = unravel(flat)
+            output = loss_fn(params, batch)
             if not (isinstance(output, tuple) and len(output) == 2):
                 raise TypeError(
                     "`loss_fn` must return (loss, grads) with the NumPy backend, which has no "
@@ -96,17 +97,9 @@ class NumpyBackend:
                     "automatically"
                 )
             loss, grads = output
-            loss = _as_scalar(loss)
-            grad_leaves, _ = tree_flatten(grads)
-            reference, _ = tree_flatten(unravel(flat))
-            if len(grad_leaves) != len(reference) or any(
-                np.shape(g) != np.shape(p) for g, p in zip(grad_leaves, reference)
-            ):
-                raise ValueError(
-                    "`loss_fn` returned grads whose structure or shapes differ from `params`"
-                )
-            grad = np.concatenate([np.asarray(g, dtype=flat.dtype).ravel() for g in grad_leaves])
-            return loss, grad
+            grad_leaves = _aligned_leaves(grads, params)
+            grad = np.concatenate([_real(g, "grads").ravel() for g in grad_leaves])
+            return _as_scalar(loss), grad.astype(flat.dtype, copy=False)
 
         return loss_and_grad
 
@@ -135,15 +128,66 @@ class NumpyBackend:
         yield  # the core already isolates NumPy's and Python's global generators
 
 
+def _real(value: Any, what: str) -> np.ndarray:
+    """``value`` as a real NumPy array, refusing what would silently change its meaning."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(
+            f"`loss_fn` returned {what} of dtype {array.dtype}; expected real numbers"
+        )
+    return array
+
+
 def _as_scalar(loss: Any) -> np.ndarray:
-    value = np.asarray(loss)
+    if loss is None or isinstance(loss, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"`loss_fn` must return a real scalar loss; got {type(loss).__name__}")
+    value = _real(loss, "a loss")
     if value.ndim != 0 and value.size != 1:
         raise ValueError(
             f"`loss_fn` must return a scalar loss (the mean over the batch); got shape {value.shape}"
         )
-    if not np.issubdtype(value.dtype, np.floating):
-        value = value.astype(np.float64)
-    return value.reshape(())
+    return value.astype(np.float64, copy=False).reshape(())
+
+
+def _aligned_leaves(grads: Any, params: Any) -> list[Any]:
+    """The leaves of ``grads`` in the order of ``params``' leaves, matched by key.
+
+    Raises
+    ------
+    ValueError
+        If the structure, the keys or a shape differ from ``params``.
+    """
+    leaves: list[Any] = []
+
+    def visit(grad: Any, param: Any, path: str) -> None:
+        if isinstance(param, Mapping):
+            if not isinstance(grad, Mapping) or set(grad) != set(param):
+                got = sorted(map(str, grad)) if isinstance(grad, Mapping) else type(grad).__name__
+                raise ValueError(
+                    f"`loss_fn` returned grads whose structure or shapes differ from `params`: "
+                    f"at {path or '<root>'} expected keys {sorted(map(str, param))}, got {got}"
+                )
+            for key in param:
+                visit(grad[key], param[key], f"{path}[{key!r}]")
+        elif isinstance(param, (list, tuple)):
+            if not isinstance(grad, (list, tuple)) or len(grad) != len(param):
+                raise ValueError(
+                    "`loss_fn` returned grads whose structure or shapes differ from `params` "
+                    f"at {path or '<root>'}"
+                )
+            for index, (g, p) in enumerate(zip(grad, param)):
+                visit(g, p, f"{path}[{index}]")
+        else:
+            if grad is None or np.shape(grad) != np.shape(param):
+                raise ValueError(
+                    f"`loss_fn` returned grads whose structure or shapes differ from `params`: "
+                    f"at {path or '<root>'} expected shape {np.shape(param)}, got "
+                    f"{None if grad is None else np.shape(grad)}"
+                )
+            leaves.append(grad)
+
+    visit(grads, params, "")
+    return leaves
 
 
 backend = NumpyBackend()

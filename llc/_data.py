@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -109,6 +109,11 @@ def make_data(
             "`data` must be a tuple of arrays sharing the leading dimension, e.g. (x, y), or "
             "a re-iterable of batches; got a single array (wrap it as (x,))"
         )
+    if isinstance(data, (str, bytes, Mapping)):
+        raise TypeError(
+            "`data` must be a tuple of arrays (x, y) or a re-iterable of batches (a "
+            f"DataLoader, a list); got a {type(data).__name__}"
+        )
     if isinstance(data, tuple):
         if not data:
             raise ValueError("`data` is an empty tuple: expected arrays such as (x, y)")
@@ -120,6 +125,9 @@ def make_data(
                 )
             if len(array.shape) == 0:
                 raise ValueError(f"`data[{index}]` is a scalar: expected a leading data dimension")
+            if isinstance(array, np.ndarray) and array.dtype.kind not in "biufc":
+                raise TypeError(f"`data[{index}]` has dtype {array.dtype}; expected numbers "
+                                "(bool, integer, floating or complex)")
         sizes = [int(array.shape[0]) for array in data]
         if len(set(sizes)) > 1:
             raise ValueError(f"`data` arrays must share the leading dimension; got sizes {sizes}")

@@ -170,7 +170,10 @@ def estimate(
     localization = positive_float("localization", localization, allow_zero=True)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"`seed` must be an integer; got {type(seed).__name__}")
-    if baseline not in ("full", "minibatch"):
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"`seed` must be in [0, 2**64); got {seed}")
+    if not isinstance(baseline, str) or baseline not in ("full", "minibatch"):
         raise ValueError(f"`baseline` must be 'full' or 'minibatch'; got {baseline!r}")
     if init_loss_batches is not None:
         init_loss_batches = positive_int("init_loss_batches", init_loss_batches)

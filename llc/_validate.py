@@ -11,7 +11,11 @@ def positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
     """``value`` as a float, checked finite and > 0 (or ≥ 0)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a number; got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"`{name}` must be a finite number; got an integer too large for a "
+                         "float") from None
     bound_ok = number >= 0 if allow_zero else number > 0
     if not math.isfinite(number) or not bound_ok:
         relation = ">= 0" if allow_zero else "> 0"

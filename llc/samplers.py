@@ -160,7 +160,7 @@ def get_sampler(sampler: str | SamplerSettings, **settings: Any) -> SamplerSetti
                 f"got {sampler!r}"
             )
         return _SAMPLERS[sampler](**settings)
-    if not callable(getattr(sampler, "build", None)):
+    if isinstance(sampler, type) or not callable(getattr(sampler, "build", None)):
         raise TypeError(
             "`sampler` must be a name such as 'sgld' or a settings object with a "
             f"build(posterior) method (e.g. llc.samplers.SGLD(step_size=1e-4)); got {sampler!r}"
