@@ -237,7 +237,7 @@ def estimate(
             "mala_every": "off" if mala_every is None else mala_every,
             "keep_params_every": "off" if keep_params_every is None else keep_params_every,
             "param_shapes": json.dumps([list(leaf.shape) for leaf in leaves]),
-            "seed": int(seed),
+            "seed": seed,
         }
         chain_keys = backend.split(backend.key(seed), num_chains)
         previous_elapsed = 0.0

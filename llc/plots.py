@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .diagnostics import HealthThresholds
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -42,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["plot_acceptance", "plot_diagnostics", "plot_rank", "plot_trace"]
 
 _BURNIN_COLOR = "0.5"
-_LOW_ACCEPTANCE = 0.90  # HealthThresholds.min_mala_acceptance: below, the step is too large
+_LOW_ACCEPTANCE = HealthThresholds().min_mala_acceptance  # below: the step is too large
 _RANK_BAND_Z = 2.576  # two-sided 99 % normal quantile
 _LAMBDA = r"$\hat\lambda$"
 
