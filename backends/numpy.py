@@ -57,6 +57,9 @@ class NumpyBackend:
         return {"device": "cpu", "dtype": str(x.dtype)}
 
     # ---- params -------------------------------------------------------------------------
+    def leaves(self, params: Any) -> list[Any]:
+        return tree_flatten(params)[0]
+
     def ravel(self, params: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
         leaves, treedef = tree_flatten(params)
         check_floating(
@@ -106,6 +109,9 @@ class NumpyBackend:
     def value(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
         loss_and_grad = self.value_and_grad(loss_fn, unravel)
         return lambda flat, batch: loss_and_grad(flat, batch)[0]
+
+    def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        return step  # eager: nothing to compile
 
     # ---- rng ----------------------------------------------------------------------------
     def key(self, seed: int) -> int:

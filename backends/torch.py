@@ -61,6 +61,9 @@ class TorchBackend:
         return {"device": str(x.device), "dtype": str(x.dtype).removeprefix("torch.")}
 
     # ---- params -------------------------------------------------------------------------
+    def leaves(self, params: Any) -> list[Any]:
+        return tree_flatten(params)[0]
+
     def ravel(self, params: Any) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
         leaves, treedef = tree_flatten(params)
         check_floating(
@@ -121,6 +124,9 @@ class TorchBackend:
                 return _check_loss(loss_fn(unravel(flat), batch)).detach()
 
         return loss_only
+
+    def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        return step  # eager: nothing to compile
 
     # ---- rng ----------------------------------------------------------------------------
     def key(self, seed: int) -> int:

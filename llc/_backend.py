@@ -62,6 +62,9 @@ class Backend(Protocol):
         """Device and dtype of ``x``, for the result's attributes."""
 
     # ---- params -----------------------------------------------------------------------
+    def leaves(self, params: PyTree) -> list[Array]:
+        """The leaves of ``params`` under the framework's own pytree rules."""
+
     def ravel(self, params: PyTree) -> tuple[Array, Callable[[Array], PyTree]]:
         """A flat copy of the floating leaves of ``params`` and the map back to the pytree."""
 
@@ -75,6 +78,10 @@ class Backend(Protocol):
         self, loss_fn: Callable[[PyTree, Any], Any], unravel: Callable[[Array], PyTree]
     ) -> Callable[[Array, Any], Array]:
         """``f(flat, batch) -> loss`` without the gradient (full-data loss evaluation)."""
+
+    def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        """``step(key, state, batch, diagnose)`` compiled where the framework can (``jax.jit``;
+        the identity for eager frameworks); ``diagnose`` is static."""
 
     # ---- rng --------------------------------------------------------------------------
     def key(self, seed: int) -> Key:
@@ -155,15 +162,27 @@ def available_backends() -> list[str]:
     return names
 
 
-def backend_for(leaves: list[Any], *, argument: str = "params") -> Backend:
-    """The adapter whose framework owns every array in ``leaves``.
+def backend_for(tree: Any, *, argument: str = "params") -> Backend:
+    """The adapter whose framework owns every array in the pytree ``tree``.
+
+    Each loaded framework flattens ``tree`` by its own pytree rules (JAX knows flax and
+    equinox containers), so the first framework whose leaves are its arrays wins.
 
     Raises
     ------
+    ValueError
+        If ``tree`` has no leaves.
     TypeError
-        If ``leaves`` is empty, holds a non-array, or mixes frameworks; the message names
-        ``argument``.
+        If it holds a non-array or mixes frameworks; the message names ``argument``.
     """
+    from ._tree import tree_flatten
+
+    leaves = tree_flatten(tree)[0]
+    for backend in _loaded_backends():
+        own = backend.leaves(tree)
+        if own and backend.is_array(own[0]):
+            leaves = own
+            break
     if not leaves:
         raise ValueError(f"`{argument}` is empty: expected at least one floating-point array")
     for backend in _loaded_backends():
@@ -184,4 +203,8 @@ def backend_for(leaves: list[Any], *, argument: str = "params") -> Backend:
 
 def array_namespace(x: Any) -> Any:
     """Array-API namespace of ``x`` for backend-neutral model code (problems, user losses)."""
-    return backend_for([x], argument="x").namespace(x)
+    for backend in _loaded_backends():
+        if backend.is_array(x):
+            return backend.namespace(x)
+    raise TypeError(f"`x` must be a NumPy, PyTorch, JAX or TensorFlow array; got "
+                    f"{type(x).__module__}.{type(x).__qualname__}")

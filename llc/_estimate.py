@@ -19,7 +19,6 @@ import numpy as np
 from ._version import __version__
 from ._backend import Backend, backend_for
 from ._data import make_data
-from ._tree import tree_flatten
 from ._validate import positive_float, positive_int
 from .posterior import LocalizedPosterior
 from .diagnostics import HealthThresholds, check_health, warn_findings
@@ -189,8 +188,8 @@ def estimate(
     settings = get_sampler(sampler, step_size=step_size) if isinstance(sampler, str) \
         else get_sampler(sampler)
 
-    leaves, _ = tree_flatten(params)
-    backend = backend_for(leaves, argument="params")
+    backend = backend_for(params, argument="params")
+    leaves = backend.leaves(params)
     center, unravel = backend.ravel(params)
     dataset = make_data(data, num_data=num_data, batch_size=batch_size, backend=backend,
                         like=center)
@@ -207,6 +206,7 @@ def estimate(
             backend, loss_and_grad, center, dataset, init_loss_batches)
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend)
         algorithm = settings.build(posterior)
+        algorithm = algorithm._replace(step=backend.compile(algorithm.step))
         plan = ChainPlan(
             backend, algorithm, dataset, center, num_burnin, num_draws, thin, nbeta, init_loss,
             batch_baseline=loss_only if baseline == "minibatch" else None,

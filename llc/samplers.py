@@ -4,21 +4,32 @@ A sampler *settings* object (e.g. :class:`SGLD`) is a frozen, validated record o
 hyper-parameters; ``settings.build(posterior)`` returns a :class:`SamplingAlgorithm`, the pure
 pair ``init(position) -> state`` and ``step(key, state, batch) -> (state, info)`` in the style
 of BlackJAX. Every array operation goes through the posterior's backend, so one sampler
-serves NumPy, PyTorch and any other adapter.
+serves NumPy, PyTorch and any other adapter. A state is a ``NamedTuple`` whose first field is
+``position`` (one flat vector) and whose every field is an array of the backend (scalars such
+as a step counter or a thermostat are 0-d arrays), so checkpoints can store it field by field.
+
+Samplers, by name (``llc.estimate(..., sampler=name, step_size=...)``):
+
+- ``"sgld"`` (:class:`SGLD`): stochastic gradient Langevin dynamics;
+- ``"rmsprop_sgld"`` (:class:`RMSPropSGLD`): RMSProp-preconditioned SGLD;
+- ``"sghmc"`` (:class:`SGHMC`): stochastic gradient Hamiltonian Monte Carlo with friction;
+- ``"sgnht"`` (:class:`SGNHT`): stochastic gradient Nosé–Hoover thermostat;
+- ``"mala"`` (:class:`MALA`): Metropolis-adjusted Langevin, the exact full-batch reference.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from ._backend import Array, Key
 from ._validate import positive_float
 from .posterior import LocalizedPosterior
 
-__all__ = ["SGLD", "SGLDState", "SampleInfo", "SamplingAlgorithm", "SamplerSettings", "sgld",
-           "get_sampler"]
+__all__ = ["SGLD", "SGLDState", "RMSPropSGLD", "RMSPropSGLDState", "SGHMC", "SGHMCState",
+           "SGNHT", "SGNHTState", "MALA", "MALAState", "SampleInfo", "SamplingAlgorithm",
+           "SamplerSettings", "sgld", "rmsprop_sgld", "sghmc", "sgnht", "mala", "get_sampler"]
 
 
 class SampleInfo(NamedTuple):
@@ -34,7 +45,11 @@ class SampleInfo(NamedTuple):
         ‖∇L_B(w_t)‖.
     mala_acceptance
         MALA acceptance probability of this step's move (DESIGN §2), or ``None`` when the
-        step was not asked to diagnose itself.
+        step was not asked to diagnose itself. For :func:`mala` it is the acceptance
+        probability of the proposal that the step accepted or rejected; for
+        :func:`rmsprop_sgld` that of the preconditioned Langevin move. The momentum samplers
+        (:func:`sghmc`, :func:`sgnht`) make no Langevin move in the position alone, so they
+        report NaN when asked to diagnose (a NaN, not ``None``, so the runner can buffer it).
     """
 
     loss: Array
@@ -140,7 +155,537 @@ class SGLD:
         return asdict(self)
 
 
-_SAMPLERS = {"sgld": SGLD}
+# ---- helpers shared by the samplers -------------------------------------------------------
+
+def _zero_scalar(backend: Any, position: Array) -> Array:
+    """A 0-d array of the backend with ``position``'s dtype and device (a state scalar)."""
+    return backend.namespace(position).sum(position * 0)
+
+
+def _describe(posterior: LocalizedPosterior, position: Array, loss: Array, grad: Array,
+              acceptance: Array | None) -> SampleInfo:
+    xp = posterior.backend.namespace(position)
+    return SampleInfo(loss=loss, distance=posterior.distance(position),
+                      grad_norm=xp.linalg.vector_norm(grad), mala_acceptance=acceptance)
+
+
+def _langevin_log_ratio(posterior: LocalizedPosterior, step_size: Any, position: Array,
+                        loss: Array, drift: Array, proposal: Array, proposal_loss: Array,
+                        proposal_drift: Array) -> Array:
+    r"""Log Metropolis–Hastings ratio of the Langevin move ``position`` → ``proposal``.
+
+    .. math::
+
+        \log r = U(w) - U(w') + \log q(w \mid w') - \log q(w' \mid w), \qquad
+        q(w' \mid w) = \mathcal N\big(w';\, w - \tfrac{\epsilon}{2}\odot\nabla U(w),\,
+        \operatorname{diag}(\epsilon)\big)
+
+    ``step_size`` is a float (the same formula as
+    :meth:`LocalizedPosterior.langevin_acceptance`) or a per-coordinate array ε held fixed in
+    both directions, whose normalising constants then cancel.
+    """
+    xp = posterior.backend.namespace(position)
+    forward = proposal - position + (0.5 * step_size) * drift
+    backward = position - proposal + (0.5 * step_size) * proposal_drift
+    if isinstance(step_size, float):
+        transition = (xp.sum(forward * forward) - xp.sum(backward * backward)) / (2.0 * step_size)
+    else:
+        transition = xp.sum((forward * forward - backward * backward) / (2.0 * step_size))
+    return (posterior.potential(position, loss) - posterior.potential(proposal, proposal_loss)
+            + transition)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False; got {type(value).__name__}")
+    return value
+
+
+def _unit_interval(name: str, value: Any, *, closed_low: bool, closed_high: bool) -> float:
+    number = positive_float(name, value, allow_zero=True)
+    low_ok = number >= 0 if closed_low else number > 0
+    high_ok = number <= 1 if closed_high else number < 1
+    if not (low_ok and high_ok):
+        interval = ("[" if closed_low else "(") + "0, 1" + ("]" if closed_high else ")")
+        raise ValueError(f"`{name}` must lie in {interval}; got {value!r}")
+    return number
+
+
+# ---- RMSProp-preconditioned SGLD ----------------------------------------------------------
+
+#: Default stabiliser ``a`` of :func:`rmsprop_sgld` (see its docstring for the choice).
+RMSPROP_EPS_STABILITY = 0.1
+
+
+class RMSPropSGLDState(NamedTuple):
+    """State of RMSProp-SGLD: the position, the running mean v of g², the step count t."""
+
+    position: Array
+    square_avg: Array
+    count: Array  # 0-d: number of updates of square_avg so far
+
+
+def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float = 0.99,
+                 eps_stability: float = RMSPROP_EPS_STABILITY, bias_correction: bool = True,
+                 initial_square_avg: float = 1.0) -> SamplingAlgorithm:
+    r"""RMSProp-preconditioned SGLD (Li et al. 2016; Hitchcock & Hoogland 2025; DESIGN §2).
+
+    With :math:`g_t = \nabla L_{B_t}(w_t)` the gradient of the mean minibatch loss (the
+    localization term does not enter the statistics) and all operations per coordinate:
+
+    .. math::
+
+        v_0 &= 1, \qquad v_t = b_2\, v_{t-1} + (1 - b_2)\, g_t^2, \qquad
+        \hat v_t = \frac{v_t}{1 - b_2^{\,t}}, \qquad
+        \epsilon_t = \frac{\epsilon}{\sqrt{\hat v_t} + a}, \\
+        w_{t+1} &= w_t - \frac{\epsilon_t}{2}\Big(\gamma\,(w_t - w^*)
+                   + n\beta\, g_t\Big) + \sqrt{\epsilon_t}\,\xi_t,
+        \qquad \xi_t \sim \mathcal N(0, I).
+
+    Without bias correction :math:`\hat v_t = v_t`. devinterp's variant
+    (``RMSPropSGLD(..., devinterp_variant=True)``) is :math:`v_0 = 0`, :math:`a = 0.1`,
+    :math:`b_2 = 0.99` and no bias correction.
+
+    Parameters
+    ----------
+    posterior
+        The localized tempered posterior.
+    step_size
+        ε > 0, the base step size.
+    beta2
+        b₂ ∈ [0, 1), the decay of the running mean of g².
+    eps_stability
+        a > 0, added to :math:`\sqrt{\hat v_t}`. It bounds the per-coordinate step by
+        ε / a, which matters where the loss gradient vanishes (a flat direction, a dead
+        unit): there only the localization acts, and a step ε / a ≥ 4 / γ would diverge.
+        The default a = 0.1 (devinterp's value, so the two variants differ only in v₀ and
+        the bias correction) caps the amplification over plain SGLD at 10×, so an ε that
+        is stable for SGLD stays stable here whenever 10 εγ < 4; the preconditioning still
+        acts on every coordinate whose RMS gradient of the mean loss exceeds about 0.1
+        (typical magnitudes near a minimum are 10⁻²–1). A value like RMSProp's 10⁻⁸ would let
+        ε_t grow by 10⁸ on a zero-gradient coordinate.
+    bias_correction
+        Divide v_t by 1 − b₂ᵗ. With v₀ = 1 (DESIGN §2) this makes the first steps small
+        (:math:`\hat v_1 = b_2/(1-b_2) + g_1^2 \approx 99`): the chain starts cautiously and
+        reaches its full step after a few hundred steps, when :math:`b_2^t/(1-b_2^t)` has
+        decayed.
+    initial_square_avg
+        v₀ ≥ 0: 1 in DESIGN §2, 0 in devinterp's variant.
+
+    Returns
+    -------
+    SamplingAlgorithm
+        ``init(position)`` and ``step(key, state, batch, diagnose=False)``; the info
+        describes :math:`w_t`. With ``diagnose=True`` it reports the MALA acceptance of the
+        preconditioned Langevin move, the proposal
+        :math:`\mathcal N(w - \tfrac{\epsilon_t}{2}\odot\nabla U(w), \operatorname{diag}
+        \epsilon_t)` with :math:`\epsilon_t` held fixed in both directions (one more gradient
+        evaluation).
+
+    Notes
+    -----
+    Like Li et al. we drop the correction term Γ(w) of a position-dependent preconditioner:
+    the sampler is exact in the limit of a preconditioner that varies slowly compared with
+    the chain.
+    """
+    backend = posterior.backend
+    step_size = float(step_size)
+    beta2 = float(beta2)
+
+    def init(position: Array) -> RMSPropSGLDState:
+        zero = _zero_scalar(backend, position)
+        return RMSPropSGLDState(position=position, square_avg=position * 0 + initial_square_avg,
+                                count=zero)
+
+    def step(key: Key, state: RMSPropSGLDState, batch: Any, diagnose: bool = False
+             ) -> tuple[RMSPropSGLDState, SampleInfo]:
+        position = state.position
+        xp = backend.namespace(position)
+        loss, grad, drift = posterior.potential_gradient(position, batch)
+        count = state.count + 1
+        square_avg = beta2 * state.square_avg + (1.0 - beta2) * (grad * grad)
+        corrected = square_avg / (1.0 - beta2 ** count) if bias_correction else square_avg
+        local_step = step_size / (xp.sqrt(corrected) + eps_stability)
+        noise = backend.normal(key, position)
+        new_position = position - (0.5 * local_step) * drift + xp.sqrt(local_step) * noise
+        acceptance = None
+        if diagnose:
+            proposal_loss, _, proposal_drift = posterior.potential_gradient(new_position, batch)
+            log_ratio = _langevin_log_ratio(posterior, local_step, position, loss, drift,
+                                            new_position, proposal_loss, proposal_drift)
+            acceptance = xp.exp(xp.clip(log_ratio, max=0.0))
+        info = _describe(posterior, position, loss, grad, acceptance)
+        return RMSPropSGLDState(new_position, square_avg, count), info
+
+    return SamplingAlgorithm(init, step)
+
+
+@dataclass(frozen=True)
+class RMSPropSGLD:
+    """Settings of :func:`rmsprop_sgld`: ``RMSPropSGLD(step_size=1e-4)``.
+
+    Parameters
+    ----------
+    step_size
+        ε > 0, the base step size.
+    beta2
+        b₂ ∈ [0, 1), default 0.99.
+    eps_stability
+        a > 0, default 0.1 (see :func:`rmsprop_sgld` for the choice).
+    bias_correction
+        Divide v_t by 1 − b₂ᵗ (default True).
+    devinterp_variant
+        devinterp's variant: v₀ = 0, a = 0.1, b₂ = 0.99, no bias correction. Settings left
+        at ``None`` take those values; a conflicting explicit setting is an error.
+
+    Settings left at ``None`` resolve to the defaults of the chosen variant, and the frozen
+    object holds the resolved values.
+    """
+
+    step_size: float
+    beta2: float | None = None
+    eps_stability: float | None = None
+    bias_correction: bool | None = None
+    devinterp_variant: bool = False
+    name: str = field(default="rmsprop_sgld", init=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "step_size", positive_float("step_size", self.step_size))
+        devinterp = _flag("devinterp_variant", self.devinterp_variant)
+        defaults = ({"beta2": 0.99, "eps_stability": 0.1, "bias_correction": False} if devinterp
+                    else {"beta2": 0.99, "eps_stability": RMSPROP_EPS_STABILITY,
+                          "bias_correction": True})
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            if value is None:
+                set_(self, name, default)
+            elif devinterp and value != default:
+                raise ValueError(f"`{name}`={value!r} conflicts with devinterp_variant=True, "
+                                 f"which uses {name}={default!r}; leave `{name}` unset")
+        set_(self, "beta2", _unit_interval("beta2", self.beta2, closed_low=True,
+                                           closed_high=False))
+        set_(self, "eps_stability", positive_float("eps_stability", self.eps_stability))
+        set_(self, "bias_correction", _flag("bias_correction", self.bias_correction))
+
+    @property
+    def initial_square_avg(self) -> float:
+        """v₀: 0 in devinterp's variant, else 1."""
+        return 0.0 if self.devinterp_variant else 1.0
+
+    def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
+        return rmsprop_sgld(posterior, self.step_size, beta2=self.beta2,
+                            eps_stability=self.eps_stability,
+                            bias_correction=self.bias_correction,
+                            initial_square_avg=self.initial_square_avg)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as result attributes: booleans as ``"True"``/``"False"``, the form a
+        saved result (netCDF) stores them in, so a resumed checkpoint compares equal."""
+        return {key: str(value) if isinstance(value, bool) else value
+                for key, value in asdict(self).items()}
+
+
+# ---- SGHMC ----------------------------------------------------------------------------------
+
+class SGHMCState(NamedTuple):
+    """State of SGHMC: the position and the momentum (velocity per step) v."""
+
+    position: Array
+    momentum: Array
+
+
+def sghmc(posterior: LocalizedPosterior, step_size: float, friction: float = 0.1
+          ) -> SamplingAlgorithm:
+    r"""Stochastic gradient Hamiltonian Monte Carlo (Chen, Fox & Guestrin 2014, eq. 15).
+
+    In Chen et al.'s "SGD with momentum" parametrization, learning rate η (``step_size``)
+    and friction α (``friction``), with the injected noise matched to the friction and no
+    estimate of the gradient noise (:math:`\hat\beta = 0`):
+
+    .. math::
+
+        v_{t+1} &= (1 - \alpha)\, v_t - \eta\, \nabla U(w_t)
+                   + \sqrt{2 \alpha \eta}\; \xi_t, \qquad \xi_t \sim \mathcal N(0, I), \\
+        w_{t+1} &= w_t + v_{t+1}, \qquad v_0 = 0,
+
+    with :math:`U = n\beta L_B + \tfrac{\gamma}{2}\lVert w - w^*\rVert^2`. It discretizes
+    :math:`dw = r\,dt`, :math:`dr = -\nabla U\,dt - C r\,dt + \sqrt{2C}\,dW` with time step
+    :math:`h = \sqrt\eta`, friction :math:`C = \alpha/\sqrt\eta` and :math:`v = h r`, whose
+    stationary law is :math:`\propto e^{-U(w) - \lVert r\rVert^2/2}`. With α = 1 it is
+    exactly SGLD with ε = 2η.
+
+    Parameters
+    ----------
+    posterior
+        The localized tempered posterior.
+    step_size
+        η > 0, the learning rate (η = h²; ε = 2η is the SGLD step with the same drift).
+    friction
+        α ∈ (0, 1], the fraction of the momentum lost per step (1 − α is the momentum
+        coefficient of SGD). Chen et al. use 0.01–0.1.
+
+    Returns
+    -------
+    SamplingAlgorithm
+        ``init(position)`` (v₀ = 0: ``init`` takes no key) and ``step(key, state, batch,
+        diagnose=False)``; the info describes :math:`w_t`, where the gradient is taken. It
+        reports a NaN ``mala_acceptance`` when diagnosing: the move is kinetic, not a
+        Langevin proposal in w.
+    """
+    backend = posterior.backend
+    step_size = float(step_size)
+    decay = 1.0 - float(friction)
+    noise_scale = math.sqrt(2.0 * friction * step_size)
+
+    def init(position: Array) -> SGHMCState:
+        return SGHMCState(position=position, momentum=position * 0)
+
+    def step(key: Key, state: SGHMCState, batch: Any, diagnose: bool = False
+             ) -> tuple[SGHMCState, SampleInfo]:
+        position = state.position
+        loss, grad, drift = posterior.potential_gradient(position, batch)
+        noise = backend.normal(key, position)
+        momentum = decay * state.momentum - step_size * drift + noise_scale * noise
+        info = _describe(posterior, position, loss, grad,
+                         _zero_scalar(backend, position) + math.nan if diagnose else None)
+        return SGHMCState(position + momentum, momentum), info
+
+    return SamplingAlgorithm(init, step)
+
+
+@dataclass(frozen=True)
+class SGHMC:
+    """Settings of :func:`sghmc`: ``SGHMC(step_size=1e-5, friction=0.1)``.
+
+    Parameters
+    ----------
+    step_size
+        η > 0, the learning rate (α = 1 is SGLD with ε = 2η).
+    friction
+        α ∈ (0, 1], default 0.1.
+    """
+
+    step_size: float
+    friction: float = 0.1
+    name: str = field(default="sghmc", init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "step_size", positive_float("step_size", self.step_size))
+        object.__setattr__(self, "friction", _unit_interval(
+            "friction", self.friction, closed_low=False, closed_high=True))
+
+    def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
+        return sghmc(posterior, self.step_size, self.friction)
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- SGNHT ----------------------------------------------------------------------------------
+
+class SGNHTState(NamedTuple):
+    """State of SGNHT: the position, the momentum p and the thermostat ξ (0-d)."""
+
+    position: Array
+    momentum: Array
+    thermostat: Array
+
+
+def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float = 1.0
+          ) -> SamplingAlgorithm:
+    r"""Stochastic gradient Nosé–Hoover thermostat (Ding et al. 2014; DESIGN §2).
+
+    With :math:`U = n\beta L_B + \tfrac{\gamma}{2}\lVert w - w^*\rVert^2`, d parameters,
+    step h and diffusion A:
+
+    .. math::
+
+        p_{t+1} &= p_t - \xi_t\, p_t\, h - \nabla U(w_t)\, h + \sqrt{2 A h}\;\eta_t,
+                  \qquad \eta_t \sim \mathcal N(0, I), \\
+        w_{t+1} &= w_t + p_{t+1}\, h, \\
+        \xi_{t+1} &= \xi_t + \Big(\frac{p_{t+1}^\top p_{t+1}}{d} - 1\Big)\, h,
+        \qquad \xi_0 = A,\ p_0 = 0.
+
+    The thermostat ξ is a friction that adapts until the kinetic temperature
+    :math:`p^\top p / d` is 1: unknown (isotropic) minibatch gradient noise heats the
+    momentum, and ξ rises above A to absorb it. With ξ frozen at A (devinterp 2.x's bug:
+    the thermostat is computed but never applied) it is SGHMC with η = h², α = Ah, which
+    samples too hot under gradient noise.
+
+    Parameters
+    ----------
+    posterior
+        The localized tempered posterior.
+    step_size
+        h > 0 (a position moves by about h per step; h² plays the role of SGLD's ε / 2).
+    diffusion
+        A > 0, the injected noise and the thermostat's starting value (default 1).
+
+    Returns
+    -------
+    SamplingAlgorithm
+        ``init(position)`` and ``step(key, state, batch, diagnose=False)``; the info
+        describes :math:`w_t`. The momentum starts at p₀ = 0 rather than a draw of
+        N(0, I): ``init`` takes no key (initial states are deterministic functions of w*,
+        as checkpoints and resumed runs assume), and the thermostat warms a cold momentum up
+        within the burn-in (ξ falls below A while pᵀp/d < 1). ``mala_acceptance`` is NaN
+        when diagnosing: the move is kinetic, not a Langevin proposal in w.
+    """
+    backend = posterior.backend
+    h = float(step_size)
+    diffusion = float(diffusion)
+    noise_scale = math.sqrt(2.0 * diffusion * h)
+
+    def init(position: Array) -> SGNHTState:
+        return SGNHTState(position=position, momentum=position * 0,
+                          thermostat=_zero_scalar(backend, position) + diffusion)
+
+    def step(key: Key, state: SGNHTState, batch: Any, diagnose: bool = False
+             ) -> tuple[SGNHTState, SampleInfo]:
+        position, momentum, thermostat = state
+        xp = backend.namespace(position)
+        loss, grad, drift = posterior.potential_gradient(position, batch)
+        noise = backend.normal(key, position)
+        momentum = momentum - (h * thermostat) * momentum - h * drift + noise_scale * noise
+        new_position = position + h * momentum
+        dimension = momentum.shape[0]
+        thermostat = thermostat + h * (xp.sum(momentum * momentum) / dimension - 1.0)
+        info = _describe(posterior, position, loss, grad,
+                         _zero_scalar(backend, position) + math.nan if diagnose else None)
+        return SGNHTState(new_position, momentum, thermostat), info
+
+    return SamplingAlgorithm(init, step)
+
+
+@dataclass(frozen=True)
+class SGNHT:
+    """Settings of :func:`sgnht`: ``SGNHT(step_size=1e-3, diffusion=1.0)``.
+
+    Parameters
+    ----------
+    step_size
+        h > 0.
+    diffusion
+        A > 0, default 1.
+    """
+
+    step_size: float
+    diffusion: float = 1.0
+    name: str = field(default="sgnht", init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "step_size", positive_float("step_size", self.step_size))
+        object.__setattr__(self, "diffusion", positive_float("diffusion", self.diffusion))
+
+    def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
+        return sgnht(posterior, self.step_size, self.diffusion)
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- MALA -----------------------------------------------------------------------------------
+
+class MALAState(NamedTuple):
+    """State of MALA: the current position."""
+
+    position: Array
+
+
+def mala(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
+    r"""Metropolis-adjusted Langevin algorithm: the exact reference sampler for small models.
+
+    .. math::
+
+        w' &= w_t - \frac{\epsilon}{2}\nabla U(w_t) + \sqrt{\epsilon}\,\xi_t, \qquad
+        \xi_t \sim \mathcal N(0, I), \\
+        a_t &= \min\Big(1, \exp\big(U(w_t) - U(w') + \log q(w_t \mid w')
+              - \log q(w' \mid w_t)\big)\Big), \quad
+        q(w' \mid w) = \mathcal N\big(w';\, w - \tfrac{\epsilon}{2}\nabla U(w),\, \epsilon I\big), \\
+        w_{t+1} &= w' \text{ with probability } a_t, \text{ else } w_t.
+
+    The uniform of the accept test comes from the backend's normal generator alone:
+    :math:`-\log u = (z_1^2 + z_2^2)/2 \sim \mathrm{Exp}(1)` for independent standard
+    normals, and the proposal is accepted iff :math:`\log r_t + (z_1^2 + z_2^2)/2 > 0`, which
+    is exactly :math:`u < a_t`. A non-finite proposal is rejected.
+
+    Parameters
+    ----------
+    posterior
+        The localized tempered posterior.
+    step_size
+        ε > 0.
+
+    Returns
+    -------
+    SamplingAlgorithm
+        ``init(position)`` and ``step(key, state, batch, diagnose=False)``; the info
+        describes :math:`w_t` and, with ``diagnose=True``, ``mala_acceptance`` is
+        :math:`a_t`. Each step costs two gradient evaluations.
+
+    Notes
+    -----
+    U and ∇U are evaluated on the step's batch at both points. The chain is exactly
+    invariant for the localized posterior only when that batch is the whole data: pass
+    ``batch_size = n`` (array data) or a one-batch iterable. With minibatches it is a
+    Metropolis test on a random potential and no longer exact.
+    """
+    backend = posterior.backend
+    step_size = float(step_size)
+    half_step = 0.5 * step_size
+    noise_scale = math.sqrt(step_size)
+
+    def init(position: Array) -> MALAState:
+        return MALAState(position=position)
+
+    def step(key: Key, state: MALAState, batch: Any, diagnose: bool = False
+             ) -> tuple[MALAState, SampleInfo]:
+        position = state.position
+        xp = backend.namespace(position)
+        proposal_key, first_key, second_key = backend.split(key, 3)
+        loss, grad, drift = posterior.potential_gradient(position, batch)
+        proposal = position - half_step * drift + noise_scale * backend.normal(
+            proposal_key, position)
+        proposal_loss, _, proposal_drift = posterior.potential_gradient(proposal, batch)
+        log_ratio = _langevin_log_ratio(posterior, step_size, position, loss, drift, proposal,
+                                        proposal_loss, proposal_drift)
+        zero = _zero_scalar(backend, position)
+        first, second = backend.normal(first_key, zero), backend.normal(second_key, zero)
+        accept = log_ratio + 0.5 * (first * first + second * second) > 0.0  # NaN: reject
+        new_position = xp.where(accept, proposal, position)
+        info = _describe(posterior, position, loss, grad,
+                         xp.exp(xp.clip(log_ratio, max=0.0)) if diagnose else None)
+        return MALAState(new_position), info
+
+    return SamplingAlgorithm(init, step)
+
+
+@dataclass(frozen=True)
+class MALA:
+    """Settings of :func:`mala`: ``MALA(step_size=1e-4)`` (use with ``batch_size = n``).
+
+    Parameters
+    ----------
+    step_size
+        ε > 0.
+    """
+
+    step_size: float
+    name: str = field(default="mala", init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "step_size", positive_float("step_size", self.step_size))
+
+    def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
+        return mala(posterior, self.step_size)
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SAMPLERS = {"sgld": SGLD, "rmsprop_sgld": RMSPropSGLD, "sghmc": SGHMC, "sgnht": SGNHT,
+             "mala": MALA}
 
 
 def get_sampler(sampler: str | SamplerSettings, **settings: Any) -> SamplerSettings:
@@ -162,7 +707,8 @@ def get_sampler(sampler: str | SamplerSettings, **settings: Any) -> SamplerSetti
         return _SAMPLERS[sampler](**settings)
     if isinstance(sampler, type) or not callable(getattr(sampler, "build", None)):
         raise TypeError(
-            "`sampler` must be a name such as 'sgld' or a settings object with a "
+            f"`sampler` must be a name such as 'sgld' (one of {sorted(_SAMPLERS)}) or a settings "
+            "object with a "
             f"build(posterior) method (e.g. llc.samplers.SGLD(step_size=1e-4)); got {sampler!r}"
         )
     return sampler

@@ -20,6 +20,13 @@ from llc._tree import tree_map
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+if importlib.util.find_spec("torch") is not None:
+    import torch  # noqa: F401  (import torch before tensorflow: DESIGN §6)
+if importlib.util.find_spec("jax") is not None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # the float64 cases; float32 arrays stay float32
+
 
 @dataclass(frozen=True)
 class BackendCase:
@@ -57,9 +64,13 @@ class BackendCase:
         return loss_fn, self.asarray(params), self.asarray(data)
 
 
-def _cuda_available() -> bool:
-    if importlib.util.find_spec("torch") is None:
+def _cuda_available(framework: str) -> bool:
+    if importlib.util.find_spec(framework) is None:
         return False
+    if framework == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
     import torch
 
     return torch.cuda.is_available()
@@ -71,6 +82,9 @@ ALL_CASES = [
     BackendCase("torch", "cpu", "float32"),
     BackendCase("torch", "cuda", "float32"),
     BackendCase("torch", "cuda", "float64"),
+    BackendCase("jax", "cpu", "float64"),
+    BackendCase("jax", "cpu", "float32"),
+    BackendCase("jax", "cuda", "float64"),
 ]
 
 
@@ -87,7 +101,7 @@ def _params(cases: list[BackendCase]) -> list[Any]:
         marks = []
         if importlib.util.find_spec(case.name) is None:
             marks.append(pytest.mark.skip(reason=f"{case.name} is not installed"))
-        elif case.device.startswith("cuda") and not _cuda_available():
+        elif case.device.startswith("cuda") and not _cuda_available(case.name):
             marks.append(pytest.mark.skip(reason="no CUDA device"))
         params.append(pytest.param(case, id=case.id, marks=marks))
     return params

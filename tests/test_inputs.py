@@ -10,7 +10,7 @@ import pytest
 
 import llc
 
-from _models import FailingChains, linear_loss, linear_loss_and_grad, linear_problem
+from _models import FailingChains, linear_loss, skip_if_compiled, linear_loss_and_grad, linear_problem
 
 SHORT = dict(num_chains=2, num_draws=30, num_burnin=10, step_size=1e-4, progress=False)
 
@@ -166,6 +166,7 @@ def test_numpy_loss_fn_cannot_write_into_the_sampler_state() -> None:
 
 
 def test_a_diverging_chain_is_left_out_with_a_warning(backend64) -> None:
+    skip_if_compiled(backend64)
     loss_fn, params, data = linear_problem(backend64)
     flaky = FailingChains(loss_fn, 3, {1: (14, "nan")})  # chain 1 turns NaN at step 14
     with pytest.warns(llc.ChainFailureWarning, match="chain 1 diverged at step 14"):
@@ -181,6 +182,7 @@ def test_a_diverging_chain_is_left_out_with_a_warning(backend64) -> None:
 
 
 def test_a_raising_chain_keeps_its_draws_and_the_others_finish(backend64) -> None:
+    skip_if_compiled(backend64)
     loss_fn, params, data = linear_problem(backend64)
     flaky = FailingChains(loss_fn, 2, {0: (25, "raise")})
     with pytest.warns(llc.ChainFailureWarning, match="chain 0 raised ValueError: boom"):

@@ -16,7 +16,7 @@ import pytest
 
 import llc
 
-from _models import linear_data, linear_loss_and_grad, linear_problem
+from _models import linear_data, linear_loss_and_grad, linear_problem, skip_if_compiled
 
 SETTINGS = dict(num_chains=3, num_draws=120, num_burnin=40, thin=2, step_size=1e-4,
                 progress=False, seed=11, baseline="minibatch", mala_every=7)
@@ -55,6 +55,7 @@ def test_checkpoint_interrupt_and_resume_equal_an_uninterrupted_run(backend64, t
                                                                      suffix) -> None:
     if suffix == ".zarr":
         pytest.importorskip("zarr")
+    skip_if_compiled(backend64)
     loss_fn, params, data = linear_problem(backend64)
     reference = _quiet(loss_fn, params, data, **SETTINGS)
     path = tmp_path / f"run{suffix}"
@@ -73,6 +74,35 @@ def test_checkpoint_interrupt_and_resume_equal_an_uninterrupted_run(backend64, t
     final = llc.load(path)  # checkpoints go on to the same path and end complete
     assert final.complete
     _assert_same(reference, final)
+
+
+class _InterruptingBatches:
+    """Re-iterable batches that raise KeyboardInterrupt once, at the ``at``-th batch drawn:
+    an interrupt outside ``loss_fn``, so it also works for compiled (jitted) losses."""
+
+    def __init__(self, batches: list, at: int) -> None:
+        self.batches, self.at, self.drawn = batches, at, 0
+
+    def __iter__(self):
+        for batch in self.batches:
+            self.drawn += 1
+            if self.drawn == self.at:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_interrupt_and_resume_with_batches_in_every_backend(backend64, tmp_path) -> None:
+    loss_fn, params, (x, y) = linear_problem(backend64)
+    batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 512, 64)]
+    settings = {**SETTINGS, "num_draws": 60, "thin": 1}
+    reference = _quiet(loss_fn, params, batches, num_data=512, **settings)
+    path = tmp_path / "batches.nc"
+    with pytest.warns(llc.IncompleteRunWarning):
+        partial = _quiet(loss_fn, params, _InterruptingBatches(batches, 200), num_data=512,
+                         checkpoint=path, **settings)
+    assert not partial.complete and 0 < partial.llc_trace.shape[1] < 60
+    resumed = _quiet(loss_fn, params, batches, num_data=512, resume=path, **settings)
+    _assert_same(reference, resumed)
 
 
 def test_resume_checks_the_settings(tmp_path) -> None:
