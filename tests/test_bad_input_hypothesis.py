@@ -257,7 +257,7 @@ bad_baseline = st.one_of(
 
 bad_sampler = st.one_of(
     st.text(max_size=8).filter(lambda v: v != "sgld"),
-    st.sampled_from(["SGLD", "hmc", "sgnht", "sgld ", ""]),
+    st.sampled_from(["SGLD", "hmc", "nuts", "sgld ", ""]),
     st.none(), st.integers(), st.floats(allow_nan=True), st.booleans(), st.builds(object),
     st.lists(st.just("sgld"), max_size=1),
     # the class llc.samplers.SGLD instead of an instance is left out: test_sampler_class
