@@ -18,9 +18,16 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import importlib.util  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 import llc  # noqa: E402
+
+if importlib.util.find_spec("jax") is not None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # the float64 rows
 from llc.cli import demo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +67,7 @@ def bench_known_lambda() -> None:
     print("| problem | backend | λ | λ̂ ± MCSE | error | R-hat | ESS bulk "
           "| MCSE, full-data baseline | MCSE, minibatch baseline | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    backends = [name for name in ("numpy", "torch") if name in llc.available_backends()]
+    backends = [name for name in ("numpy", "torch", "jax") if name in llc.available_backends()]
     for name, problem in PROBLEMS.items():
         for backend in backends:
             case = BackendCase(backend, "cpu", "float64")

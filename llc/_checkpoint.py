@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._runner import ChainPlan, ChainRun, RunnerState, write_atomically
-from .result import LLCResult
+from .result import LLCResult, _netcdf_attrs
 
 _COMPARED_APPROXIMATELY = ("init_loss", "init_grad_norm")
 _NOT_COMPARED = ("inference_library_version",)
@@ -78,7 +78,7 @@ def restore(path: Path, plan: ChainPlan, attrs: dict[str, Any]) -> tuple[RunnerS
         raise ValueError(f"`resume`: {str(path)!r} is not an llc checkpoint (no sampler state)")
     saved = {key: value.item() if isinstance(value, np.generic) else value
              for key, value in tree.attrs.items()}
-    for key, value in attrs.items():
+    for key, value in _netcdf_attrs(attrs).items():  # compared as they were written
         if key in _NOT_COMPARED:
             continue
         old = saved.get(key)

@@ -91,8 +91,10 @@ def estimate(
     batch_size
         Minibatch size for array data (default ``min(256, n)``).
     sampler
-        ``"sgld"`` or a sampler settings object such as ``llc.samplers.SGLD(step_size=1e-4)``
-        (whose own settings are then used and ``step_size`` is ignored).
+        ``"sgld"``, ``"rmsprop_sgld"``, ``"sghmc"``, ``"sgnht"``, ``"mala"`` (full-batch: pass
+        ``batch_size=n``), or a settings object such as
+        ``llc.samplers.SGNHT(step_size=1e-2, diffusion=1.0)`` (whose own settings are then
+        used and ``step_size`` is ignored). See :mod:`llc.samplers` for the update rules.
     step_size
         ε, the sampler step size.
     nbeta

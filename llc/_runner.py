@@ -217,7 +217,7 @@ def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, pr
                                      if plan.batch_baseline else ())
                             buffers[chain].draws.append(
                                 (step, (info.loss, info.distance, info.grad_norm, *extra)))
-                            if diagnose:
+                            if diagnose and info.mala_acceptance is not None:
                                 buffers[chain].acceptances.append((draw, info.mala_acceptance))
                             if plan.keep_params_every and draw % plan.keep_params_every == 0:
                                 buffers[chain].positions.append(  # w_t: the pre-step state

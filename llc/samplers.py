@@ -27,9 +27,27 @@ from ._backend import Array, Key
 from ._validate import positive_float
 from .posterior import LocalizedPosterior
 
-__all__ = ["SGLD", "SGLDState", "RMSPropSGLD", "RMSPropSGLDState", "SGHMC", "SGHMCState",
-           "SGNHT", "SGNHTState", "MALA", "MALAState", "SampleInfo", "SamplingAlgorithm",
-           "SamplerSettings", "sgld", "rmsprop_sgld", "sghmc", "sgnht", "mala", "get_sampler"]
+__all__ = [
+    "MALA",
+    "SGHMC",
+    "SGLD",
+    "SGNHT",
+    "MALAState",
+    "RMSPropSGLD",
+    "RMSPropSGLDState",
+    "SGHMCState",
+    "SGLDState",
+    "SGNHTState",
+    "SampleInfo",
+    "SamplerSettings",
+    "SamplingAlgorithm",
+    "get_sampler",
+    "mala",
+    "rmsprop_sgld",
+    "sghmc",
+    "sgld",
+    "sgnht",
+]
 
 
 class SampleInfo(NamedTuple):
@@ -285,8 +303,14 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float =
     Notes
     -----
     Like Li et al. we drop the correction term Γ(w) of a position-dependent preconditioner:
-    the sampler is exact in the limit of a preconditioner that varies slowly compared with
-    the chain.
+    the sampler is exact in the limit of a preconditioner that is constant over the
+    posterior. Where v̂ follows the position instead (a full-batch gradient that vanishes at
+    the mode, while the chain moves slowly compared with the 1/(1 − b₂) = 100-step memory of
+    v), the chain samples about :math:`e^{-U(w)}(\sqrt{\hat v(w)} + a)`: measured with
+    L = wᵀ diag(1, 2, 3) w / 2 (full batch), w* = 0, nβ = γ = 1 and ε = 0.01, the three
+    variances came out 34 %, 17 % and 1 % too large. Near w*
+    in λ̂ estimation the minibatch noise dominates g and v̂ is nearly constant (the regime
+    tests/test_samplers.py checks against exact moments).
     """
     backend = posterior.backend
     step_size = float(step_size)
@@ -374,9 +398,10 @@ class RMSPropSGLD:
         return 0.0 if self.devinterp_variant else 1.0
 
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
+        assert self.beta2 is not None and self.eps_stability is not None  # resolved
         return rmsprop_sgld(posterior, self.step_size, beta2=self.beta2,
                             eps_stability=self.eps_stability,
-                            bias_correction=self.bias_correction,
+                            bias_correction=bool(self.bias_correction),
                             initial_square_avg=self.initial_square_avg)
 
     def settings(self) -> dict[str, Any]:

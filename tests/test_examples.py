@@ -23,3 +23,16 @@ def test_torch_quickstart_runs_healthy() -> None:
     readme = (ROOT / "README.md").read_text()
     assert (ROOT / "examples" / "torch_quickstart.py").read_text().split('"""', 2)[2].strip() \
         in readme
+
+
+def test_jax_quickstart_runs_healthy() -> None:
+    jax = pytest.importorskip("jax")
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "jax_quickstart.py")],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if jax.__version__ == "0.10.2":  # the pinned build: the README's exact numbers
+        assert "λ̂ = 7.275 ± 0.11 (MCSE)" in out.stdout
+    assert "health: no findings" in out.stdout
+    readme = (ROOT / "README.md").read_text()
+    assert (ROOT / "examples" / "jax_quickstart.py").read_text().split('"""', 2)[2].strip() \
+        in readme
