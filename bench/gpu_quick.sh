@@ -3,13 +3,8 @@
 # the DLN known-λ test on torch-cuda-float64 and float32, then the demo on cuda.
 # Usage on the device: bash bench/gpu_quick.sh  (writes $OUT/gpu_quick.log)
 set -uo pipefail
-repo=$(pwd)
-out=${OUT:-/tmp}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
-  --target /tmp/site "$repo" || exit 1
-export PYTHONPATH=/tmp/site OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 LLC_TEST_BACKENDS=torch-cuda
+source bench/gpu_setup.sh
+export LLC_TEST_BACKENDS=torch-cuda
 cd /tmp
 python3 -m pytest -q -rs -p no:cacheprovider -W ignore::UserWarning \
   "$repo/tests/test_estimate.py" "$repo/tests/test_inputs.py" "$repo/tests/test_long_runs.py" \

@@ -3,13 +3,7 @@
 # dependencies missing there from wheels carried in .whl/, then runs every backend case,
 # CUDA ones included. Usage on the device: bash bench/gpu_suite.sh  (writes $OUT/gpu_suite.log)
 set -uo pipefail
-repo=$(pwd)
-out=${OUT:-/tmp}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl || exit 1
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile \
-  --target /tmp/site "$repo" || exit 1
-export PYTHONPATH=/tmp/site OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+source bench/gpu_setup.sh
 cd /tmp
 python3 - <<'PY' 2>&1 | tee "$out/gpu_suite.log"
 import torch, numpy, xarray, llc
