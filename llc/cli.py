@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._backend import available_backends, get_backend
-from ._tree import tree_map
+from ._backend import available_backends
 
 __all__ = ["main", "demo"]
 
@@ -63,18 +62,11 @@ def demo(backend: str | None = None, *, device: str | None = None,
 
     started = time.perf_counter()
     name = backend or _best_backend()
-    adapter = get_backend(name)
     problem = problems.DeepLinearNetwork(**DEMO_PROBLEM)
     settings = dict(DEMO_SETTINGS)
     n = settings.pop("num_data")
-    data_np, params_np = problem.setup(n, seed=seed)
-    convert = lambda tree: tree_map(  # noqa: E731
-        lambda leaf: adapter.from_numpy(leaf, dtype="float64" if leaf.dtype.kind == "f" else None,
-                                        device=device),
-        tree,
-    )
-    loss_fn = problem.loss if adapter.has_autodiff else problem.loss_and_grad
-    result = estimate(loss_fn, convert(params_np), convert(data_np), seed=seed,
+    loss_fn, params, data = problem.in_backend(name, n, seed=seed, device=device)
+    result = estimate(loss_fn, params, data, seed=seed,
                       progress=progress, **settings)
     seconds = time.perf_counter() - started
     report: dict[str, Any] = {

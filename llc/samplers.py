@@ -405,10 +405,7 @@ class RMSPropSGLD:
                             initial_square_avg=self.initial_square_avg)
 
     def settings(self) -> dict[str, Any]:
-        """The settings as result attributes: booleans as ``"True"``/``"False"``, the form a
-        saved result (netCDF) stores them in, so a resumed checkpoint compares equal."""
-        return {key: str(value) if isinstance(value, bool) else value
-                for key, value in asdict(self).items()}
+        return asdict(self)
 
 
 # ---- SGHMC ----------------------------------------------------------------------------------

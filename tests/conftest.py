@@ -59,9 +59,7 @@ class BackendCase:
 
     def problem(self, problem: Any, n: int, seed: int = 0) -> tuple[Any, Any, Any]:
         """``(loss_fn, params, data)`` of a known-λ problem in this backend."""
-        data, params = problem.setup(n, seed=seed)
-        loss_fn = problem.loss if self.backend.has_autodiff else problem.loss_and_grad
-        return loss_fn, self.asarray(params), self.asarray(data)
+        return problem.in_backend(self.name, n, seed, dtype=self.dtype, device=self.device)
 
 
 def _cuda_available(framework: str) -> bool:

@@ -188,3 +188,14 @@ def json_shapes(result: llc.LLCResult) -> list:
     import json
 
     return json.loads(result.attrs["param_shapes"])
+
+
+def test_resume_with_boolean_sampler_settings(tmp_path) -> None:
+    """Settings such as RMSPropSGLD's booleans are compared in the form the checkpoint stores."""
+    loss_fn, params, data = linear_problem_numpy()
+    settings = {**SETTINGS, "sampler": llc.samplers.RMSPropSGLD(step_size=5e-5)}
+    reference = _quiet(loss_fn, params, data, **settings)
+    path = tmp_path / "rmsprop.nc"
+    with pytest.warns(llc.IncompleteRunWarning):
+        _quiet(_InterruptAt(loss_fn, 300), params, data, checkpoint=path, **settings)
+    _assert_same(reference, _quiet(loss_fn, params, data, resume=path, **settings))

@@ -83,7 +83,7 @@ def test_sgld_trajectories_agree_with_the_same_noise(problem: str) -> None:
                                        nbeta=50.0, localization=2.0, backend=proxy)
         algorithm = SGLD(step_size=1e-3).build(posterior)
         state, path = algorithm.init(center), []
-        for step in range(steps):  # eager on purpose: the proxy's Python counter must run
+        for _ in range(steps):  # eager on purpose: the proxy's Python counter must run
             state, _ = algorithm.step(None, state, data)
             path.append(backend.to_numpy(state.position))
         trajectories[name] = np.stack(path)
@@ -104,14 +104,10 @@ def test_llc_agrees_across_backends_with_their_own_randomness() -> None:
     problem = PROBLEMS["dln"]
     estimates = {}
     for name in BACKENDS:
-        backend = llc.get_backend(name)
-        data, params = problem.setup(10_000, seed=0)
-        convert = lambda a: backend.from_numpy(a, dtype="float64")  # noqa: E731
-        loss_fn = problem.loss if backend.has_autodiff else problem.loss_and_grad
+        loss_fn, params, data = problem.in_backend(name, 10_000)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", llc.LLCHealthWarning)
-            result = llc.estimate(loss_fn, {k: convert(v) for k, v in params.items()},
-                                  tuple(convert(a) for a in data), batch_size=500,
+            result = llc.estimate(loss_fn, params, data, batch_size=500,
                                   step_size=3e-5, num_draws=4000, num_burnin=1000,
                                   baseline="minibatch", progress=False, seed=0)
         estimates[name] = (result.llc_mean, result.llc_mcse)

@@ -838,8 +838,8 @@ def test_samplers_by_name(name: str, cls: type) -> None:
 
 def test_default_settings() -> None:
     assert RMSPropSGLD(0.1).settings() == {
-        "step_size": 0.1, "beta2": 0.99, "eps_stability": 0.1, "bias_correction": "True",
-        "devinterp_variant": "False", "name": "rmsprop_sgld"}
+        "step_size": 0.1, "beta2": 0.99, "eps_stability": 0.1, "bias_correction": True,
+        "devinterp_variant": False, "name": "rmsprop_sgld"}
     assert SGHMC(0.1).friction == 0.1 and SGNHT(0.1).diffusion == 1.0
 
 

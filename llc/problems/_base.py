@@ -100,6 +100,32 @@ class Problem(abc.ABC):
         data = self.sample_data(n, seed)
         return data, self.minimizer(data)
 
+    def in_backend(self, backend: str, n: int, seed: int = 0, *, dtype: str = "float64",
+                   device: str | None = None) -> tuple[Any, Any, tuple[Any, ...]]:
+        """``(loss_fn, params, data)`` of :meth:`setup` in an installed backend.
+
+        Floating arrays take ``dtype``; every array goes to ``device`` (the framework's
+        default when ``None``). ``loss_fn`` is :meth:`loss` for backends with automatic
+        differentiation and :meth:`loss_and_grad` for NumPy.
+
+        Examples
+        --------
+        >>> loss_fn, params, data = problem.in_backend("torch", 10_000)
+        >>> result = llc.estimate(loss_fn, params, data, step_size=3e-5)
+        """
+        from llc._backend import get_backend
+        from llc._tree import tree_map
+
+        adapter = get_backend(backend)
+        data, params = self.setup(n, seed)
+
+        def convert(leaf: np.ndarray) -> Any:
+            floating = np.issubdtype(leaf.dtype, np.floating)
+            return adapter.from_numpy(leaf, dtype=dtype if floating else None, device=device)
+
+        loss_fn = self.loss if adapter.has_autodiff else self.loss_and_grad
+        return loss_fn, tree_map(convert, params), tree_map(convert, data)
+
     def random_params(self, seed: int, scale: float = 1.0) -> dict[str, np.ndarray]:
         """Standard normal parameters times ``scale`` (for tests and initialisation)."""
         rng = np.random.default_rng(check_seed(seed))
