@@ -20,7 +20,23 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _rng
 
-__all__ = ["backend"]
+__all__ = ["backend", "from_equinox", "from_flax"]
+
+
+class JaxTransforms:
+    """``jax.vmap``, ``lax.scan``, ``lax.cond`` and ``jax.jit`` for the vectorized runner."""
+
+    def vmap(self, fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable[..., Any]:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def scan(self, body: Callable[..., Any], carry: Any, xs: Any) -> tuple[Any, Any]:
+        return jax.lax.scan(body, carry, xs)
+
+    def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+        return jax.lax.cond(pred, true_fn, false_fn)
+
+    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return jax.jit(fn)
 
 
 class JaxBackend:
@@ -28,6 +44,7 @@ class JaxBackend:
 
     name = "jax"
     has_autodiff = True
+    chain_transforms = JaxTransforms()
 
     # ---- arrays -------------------------------------------------------------------------
     def is_array(self, obj: Any) -> bool:
@@ -135,7 +152,7 @@ class JaxBackend:
         return jax.random.normal(key, like.shape, like.dtype)
 
     def permutation(self, key: jax.Array, n: int, like: jax.Array) -> jax.Array:
-        order = jax.random.permutation(key, n)
+        order = _shuffle(key, n)
         device = self._device(like)
         return order if device is None else jax.device_put(order, device)
 
@@ -144,4 +161,123 @@ class JaxBackend:
         yield  # JAX has no global random state
 
 
+def _shuffle(key: jax.Array, n: int, wide: bool | None = None) -> jax.Array:
+    """A uniformly random permutation of ``range(n)``, by sorting packed random words.
+
+    Each element's sort word is ``random bits << index bits | index``: one single-operand
+    sort, several times faster on CPU than ``jax.random.permutation`` (a key-value sort).
+    Ties between equal random parts are broken by the previous order, so with 64-bit words
+    (``jax_enable_x64``; ≥ 32 random bits) one round suffices, and with 32-bit words two
+    rounds are taken (as ``jax.random.permutation`` does). Above 2**24 rows without x64 the
+    random part would be too short: ``jax.random.permutation`` is used.
+    """
+    index_bits = max(1, (n - 1).bit_length())
+    wide = jax.config.jax_enable_x64 if wide is None else wide
+    word_bits = 64 if wide else 32
+    random_bits = word_bits - index_bits
+    if random_bits < 8:
+        return jax.random.permutation(key, n)
+    word = jnp.uint64 if wide else jnp.uint32
+    index = jnp.arange(n, dtype=word)
+    order = jnp.arange(n)
+    for round_key in jax.random.split(key, 1 if random_bits >= 32 else 2):
+        random_part = jax.random.bits(round_key, (n,), word) >> index_bits
+        packed = jnp.sort((random_part << index_bits) | index)
+        order = jnp.take(order, (packed & ((1 << index_bits) - 1)).astype(order.dtype))
+    return order
+
+
 backend = JaxBackend()
+
+
+def from_flax(
+    apply_fn: Callable[..., Any],
+    variables: Any,
+    criterion: Callable[[jax.Array, jax.Array], jax.Array],
+    *,
+    params_key: str = "params",
+) -> tuple[Callable[[Any, Any], jax.Array], Any]:
+    """``(loss_fn, params)`` for a Flax (linen) model: its ``apply`` and its variables.
+
+    ``loss_fn(params, batch)`` runs ``criterion(apply_fn({**variables, params_key: params},
+    *batch[:-1]), batch[-1])``: only ``variables[params_key]`` is sampled; other collections
+    (batch-norm statistics) stay fixed at their values. Nothing of the model is written.
+
+    Parameters
+    ----------
+    apply_fn
+        ``model.apply`` of a ``flax.linen.Module`` (in the mode it should be evaluated in,
+        e.g. ``functools.partial(model.apply, train=False)``).
+    variables
+        The trained variables, ``{"params": ..., ...}`` as ``model.init`` returns them.
+    criterion
+        ``criterion(outputs, targets)`` returning the mean per-sample negative
+        log-likelihood, e.g. ``lambda z, y: optax.softmax_cross_entropy_with_integer_labels(
+        z, y).mean()``.
+    params_key
+        The collection to sample.
+
+    Examples
+    --------
+    >>> loss_fn, params = llc.backends.jax.from_flax(model.apply, variables, criterion)
+    """
+    if not callable(apply_fn):
+        raise TypeError("`apply_fn` must be callable as apply_fn(variables, *inputs), e.g. "
+                        "model.apply")
+    if not callable(criterion):
+        raise TypeError("`criterion` must be callable as criterion(outputs, targets)")
+    if not hasattr(variables, "keys") or params_key not in variables:
+        raise ValueError(f"`variables` must be a mapping with a {params_key!r} collection, as "
+                         "model.init returns it")
+    fixed = {name: value for name, value in variables.items() if name != params_key}
+
+    def loss_fn(params: Any, batch: Any) -> jax.Array:
+        *inputs, targets = batch
+        return criterion(apply_fn({**fixed, params_key: params}, *inputs), targets)
+
+    return loss_fn, variables[params_key]
+
+
+def from_equinox(
+    module: Any,
+    criterion: Callable[[jax.Array, jax.Array], jax.Array],
+    *,
+    batched: bool = False,
+) -> tuple[Callable[[Any, Any], jax.Array], Any]:
+    """``(loss_fn, params)`` for an Equinox module.
+
+    ``params`` is the module's floating-point arrays (``eqx.partition(module,
+    eqx.is_inexact_array)``), a pytree shaped like the module with ``None`` elsewhere;
+    ``loss_fn(params, batch)`` recombines them with the rest of the module and runs
+    ``criterion(outputs, batch[-1])`` on the outputs for the inputs ``batch[:-1]``.
+
+    Parameters
+    ----------
+    module
+        The trained ``equinox.Module``.
+    criterion
+        ``criterion(outputs, targets)`` returning the mean per-sample negative
+        log-likelihood.
+    batched
+        Whether ``module`` takes a batch. Equinox layers act on one example, so by default
+        the module is mapped over the batch with ``jax.vmap``.
+
+    Examples
+    --------
+    >>> loss_fn, params = llc.backends.jax.from_equinox(model, criterion)
+    """
+    import equinox as eqx
+
+    if not isinstance(module, eqx.Module):
+        raise TypeError(f"`module` must be an equinox.Module; got {type(module).__name__}")
+    if not callable(criterion):
+        raise TypeError("`criterion` must be callable as criterion(outputs, targets)")
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+
+    def loss_fn(sampled: Any, batch: Any) -> jax.Array:
+        *inputs, targets = batch
+        model = eqx.combine(sampled, static)
+        outputs = model(*inputs) if batched else jax.vmap(model)(*inputs)
+        return criterion(outputs, targets)
+
+    return loss_fn, params

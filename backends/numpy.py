@@ -24,6 +24,7 @@ class NumpyBackend:
 
     name = "numpy"
     has_autodiff = False
+    chain_transforms = None  # eager: the sequential runner
 
     # ---- arrays -------------------------------------------------------------------------
     def is_array(self, obj: Any) -> bool:

@@ -29,6 +29,7 @@ class TorchBackend:
 
     name = "torch"
     has_autodiff = True
+    chain_transforms = None  # eager: the sequential runner
 
     # ---- arrays -------------------------------------------------------------------------
     def is_array(self, obj: Any) -> bool:

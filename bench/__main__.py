@@ -3,6 +3,9 @@
 ``demo``          the ``llc demo`` run per installed backend: λ̂, error, R-hat, ESS, seconds.
 ``known-lambda``  the known-λ suite at the test settings (tests/test_known_lambda.py) per
                   backend, with the MCSE of the two baselines measured on the same chains.
+``auto``          ``step_size="auto"`` against a grid of fixed step sizes on the known-λ
+                  suite (NumPy backend): λ̂, error, MALA acceptance, chosen step, seconds.
+``speed``         see ``python -m bench.speed``: llc against plain SGD per backend.
 
 Prints Markdown tables; docs/benchmarks.md keeps the last results.
 """
@@ -14,6 +17,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -97,16 +101,58 @@ def bench_known_lambda() -> None:
               f"{exact / 0.25:.2f} |")
 
 
+def bench_auto(seeds: tuple[int, ...] = (0, 1)) -> None:
+    from test_known_lambda import NUM_DATA, OVERRIDES, PROBLEMS, SETTINGS
+
+    grid = (1e-5, 3e-5, 1e-4)
+    print("\n### `step_size=\"auto\"` against fixed step sizes (NumPy backend)\n")
+    print(f"n = {NUM_DATA}, settings as the known-λ suite except the step; seeds {seeds}; "
+          "|error| is the mean over the seeds of |λ̂/λ − 1|\n")
+    print("| problem | λ | step | step used | λ̂ per seed | mean abs error | MALA acceptance "
+          "| seconds per run |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, problem in PROBLEMS.items():
+        data, params = problem.setup(NUM_DATA, seed=0)
+        for step in (*grid, "auto"):
+            estimates, errors, acceptances, used, seconds = [], [], [], [], []
+            for seed in seeds:
+                settings = {**SETTINGS, **OVERRIDES.get(name, {}), "step_size": step,
+                            "seed": seed}
+                started = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        result = llc.estimate(problem.loss_and_grad, params, data, **settings)
+                    except RuntimeError:  # every chain diverged
+                        estimates.append(float("nan"))
+                        errors.append(float("inf"))
+                        continue
+                seconds.append(time.perf_counter() - started)
+                estimates.append(result.llc_mean)
+                errors.append(abs(result.llc_mean / problem.true_lambda - 1))
+                acceptances.append(result.mala_acceptance)
+                used.append(float(result.attrs["sampler_step_size"]))
+            label = step if isinstance(step, str) else f"{step:g}"
+            print(f"| {name} | {problem.true_lambda:g} | {label} | "
+                  f"{', '.join(f'{u:.2g}' for u in used) or '—'} | "
+                  f"{', '.join(f'{e:.3f}' for e in estimates)} | "
+                  f"{100 * float(np.mean(errors)):.1f} % | "
+                  f"{', '.join(f'{a:.3f}' for a in acceptances) or '—'} | "
+                  f"{float(np.mean(seconds)) if seconds else float('nan'):.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", default="all", choices=("demo", "known-lambda", "all"))
+    parser.add_argument("which", nargs="?", default="all", choices=("demo", "known-lambda", "auto", "all"))
     args = parser.parse_args()
     print(f"machine: {_machine()}; llc {llc.__version__}; backends {llc.available_backends()}")
     if args.which in ("demo", "all"):
         bench_demo()
     if args.which in ("known-lambda", "all"):
         bench_known_lambda()
+    if args.which in ("auto", "all"):
+        bench_auto()
 
 
 if __name__ == "__main__":

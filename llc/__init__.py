@@ -1,8 +1,11 @@
 """llc: the local learning coefficient λ̂ of a trained model, for any array framework.
 
 ``llc.estimate(loss_fn, params, data)`` samples the localized tempered posterior around
-w* = ``params`` and returns λ̂ with MCMC diagnostics. The backend (NumPy, PyTorch, ...) is
-chosen per call from the parameters' type; importing llc imports no deep-learning framework.
+w* = ``params`` and returns λ̂ with MCMC diagnostics; ``llc.estimate_trajectory`` does so at
+every checkpoint of a training run; ``llc.calibrate`` runs short chains over a grid of step
+sizes (× nβ × γ) and recommends a step size by documented rules. The backend (NumPy,
+PyTorch, ...) is chosen per call from the parameters' type; importing llc imports no
+deep-learning framework.
 """
 
 from ._backend import Backend, array_namespace, available_backends, get_backend
@@ -12,13 +15,21 @@ from .posterior import LocalizedPosterior
 from .diagnostics import (ChainFailureWarning, Finding, HealthThresholds, LLCHealthWarning,
                           check_health)
 from .result import IncompleteRunWarning, LLCResult, load
+from .trajectory import TrajectoryError, TrajectoryResult, estimate_trajectory
+from .calibration import CalibrationResult, CalibrationWarning, calibrate
 from . import samplers
 
 __all__ = [
     "__version__",
     "estimate",
+    "estimate_trajectory",
+    "calibrate",
+    "CalibrationResult",
+    "CalibrationWarning",
     "default_nbeta",
     "LLCResult",
+    "TrajectoryResult",
+    "TrajectoryError",
     "load",
     "ChainFailureWarning",
     "IncompleteRunWarning",

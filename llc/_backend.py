@@ -21,7 +21,30 @@ PyTree = Any  # nested dict / list / tuple (or a framework pytree) of arrays
 Key = Any  # an explicit random key of the backend
 LossAndGrad = Callable[[Array, Any], tuple[Array, Array]]
 
-__all__ = ["Backend", "backend_for", "get_backend", "available_backends", "array_namespace"]
+__all__ = ["Backend", "ChainTransforms", "backend_for", "get_backend", "available_backends", "array_namespace"]
+
+
+@runtime_checkable
+class ChainTransforms(Protocol):
+    """Program transformations that let the core run many chains as one compiled program.
+
+    An adapter whose framework has them (JAX) sets ``Backend.chain_transforms`` to an object
+    with these four; the core (:mod:`llc._vectorized`) writes the vectorized runner once
+    against them. Eager adapters set it to ``None`` and use the sequential runner.
+    """
+
+    def vmap(self, fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable[..., Any]:
+        """``fn`` mapped over axis 0 of the arguments whose ``in_axes`` entry is 0."""
+
+    def scan(self, body: Callable[[Any, Any], tuple[Any, Any]], carry: Any, xs: Array
+             ) -> tuple[Any, Any]:
+        """``lax.scan``: loop ``body(carry, x)`` over the rows of ``xs``, stacking outputs."""
+
+    def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+        """``true_fn()`` if the traced boolean ``pred`` else ``false_fn()`` (same structure)."""
+
+    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` compiled (retraced only for new shapes)."""
 
 
 @runtime_checkable
@@ -35,6 +58,7 @@ class Backend(Protocol):
 
     name: str
     has_autodiff: bool
+    chain_transforms: ChainTransforms | None  # None: chains run by the sequential runner
 
     # ---- detection and arrays ---------------------------------------------------------
     def is_array(self, obj: Any) -> bool:

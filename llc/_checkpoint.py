@@ -61,6 +61,16 @@ def _states_to_dataset(plan: ChainPlan, states: list[Any]) -> Any:
     return xr.Dataset(variables)
 
 
+def saved_attrs(path: Path) -> dict[str, Any]:
+    """The root attributes of the checkpoint at ``path``, as Python values."""
+    import xarray as xr
+
+    with xr.open_datatree(path, engine=_engine(path)) as opened:
+        attrs = dict(opened.attrs)
+    return {key: value.item() if isinstance(value, np.generic) else value
+            for key, value in attrs.items()}
+
+
 def restore(path: Path, plan: ChainPlan, attrs: dict[str, Any]) -> tuple[RunnerState, float]:
     """The runner state saved at ``path`` and the elapsed seconds before the interruption.
 

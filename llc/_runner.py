@@ -1,9 +1,17 @@
-"""The multi-chain runner: chains advance in lockstep, one step each per round.
+"""The multi-chain runner: chains advance in lockstep, in blocks of steps.
 
-Every random number is a pure function of (seed, chain, step), so a run can stop at any step
-boundary and continue from a checkpoint with the same result. Per-step scalars are buffered
-in the framework and copied to the host every ``_FLUSH_EVERY`` steps; a chain whose values
-turn non-finite, or whose ``loss_fn`` raises, stops there and the others go on.
+Every random number is a pure function of (seed, chain, step), so a run can stop at any block
+boundary and continue from a checkpoint with the same result. A block ends every
+``_FLUSH_EVERY`` steps; its per-step scalars are then copied to the host at once. A chain
+whose values turn non-finite, or whose ``loss_fn`` raises, stops there and the others go on.
+
+Two ways to advance a block, which the tests compare:
+
+- *sequential* (every backend, every data source): a Python loop over steps and chains,
+  one compiled sampler step per chain and step, the reference path;
+- *vectorized* (backends with :class:`~llc._backend.ChainTransforms`, array data): the whole
+  block is one compiled program, the chains mapped over (``vmap``) and the steps looped over
+  on the device (``scan``), minibatches drawn there too (:mod:`llc._vectorized`).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import numpy as np
 
 from ._backend import Backend
 
-_FLUSH_EVERY = 200  # steps between copies of the buffered per-step scalars to the host
+_FLUSH_EVERY = 200  # steps per block: the per-step scalars reach the host once per block
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,18 @@ class ChainPlan:
         """Number of draws taken at steps < ``step``."""
         return max(0, -(-(step - self.num_burnin) // self.thin))
 
+    def is_draw(self, step: int) -> bool:
+        """Whether ``step`` is recorded as a draw."""
+        return step >= self.num_burnin and (step - self.num_burnin) % self.thin == 0
+
+    def next_kept_step(self, step: int) -> int | None:
+        """The first step ≥ ``step`` whose position is kept (``keep_params_every``)."""
+        if not self.keep_params_every:
+            return None
+        draw = self.draws_before(step)
+        draw = -(-draw // self.keep_params_every) * self.keep_params_every
+        return self.num_burnin + draw * self.thin if draw < self.num_draws else None
+
 
 @dataclass
 class ChainRun:
@@ -82,6 +102,12 @@ class ChainRun:
     def failed(self) -> bool:
         return self.diverged_at is not None or self.error is not None or self.failure is not None
 
+    @property
+    def recording(self) -> bool:
+        """Whether new steps of this chain are still recorded (a chain that raised keeps
+        what it recorded before)."""
+        return self.diverged_at is None and self.failure is None
+
     def failure_message(self) -> str:
         if self.diverged_at is not None:
             return f"diverged at step {self.diverged_at}: non-finite loss or parameters"
@@ -91,62 +117,39 @@ class ChainRun:
 
 
 @dataclass
-class _Buffer:
-    """A chain's per-step framework scalars not yet copied to the host."""
+class BlockRecord:
+    """One chain's per-step scalars over a block, on the host.
 
-    warmup: list[tuple[int, Any, Any]] = field(default_factory=list)  # (step, loss, distance)
-    draws: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)  # (step, fields)
-    acceptances: list[tuple[int, Any]] = field(default_factory=list)  # (draw, acceptance)
-    positions: list[tuple[int, Any]] = field(default_factory=list)  # (draw, kept position)
+    ``steps`` are the recorded steps in increasing order (burn-in steps and draws); the
+    per-draw fields are NaN at burn-in steps, and ``mala_acceptance`` is NaN where the step
+    was not diagnosed. ``positions`` maps a draw index to its kept position w_t.
+    """
 
-    def discard_from(self, step: int, plan: ChainPlan) -> None:
-        """Forget what was recorded at steps ≥ ``step`` (an interrupted round)."""
-        self.warmup = [row for row in self.warmup if row[0] < step]
-        self.draws = [row for row in self.draws if row[0] < step]
-        limit = plan.draws_before(step)
-        self.acceptances = [row for row in self.acceptances if row[0] < limit]
-        self.positions = [row for row in self.positions if row[0] < limit]
+    steps: np.ndarray
+    values: dict[str, np.ndarray]
+    positions: dict[int, np.ndarray] = field(default_factory=dict)
 
-    def flush(self, plan: ChainPlan, run: ChainRun) -> None:
-        """Copy to the host; set ``run.diverged_at`` at the first non-finite value."""
-        backend = plan.backend
+    def record_into(self, plan: ChainPlan, run: ChainRun) -> None:
+        """Write into ``run``; set ``run.diverged_at`` at the first non-finite value.
 
-        def host(values: list[Any]) -> np.ndarray:
-            return backend.to_numpy(backend.stack(values)).astype(np.float64)
-
-        if self.warmup:
-            loss = host([row[1] for row in self.warmup])
-            distance = host([row[2] for row in self.warmup])
-            steps = [row[0] for row in self.warmup]
-            bad = ~(np.isfinite(loss) & np.isfinite(distance))
-            if bad.any():
-                first = int(np.argmax(bad))
-                run.diverged_at = steps[first]
-                steps, loss = steps[:first], loss[:first]
-            run.warmup_loss[steps] = loss
-        if self.draws and run.diverged_at is None:
-            stacked = {name: host([row[1][i] for row in self.draws])
-                       for i, name in enumerate(plan.fields)}
-            bad = ~(np.isfinite(stacked["loss"]) & np.isfinite(stacked["distance"]))
-            count = int(np.argmax(bad)) if bad.any() else len(self.draws)
-            if bad.any():
-                run.diverged_at = self.draws[count][0]
-            indices = [(step - plan.num_burnin) // plan.thin for step, _ in self.draws[:count]]
-            for name in plan.fields:
-                run.draws[name][indices] = stacked[name][:count]
-            limit = plan.draws_before(run.diverged_at) if run.diverged_at is not None else None
-            kept = [row for row in self.acceptances if limit is None or row[0] < limit]
-            if kept:
-                run.draws["mala_acceptance"][[draw for draw, _ in kept]] = \
-                    host([value for _, value in kept])
-            kept = [row for row in self.positions if limit is None or row[0] < limit]
-            if kept and run.params is not None and plan.keep_params_every:
-                rows = [draw // plan.keep_params_every for draw, _ in kept]
-                run.params[rows] = backend.to_numpy(backend.stack([p for _, p in kept]))
-        self.warmup.clear()
-        self.draws.clear()
-        self.acceptances.clear()
-        self.positions.clear()
+        A burn-in step counts its loss and distance; a draw counts every per-draw field.
+        """
+        steps = self.steps
+        loss, distance = self.values["loss"], self.values["distance"]
+        bad = ~(np.isfinite(loss) & np.isfinite(distance))
+        count = int(np.argmax(bad)) if bad.any() else steps.size
+        if bad.any():
+            run.diverged_at = int(steps[count])
+        steps = steps[:count]
+        warmup = steps < plan.num_burnin
+        run.warmup_loss[steps[warmup]] = loss[:count][warmup]
+        draws = (steps[~warmup] - plan.num_burnin) // plan.thin
+        for name in run.draws:
+            run.draws[name][draws] = self.values[name][:count][~warmup]
+        if run.params is not None and plan.keep_params_every:
+            for draw, position in self.positions.items():
+                if draw < plan.draws_before(steps[-1] + 1 if steps.size else 0):
+                    run.params[draw // plan.keep_params_every] = position
 
 
 @dataclass
@@ -162,29 +165,158 @@ class RunnerState:
 Checkpointer = Callable[[RunnerState], None]
 
 
+class SequentialChains:
+    """The reference path: a Python loop over steps and, in each step, over the chains."""
+
+    def __init__(self, plan: ChainPlan, chain_keys: list[Any], start: int) -> None:
+        backend = plan.backend
+        split = [backend.split(key, 2) for key in chain_keys]
+        self.plan = plan
+        self.noise_keys = [keys[0] for keys in split]
+        self.streams = [plan.dataset.stream(keys[1], start) for keys in split]
+
+    def advance(self, state: RunnerState, stop: int) -> None:
+        """Advance every healthy chain to ``stop`` and record the steps on the host.
+
+        A ``KeyboardInterrupt`` leaves ``state`` at the last whole round, recorded, and
+        propagates.
+        """
+        plan, backend, algorithm = self.plan, self.plan.backend, self.plan.algorithm
+        rows: list[list[tuple[int, tuple[Any, ...], Any]]] = [[] for _ in state.runs]
+        positions: list[dict[int, Any]] = [{} for _ in state.runs]
+        try:
+            while state.step < stop:
+                step = state.step
+                draw = (step - plan.num_burnin) // plan.thin
+                recorded = plan.is_draw(step)
+                diagnose = recorded and plan.mala_every is not None and draw % plan.mala_every == 0
+                states = list(state.states)  # committed after the round: an interrupt
+                round_rows = []              # leaves every chain at `step`
+                for chain, run in enumerate(state.runs):
+                    if run.failed:
+                        continue
+                    try:
+                        batch = next(self.streams[chain])
+                        states[chain], info = algorithm.step(
+                            backend.fold_in(self.noise_keys[chain], step), states[chain], batch,
+                            diagnose)
+                        if step < plan.num_burnin:
+                            round_rows.append((chain, (info.loss, info.distance), None))
+                        elif recorded:
+                            extra = ((plan.batch_baseline(plan.center, batch),)
+                                     if plan.batch_baseline else ())
+                            fields = (info.loss, info.distance, info.grad_norm, *extra)
+                            acceptance = info.mala_acceptance if diagnose else None
+                            round_rows.append((chain, fields, acceptance))
+                            if plan.keep_params_every and draw % plan.keep_params_every == 0:
+                                positions[chain][draw] = state.states[chain].position  # w_t
+                    except Exception as error:  # a failing chain never loses the others' work
+                        run.error = error
+                for chain, fields, acceptance in round_rows:
+                    rows[chain].append((step, fields, acceptance))
+                state.states = states
+                state.step += 1
+        finally:
+            for chain, run in enumerate(state.runs):
+                if rows[chain] and run.recording:
+                    self._record(rows[chain], positions[chain], run)
+
+    def _record(self, rows: list[tuple[int, tuple[Any, ...], Any]], positions: dict[int, Any],
+                run: ChainRun) -> None:
+        plan, backend = self.plan, self.plan.backend
+
+        def host(values: list[Any]) -> np.ndarray:
+            if not values:
+                return np.empty(0)
+            return backend.to_numpy(backend.stack(values)).astype(np.float64)
+
+        warmup = [row for row in rows if row[0] < plan.num_burnin]
+        drawn = [row for row in rows if row[0] >= plan.num_burnin]
+        steps = np.array([row[0] for row in warmup + drawn], dtype=np.int64)
+        values = {}
+        for index, name in enumerate(plan.fields):
+            during_warmup = (host([row[1][index] for row in warmup]) if index < 2
+                             else np.full(len(warmup), np.nan))
+            values[name] = np.concatenate([during_warmup, host([row[1][index] for row in drawn])])
+        if "mala_acceptance" in run.draws:
+            acceptance = np.full(steps.size, np.nan)
+            diagnosed = [i for i, row in enumerate(warmup + drawn) if row[2] is not None]
+            acceptance[diagnosed] = host([(warmup + drawn)[i][2] for i in diagnosed])
+            values["mala_acceptance"] = acceptance
+        kept = {draw: backend.to_numpy(position) for draw, position in positions.items()}
+        BlockRecord(steps, values, kept).record_into(plan, run)
+
+
+class VectorizedChains:
+    """The fast path: each block is one compiled program over all chains (``vmap`` + ``scan``).
+
+    Chains that failed are still carried through the program (their values are ignored), so
+    the compiled shapes never change. An exception inside the program stops every chain that
+    was still running: their earlier draws are kept.
+    """
+
+    def __init__(self, plan: ChainPlan, chain_keys: list[Any], start: int) -> None:
+        from ._vectorized import BlockKernel
+
+        self.plan = plan
+        self.kernel = BlockKernel(plan, chain_keys)
+
+    def advance(self, state: RunnerState, stop: int) -> None:
+        """Advance every chain to ``stop`` in one program; on an interrupt, nothing moves."""
+        plan, backend = self.plan, self.plan.backend
+        start = state.step
+        if all(run.failed for run in state.runs):
+            state.step = stop
+            return
+        try:
+            states, values = self.kernel.run(state.states, start, stop)
+        except Exception as error:  # noqa: BLE001  (recorded per chain, like a raising loss)
+            for run in state.runs:
+                if not run.failed:
+                    run.error = error
+            state.step = stop
+            return
+        steps = np.arange(start, stop)
+        keep = steps < plan.num_burnin
+        keep |= (steps >= plan.num_burnin) & ((steps - plan.num_burnin) % plan.thin == 0)
+        kept_step = plan.next_kept_step(start)
+        for chain, run in enumerate(state.runs):
+            if not run.recording or run.error is not None:
+                continue
+            chain_values = {name: column[keep, chain] for name, column in values.items()
+                            if name in run.draws or name in ("loss", "distance")}
+            positions = {}
+            if kept_step == start:  # a block starts at each kept draw: w_t is its start state
+                positions[plan.draws_before(start)] = backend.to_numpy(
+                    state.states[chain].position)
+            BlockRecord(steps[keep], chain_values, positions).record_into(plan, run)
+        state.states = states
+        state.step = stop
+
+
+def _block_stop(plan: ChainPlan, step: int, vectorized: bool) -> int:
+    """Where the block starting at ``step`` ends: the next multiple of ``_FLUSH_EVERY``, the
+    end of the run, or (vectorized) the next kept draw, which starts a block of its own."""
+    stop = min((step // _FLUSH_EVERY + 1) * _FLUSH_EVERY, plan.steps)
+    kept = plan.next_kept_step(step + 1) if vectorized else None
+    return stop if kept is None else min(stop, kept)
+
+
 def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, progress: bool,
-               checkpoint: Checkpointer | None = None, checkpoint_every: int = 1000
-               ) -> RunnerState:
+               checkpoint: Checkpointer | None = None, checkpoint_every: int = 1000,
+               vectorized: bool = False) -> RunnerState:
     """Advance every healthy chain from ``state.step`` to the end, in lockstep.
 
-    A ``KeyboardInterrupt`` ends the run at the last whole round: the result is marked
-    interrupted (and checkpointed, when asked) instead of being lost.
+    A ``KeyboardInterrupt`` ends the run at the last whole round (sequential) or block
+    (vectorized): the result is marked interrupted (and checkpointed, when asked) instead of
+    being lost.
     """
     from tqdm.auto import tqdm
 
-    backend, algorithm = plan.backend, plan.algorithm
-    split = [backend.split(key, 2) for key in chain_keys]
-    noise_keys = [keys[0] for keys in split]
-    streams = [plan.dataset.stream(keys[1], state.step) for keys in split]
-    buffers = [_Buffer() for _ in chain_keys]
+    chains = (VectorizedChains if vectorized else SequentialChains)(plan, chain_keys, state.step)
     last_checkpoint = state.step
 
-    def flush() -> None:
-        for buffer, run in zip(buffers, state.runs):
-            if run.diverged_at is None and run.failure is None:
-                buffer.flush(plan, run)  # also a chain that raised: its earlier draws count
-            else:
-                buffer.discard_from(0, plan)
+    def show_estimate() -> None:
         healthy = [run for run in state.runs if not run.failed]
         values = [run.draws["loss"] - run.draws.get("baseline_loss", plan.init_loss)
                   for run in healthy]
@@ -197,46 +329,14 @@ def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, pr
               desc=f"llc {len(chain_keys)} chains", unit="step", dynamic_ncols=True) as bar:
         try:
             while state.step < plan.steps:
-                step = state.step
-                draw, offset = divmod(step - plan.num_burnin, plan.thin)
-                recorded = step >= plan.num_burnin and offset == 0
-                diagnose = recorded and plan.mala_every is not None and draw % plan.mala_every == 0
-                states = list(state.states)  # committed after the round: an interrupt
-                for chain, run in enumerate(state.runs):  # leaves every chain at `step`
-                    if run.failed:
-                        continue
-                    try:
-                        batch = next(streams[chain])
-                        states[chain], info = algorithm.step(
-                            backend.fold_in(noise_keys[chain], step), states[chain], batch,
-                            diagnose)
-                        if step < plan.num_burnin:
-                            buffers[chain].warmup.append((step, info.loss, info.distance))
-                        elif recorded:
-                            extra = ((plan.batch_baseline(plan.center, batch),)
-                                     if plan.batch_baseline else ())
-                            buffers[chain].draws.append(
-                                (step, (info.loss, info.distance, info.grad_norm, *extra)))
-                            if diagnose and info.mala_acceptance is not None:
-                                buffers[chain].acceptances.append((draw, info.mala_acceptance))
-                            if plan.keep_params_every and draw % plan.keep_params_every == 0:
-                                buffers[chain].positions.append(  # w_t: the pre-step state
-                                    (draw, state.states[chain].position))
-                    except Exception as error:  # a failing chain never loses the others' work
-                        run.error = error
-                state.states = states
-                state.step += 1
-                if state.step % _FLUSH_EVERY == 0 or state.step == plan.steps:
-                    flush()
-                    bar.update(state.step - bar.n)
-                    if checkpoint is not None and (state.step - last_checkpoint >= checkpoint_every
-                                                   or state.step == plan.steps):
-                        checkpoint(state)
-                        last_checkpoint = state.step
+                chains.advance(state, _block_stop(plan, state.step, vectorized))
+                show_estimate()
+                bar.update(state.step - bar.n)
+                if checkpoint is not None and (state.step - last_checkpoint >= checkpoint_every
+                                               or state.step == plan.steps):
+                    checkpoint(state)
+                    last_checkpoint = state.step
         except KeyboardInterrupt:
-            for buffer in buffers:
-                buffer.discard_from(state.step, plan)
-            flush()
             state.interrupted = True
             if checkpoint is not None:
                 checkpoint(state)

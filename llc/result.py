@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
 
     from ._runner import ChainRun
+    from .trajectory import TrajectoryResult
 
 __all__ = ["LLCResult", "ChainFailureWarning", "IncompleteRunWarning", "load"]
 
@@ -285,13 +286,7 @@ class LLCResult:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_arviz` to ``path``: a zarr store if it ends in ``.zarr``, else
         netCDF-4 (h5netcdf). Read it back with :func:`llc.load`."""
-        target = Path(path)
-        tree = self.to_arviz()
-        if target.suffix == ".zarr":
-            tree.to_zarr(target, mode="w")
-        else:
-            tree.to_netcdf(target, engine="h5netcdf")
-        return target
+        return save_tree(self.to_arviz(), path)
 
     def _healthy_posterior(self) -> xr.DataTree:
         import arviz_base
@@ -372,8 +367,10 @@ class LLCResult:
         )
 
 
-def load(path: str | os.PathLike[str]) -> LLCResult:
-    """Read a result written by :meth:`LLCResult.save` (netCDF, or zarr for ``*.zarr``).
+def load(path: str | os.PathLike[str]) -> LLCResult | TrajectoryResult:
+    """Read a result written by :meth:`LLCResult.save` (netCDF, or zarr for ``*.zarr``), or
+    a trajectory written by :meth:`~llc.trajectory.TrajectoryResult.save` (then a
+    :class:`~llc.trajectory.TrajectoryResult` comes back).
 
     Raises
     ------
@@ -389,6 +386,10 @@ def load(path: str | os.PathLike[str]) -> LLCResult:
         raise FileNotFoundError(f"`path` {str(source)!r} does not exist")
     engine = "zarr" if source.suffix == ".zarr" or source.is_dir() else "h5netcdf"
     with xr.open_datatree(source, engine=engine) as tree:
+        if tree.attrs.get("llc_kind") == "trajectory":
+            from .trajectory import TrajectoryResult
+
+            return TrajectoryResult.from_arviz(tree.load())
         return LLCResult.from_arviz(tree.load())
 
 
@@ -403,3 +404,14 @@ def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
         else:
             clean[key] = repr(value)
     return clean
+
+
+def save_tree(tree: xr.DataTree, path: str | os.PathLike[str]) -> Path:
+    """Write ``tree`` to ``path``: a zarr store if it ends in ``.zarr``, else netCDF-4
+    (h5netcdf)."""
+    target = Path(path)
+    if target.suffix == ".zarr":
+        tree.to_zarr(target, mode="w")
+    else:
+        tree.to_netcdf(target, engine="h5netcdf")
+    return target

@@ -20,8 +20,8 @@ def linear_data(n: int = 512, seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarr
 
 def linear_loss(params: dict, batch: tuple) -> Any:
     x, y = batch
-    residual = x @ params["weight"].T - y
-    xp = array_namespace(residual)
+    xp = array_namespace(x)
+    residual = x @ xp.matrix_transpose(params["weight"]) - y
     return 0.5 * xp.mean(xp.sum(residual**2, axis=1))
 
 
@@ -40,12 +40,12 @@ def linear_problem(case: Any, n: int = 512, seed: int = 0) -> tuple[Any, Any, An
 
 
 def skip_if_compiled(case: Any) -> None:
-    """Call-counting failure injection needs an eager loss: under ``jax.jit`` the Python
-    wrapper runs once, at trace time."""
+    """Call-counting failure injection needs an eager loss: under ``jax.jit`` or
+    ``tf.function`` the Python wrapper runs once, at trace time."""
     import pytest
 
-    if case.name == "jax":
-        pytest.skip("FailingChains counts Python calls; a jitted loss is traced once")
+    if case.name in ("jax", "tensorflow"):
+        pytest.skip("FailingChains counts Python calls; a compiled loss is traced once")
 
 
 class FailingChains:

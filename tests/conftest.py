@@ -69,6 +69,10 @@ def _cuda_available(framework: str) -> bool:
         import jax
 
         return any(device.platform == "gpu" for device in jax.devices())
+    if framework == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
     import torch
 
     return torch.cuda.is_available()
@@ -83,6 +87,9 @@ ALL_CASES = [
     BackendCase("jax", "cpu", "float64"),
     BackendCase("jax", "cpu", "float32"),
     BackendCase("jax", "cuda", "float64"),
+    BackendCase("tensorflow", "cpu", "float64"),
+    BackendCase("tensorflow", "cpu", "float32"),
+    BackendCase("tensorflow", "cuda", "float32"),
 ]
 
 

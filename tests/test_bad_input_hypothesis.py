@@ -1,11 +1,12 @@
 """Bad input, systematically (issue #7, item 4): hypothesis feeds ``llc.estimate`` malformed
-arguments on the NumPy and the PyTorch backend.
+arguments on the NumPy, PyTorch and TensorFlow backends.
 
 Every malformed call must raise ``TypeError`` or ``ValueError`` whose message names the
 offending argument in backticks (``"`step_size`"``, ``"`data[1]`"``, ...): never a hang, an
 unrelated exception from deep inside NumPy or torch, an empty message or a silently wrong
 number. Every rejected call must also leave the user's params and data (bitwise) and the
-global RNG states of NumPy, ``random`` and torch as they were.
+global RNG states of NumPy, ``random`` and torch as they were (TensorFlow's global RNG:
+tests/test_tensorflow.py).
 
 One ``@given`` per family of malformed input; a valid call (a fixed one and hypothesis-drawn
 valid settings) must succeed, so the failures come from the malformed part. The nine bugs
@@ -37,12 +38,18 @@ import llc
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 if HAS_TORCH:
     import torch
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+if HAS_TF:
+    import tensorflow as tf  # after torch (DESIGN §6)
 
 BACKENDS = [
     "numpy",
     pytest.param("torch", marks=pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")),
+    pytest.param("tensorflow",
+                 marks=pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")),
 ]
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+needs_tf = pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")
 
 N = 32  # rows of the dataset
 PROBLEM = llc.problems.LinearRegression(3, 2)
@@ -63,12 +70,16 @@ def to_backend(backend: str, tree: Any) -> Any:
     if isinstance(tree, (list, tuple)):
         return type(tree)(to_backend(backend, value) for value in tree)
     if isinstance(tree, np.ndarray):
-        return torch.tensor(tree) if backend == "torch" else tree.copy()
+        if backend == "torch":
+            return torch.tensor(tree)
+        if backend == "tensorflow":
+            return tf.constant(tree)
+        return tree.copy()
     return tree
 
 
 def loss_for(backend: str) -> Callable[..., Any]:
-    return PROBLEM.loss if backend == "torch" else PROBLEM.loss_and_grad
+    return PROBLEM.loss_and_grad if backend == "numpy" else PROBLEM.loss
 
 
 def make_case(backend: str) -> tuple[Callable[..., Any], Any, Any]:
@@ -112,6 +123,9 @@ def fingerprint(obj: Any) -> Any:
         raw = obj.detach().cpu().contiguous()
         return ("torch", str(raw.dtype), tuple(raw.shape), raw.numpy().tobytes(),
                 obj.requires_grad)
+    if HAS_TF and isinstance(obj, (tf.Tensor, tf.Variable)):
+        return ("tensorflow", obj.dtype.name, tuple(obj.shape), obj.numpy().tobytes(),
+                type(obj).__name__)
     return ("other", type(obj).__name__, id(obj))
 
 
@@ -492,6 +506,7 @@ def test_nan_or_inf_in_framework_data_or_batches(backend: str, index: int, row: 
 NUMPY_BAD_DTYPES = ["int8", "int32", "int64", "uint8", "bool", "complex64", "complex128",
                     "object", "<U4", "S2", "datetime64[s]"]
 TORCH_BAD_DTYPES = ["int8", "int32", "int64", "uint8", "bool", "complex64", "complex128"]
+TF_BAD_DTYPES = TORCH_BAD_DTYPES + ["uint16", "int16"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -504,6 +519,9 @@ def test_params_of_a_non_floating_dtype(backend: str, data: st.DataObject, extra
     if backend == "torch":
         dtype = data.draw(st.sampled_from(TORCH_BAD_DTYPES), label="dtype")
         bad = torch.tensor((weight * 3).astype(np.int64)).to(getattr(torch, dtype))
+    elif backend == "tensorflow":
+        dtype = data.draw(st.sampled_from(TF_BAD_DTYPES), label="dtype")
+        bad = tf.cast(tf.constant((weight * 3).astype(np.int64)), dtype)
     else:
         dtype = data.draw(st.sampled_from(NUMPY_BAD_DTYPES), label="dtype")
         bad = (weight * 3).astype(np.int64).astype(dtype)
@@ -531,10 +549,10 @@ def test_nan_or_inf_in_params(backend: str, positions: list[int], value: float, 
 @st.composite
 def malformed_params(draw: st.DrawFn, backend: str) -> Any:
     weight = to_backend(backend, _PARAMS["weight"])
-    other = "numpy" if backend == "torch" else "torch"
+    other = "numpy" if backend != "numpy" else "torch"
     kinds = ["empty dict", "empty list", "empty tuple", "nested empty", "None", "float",
              "int", "str", "floats", "nested floats", "list leaf", "None leaf", "no elements"]
-    if HAS_TORCH:
+    if HAS_TORCH or backend != "numpy":
         kinds.append("mixed frameworks")
     kind = draw(st.sampled_from(kinds))
     if kind == "empty dict":
@@ -622,6 +640,21 @@ def malformed_loss_fn(draw: st.DrawFn, backend: str) -> Any:
         "float", "numpy scalar", "None", "tuple", "vector", "detached", "int tensor",
         "bool tensor", "complex", "constant", "closed over",
     ]))
+    if backend == "tensorflow":
+        variable = tf.Variable(tf.zeros((2, 3), tf.float64))
+        return {
+            "float": lambda p, b: 0.5,
+            "numpy scalar": lambda p, b: np.float64(0.5),
+            "None": lambda p, b: None,
+            "tuple": lambda p, b: (PROBLEM.loss(p, b), {"weight": p["weight"]}),
+            "vector": lambda p, b: PROBLEM.loss(p, b) * tf.ones(length, tf.float64),
+            "detached": lambda p, b: tf.stop_gradient(PROBLEM.loss(p, b)),
+            "int tensor": lambda p, b: tf.constant(1),
+            "bool tensor": lambda p, b: tf.constant(True),
+            "complex": lambda p, b: tf.cast(PROBLEM.loss(p, b), tf.complex128),
+            "constant": lambda p, b: tf.constant(0.5, tf.float64),
+            "closed over": lambda p, b: PROBLEM.loss({"weight": variable}, b),
+        }[kind]
     closed = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
     returns = {
         "float": lambda p, b: 0.5,
@@ -663,7 +696,8 @@ def test_numpy_integer_seed_works_like_the_int(backend: str, seed: Any) -> None:
 
 
 @pytest.mark.parametrize("backend", [
-    "numpy", pytest.param("torch", marks=[needs_torch])])
+    "numpy", pytest.param("torch", marks=[needs_torch]),
+    pytest.param("tensorflow", marks=[needs_tf])])
 @pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 10**30], ids=["2**64", "-2**63-1", "1e30"])
 def test_seed_outside_64_bits(backend: str, seed: int) -> None:
     """Seeds must lie in [0, 2**64): others are rejected naming `seed`."""

@@ -19,7 +19,8 @@ from llc.posterior import LocalizedPosterior
 from llc.problems import DeepLinearNetwork, LinearRegression, ReducedRankRegression
 from llc.samplers import SGLD
 
-BACKENDS = [name for name in ("numpy", "torch", "jax") if importlib.util.find_spec(name)]
+BACKENDS = [name for name in ("numpy", "torch", "jax", "tensorflow")
+            if importlib.util.find_spec(name)]
 PROBLEMS = {
     "regular": LinearRegression(4, 3),
     "rrr": ReducedRankRegression(5, 3, 5, rank=2),

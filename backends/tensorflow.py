@@ -1,0 +1,568 @@
+"""TensorFlow adapter: params are a dict (or list/tuple) of ``tf.Tensor`` or ``tf.Variable``.
+
+Gradients come from ``tf.GradientTape`` on the flat parameter vector, whose pieces
+(``tf.split`` + ``tf.reshape``) are handed to ``loss_fn``; the loss, its gradient and the
+sampler's whole step are compiled with ``tf.function`` (:meth:`TensorFlowBackend.compile`).
+Keys are shape-[2] ``int64`` seeds of TensorFlow's stateless Philox generator, so noise and
+minibatch order are pure functions of (seed, chain, step), and no global random state is read
+or written. Noise, minibatches and the sampler state live on the params' device (CPU or GPU).
+
+The user's ``tf.Variable`` objects are read once (a copy of their values is w*) and never
+assigned. :func:`from_keras` is the one-line path from a Keras 3 model. TensorFlow has no
+array-API namespace of its own: :data:`namespace` is a small one (what llc's samplers and
+built-in problems use, plus common elementwise functions), returned by
+``llc.array_namespace(tensor)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from llc import _rng
+from llc._tree import tree_flatten, tree_unflatten
+
+from ._common import check_floating, leaf_paths
+
+__all__ = ["backend", "from_keras", "namespace"]
+
+# "auto_select" is Philox on CPU and GPU (ThreeFry on TPU) and gives the same numbers as
+# alg="philox", which costs ~0.6 ms more per eager call in TF 2.21.
+_ALG = "auto_select"
+_MASK64 = (1 << 64) - 1
+
+
+# ---- the array-API namespace ---------------------------------------------------------------
+
+def _like(value: Any, other: tf.Tensor) -> tf.Tensor:
+    """``value`` as a tensor; Python scalars take ``other``'s dtype (array-API promotion)."""
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return tf.convert_to_tensor(value)
+    return tf.convert_to_tensor(value, dtype=tf.convert_to_tensor(other).dtype)
+
+
+class _Linalg:
+    """``xp.linalg`` of :class:`TensorFlowNamespace`."""
+
+    @staticmethod
+    def vector_norm(x: tf.Tensor, /, *, axis: int | tuple[int, ...] | None = None,
+                    keepdims: bool = False, ord: float = 2) -> tf.Tensor:
+        """The ``ord``-norm over ``axis`` (all elements when ``None``)."""
+        magnitude = tf.abs(x)
+        if ord == 2:
+            return tf.sqrt(tf.reduce_sum(magnitude * magnitude, axis=axis, keepdims=keepdims))
+        if ord == 1:
+            return tf.reduce_sum(magnitude, axis=axis, keepdims=keepdims)
+        if ord == math.inf:
+            return tf.reduce_max(magnitude, axis=axis, keepdims=keepdims)
+        if ord == -math.inf:
+            return tf.reduce_min(magnitude, axis=axis, keepdims=keepdims)
+        power = tf.reduce_sum(magnitude ** ord, axis=axis, keepdims=keepdims)
+        return power ** (1.0 / ord)
+
+    @staticmethod
+    def matrix_transpose(x: tf.Tensor, /) -> tf.Tensor:
+        """Swap the last two axes."""
+        return tf.linalg.matrix_transpose(x)
+
+
+class TensorFlowNamespace:
+    """A small array-API namespace for ``tf.Tensor`` (array-api-compat does not cover TF).
+
+    It holds what llc's core and built-in problems call, with array-API signatures, and a few
+    common functions for hand-written losses: reductions (``sum``, ``mean``, ``max``,
+    ``min``), ``matmul``, ``matrix_transpose``, ``permute_dims``, ``reshape``,
+    ``expand_dims``, ``squeeze``, ``stack``, ``concat``, ``where``, ``clip``, ``maximum``,
+    ``minimum``, elementwise functions, ``zeros_like``/``ones_like``, ``astype``,
+    ``asarray`` and ``linalg.vector_norm``. It is not a complete array-API implementation;
+    ``tf.experimental.numpy`` is only NumPy-like. Python scalars in binary functions take the
+    tensor argument's dtype.
+    """
+
+    linalg = _Linalg()
+    float16, float32, float64 = tf.float16, tf.float32, tf.float64
+    int32, int64, bool = tf.int32, tf.int64, tf.bool
+
+    def __repr__(self) -> str:
+        return "<llc.backends.tensorflow.namespace>"
+
+    # reductions
+    @staticmethod
+    def sum(x: tf.Tensor, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
+            keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_sum(x if dtype is None else tf.cast(x, dtype), axis=axis,
+                             keepdims=keepdims)
+
+    @staticmethod
+    def mean(x: tf.Tensor, /, *, axis: int | tuple[int, ...] | None = None,
+             keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def max(x: tf.Tensor, /, *, axis: int | tuple[int, ...] | None = None,
+            keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_max(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def min(x: tf.Tensor, /, *, axis: int | tuple[int, ...] | None = None,
+            keepdims: bool = False) -> tf.Tensor:
+        return tf.reduce_min(x, axis=axis, keepdims=keepdims)
+
+    # linear algebra and shapes
+    @staticmethod
+    def matmul(x1: tf.Tensor, x2: tf.Tensor, /) -> tf.Tensor:
+        """Matrix product with the array-API rules for 1-d operands and batch broadcasting."""
+        vector1, vector2 = x1.shape.rank == 1, x2.shape.rank == 1
+        if vector1 and vector2:
+            return tf.tensordot(x1, x2, 1)
+        if vector1:
+            return tf.squeeze(tf.linalg.matmul(tf.expand_dims(x1, 0), x2), -2)
+        if vector2:
+            return tf.squeeze(tf.linalg.matmul(x1, tf.expand_dims(x2, -1)), -1)
+        return tf.linalg.matmul(x1, x2)
+
+    @staticmethod
+    def matrix_transpose(x: tf.Tensor, /) -> tf.Tensor:
+        return tf.linalg.matrix_transpose(x)
+
+    @staticmethod
+    def permute_dims(x: tf.Tensor, /, axes: Sequence[int]) -> tf.Tensor:
+        return tf.transpose(x, perm=list(axes))
+
+    @staticmethod
+    def reshape(x: tf.Tensor, /, shape: Sequence[int], *, copy: bool | None = None) -> tf.Tensor:
+        return tf.reshape(x, shape)
+
+    @staticmethod
+    def expand_dims(x: tf.Tensor, /, *, axis: int = 0) -> tf.Tensor:
+        return tf.expand_dims(x, axis)
+
+    @staticmethod
+    def squeeze(x: tf.Tensor, /, axis: int | tuple[int, ...]) -> tf.Tensor:
+        return tf.squeeze(x, axis)
+
+    @staticmethod
+    def stack(arrays: Sequence[tf.Tensor], /, *, axis: int = 0) -> tf.Tensor:
+        return tf.stack(list(arrays), axis=axis)
+
+    @staticmethod
+    def concat(arrays: Sequence[tf.Tensor], /, *, axis: int | None = 0) -> tf.Tensor:
+        if axis is None:
+            return tf.concat([tf.reshape(array, [-1]) for array in arrays], 0)
+        return tf.concat(list(arrays), axis)
+
+    # selection and elementwise
+    @staticmethod
+    def where(condition: tf.Tensor, x1: Any, x2: Any, /) -> tf.Tensor:
+        reference = x1 if isinstance(x1, (tf.Tensor, tf.Variable)) else x2
+        return tf.where(condition, _like(x1, reference), _like(x2, reference))
+
+    @staticmethod
+    def clip(x: tf.Tensor, /, min: Any = None, max: Any = None) -> tf.Tensor:
+        if min is not None:
+            x = tf.maximum(x, _like(min, x))
+        if max is not None:
+            x = tf.minimum(x, _like(max, x))
+        return x
+
+    @staticmethod
+    def maximum(x1: Any, x2: Any, /) -> tf.Tensor:
+        reference = x1 if isinstance(x1, (tf.Tensor, tf.Variable)) else x2
+        return tf.maximum(_like(x1, reference), _like(x2, reference))
+
+    @staticmethod
+    def minimum(x1: Any, x2: Any, /) -> tf.Tensor:
+        reference = x1 if isinstance(x1, (tf.Tensor, tf.Variable)) else x2
+        return tf.minimum(_like(x1, reference), _like(x2, reference))
+
+    abs = staticmethod(tf.abs)
+    exp = staticmethod(tf.exp)
+    expm1 = staticmethod(tf.math.expm1)
+    log = staticmethod(tf.math.log)
+    log1p = staticmethod(tf.math.log1p)
+    sqrt = staticmethod(tf.sqrt)
+    square = staticmethod(tf.square)
+    tanh = staticmethod(tf.tanh)
+    sign = staticmethod(tf.sign)
+    isfinite = staticmethod(tf.math.is_finite)
+    isnan = staticmethod(tf.math.is_nan)
+
+    # creation and conversion
+    @staticmethod
+    def arange(start: int, /, stop: int | None = None, step: int = 1, *, dtype: Any = None,
+               device: Any = None) -> tf.Tensor:
+        return tf.range(start, stop, step, dtype=dtype or tf.int64)
+
+    @staticmethod
+    def zeros_like(x: tf.Tensor, /, *, dtype: Any = None) -> tf.Tensor:
+        return tf.zeros_like(x, dtype=dtype)
+
+    @staticmethod
+    def ones_like(x: tf.Tensor, /, *, dtype: Any = None) -> tf.Tensor:
+        return tf.ones_like(x, dtype=dtype)
+
+    @staticmethod
+    def astype(x: tf.Tensor, dtype: Any, /, *, copy: bool = True) -> tf.Tensor:
+        return tf.cast(x, dtype)
+
+    @staticmethod
+    def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None,
+                copy: bool | None = None) -> tf.Tensor:
+        return tf.convert_to_tensor(obj, dtype=dtype)
+
+
+#: The namespace returned by ``llc.array_namespace(tensor)`` for TensorFlow tensors.
+namespace = TensorFlowNamespace()
+
+
+# ---- devices -------------------------------------------------------------------------------
+
+def _device_of(x: Any) -> str:
+    """``x``'s device name, or ``""`` inside a ``tf.function`` (no placement known yet)."""
+    try:
+        return x.device or ""
+    except (AttributeError, RuntimeError):
+        return ""
+
+
+def _on(x: Any) -> contextlib.AbstractContextManager[Any]:
+    """A ``tf.device`` scope on ``x``'s device (nothing inside a ``tf.function``)."""
+    device = _device_of(x)
+    return tf.device(device) if device else contextlib.nullcontext()
+
+
+def _tf_device(device: str) -> str:
+    """A TensorFlow device name for ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"gpu:0"``, ..."""
+    text = str(device)
+    if text.startswith("/"):
+        return text
+    kind, _, index = text.partition(":")
+    kind = {"cuda": "GPU", "gpu": "GPU", "cpu": "CPU"}.get(kind.lower())
+    if kind is None or not (index or "0").isdigit():
+        raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+    return f"/{kind}:{index or 0}"
+
+
+def _describe_device(device: str) -> str:
+    if not device:
+        return "cpu"
+    spec = tf.DeviceSpec.from_string(device)
+    if (spec.device_type or "CPU").upper() == "CPU":
+        return "cpu"
+    return f"cuda:{spec.device_index or 0}"
+
+
+# ---- the adapter ---------------------------------------------------------------------------
+
+def _is_keras_variable(obj: Any) -> bool:
+    """A Keras 3 variable of the TensorFlow backend (``model.trainable_variables``)."""
+    keras = sys.modules.get("keras")
+    variable = getattr(keras, "Variable", None)
+    return (variable is not None and isinstance(obj, variable)
+            and keras.backend.backend() == "tensorflow")
+
+
+def _value(leaf: Any) -> tf.Tensor:
+    """The value of a tensor or variable, on its device (a snapshot: later assignments to a
+    variable do not show in it)."""
+    if isinstance(leaf, tf.Tensor):
+        return leaf
+    with _on(leaf):
+        return tf.identity(tf.convert_to_tensor(leaf))
+
+
+def _promote(dtypes: list[tf.DType]) -> tf.DType:
+    """The widest floating dtype; float16 with bfloat16 gives float32."""
+    widest = max(dtype.size for dtype in dtypes)
+    candidates = {dtype for dtype in dtypes if dtype.size == widest}
+    return candidates.pop() if len(candidates) == 1 else tf.float32
+
+
+def _as_int64(value: int) -> int:
+    """An integer reduced mod 2**64 into the range of a signed int64."""
+    value = int(value) & _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _function(fn: Callable[..., Any], **options: Any) -> Any:
+    """``tf.function`` with exact shapes: a loss may read static shapes (``x.shape[0]``).
+
+    It retraces once per distinct batch shape: one for array data (a fixed ``batch_size``)
+    and at most two more for the chunks of the loss at w*; ``reduce_retracing`` would give
+    ``loss_fn`` unknown batch dimensions (``None``) instead. ``fn`` is wrapped in a
+    ``functools.partial`` because TensorFlow counts traces per code object across all
+    ``tf.function`` objects: each ``llc.estimate`` call builds new functions from the same
+    code, and after a few calls (checkpoints of one training run) TensorFlow would warn about
+    "excessive retracing" that is none.
+    """
+    return tf.function(functools.partial(fn), **options)
+
+
+class TensorFlowBackend:
+    """Adapter for ``tf.Tensor`` and ``tf.Variable`` parameters on one device (CPU or GPU)."""
+
+    name = "tensorflow"
+    has_autodiff = True
+    chain_transforms = None  # the sequential runner, one tf.function step per chain
+
+    # ---- arrays -------------------------------------------------------------------------
+    def is_array(self, obj: Any) -> bool:
+        return isinstance(obj, (tf.Tensor, tf.Variable)) or _is_keras_variable(obj)
+
+    def namespace(self, x: Any) -> TensorFlowNamespace:
+        return namespace
+
+    def asarray(self, x: Any, *, like: tf.Tensor) -> tf.Tensor:
+        with _on(like):
+            tensor = _value(x) if self.is_array(x) else tf.convert_to_tensor(np.asarray(x))
+            if tensor.dtype.is_floating and tensor.dtype != like.dtype:
+                tensor = tf.cast(tensor, like.dtype)
+            device = _device_of(like)
+            if device and _describe_device(_device_of(tensor)) != _describe_device(device):
+                tensor = tf.identity(tensor)  # a copy on like's device
+            return tensor
+
+    def from_numpy(self, x: Any, *, dtype: str | None = None, device: str | None = None
+                   ) -> tf.Tensor:
+        array = np.array(x, copy=True)  # TF may share a NumPy buffer: never the caller's
+        scope = tf.device(_tf_device(device)) if device is not None else contextlib.nullcontext()
+        with scope:
+            tensor = tf.identity(tf.convert_to_tensor(array))
+            return tf.cast(tensor, dtype) if dtype is not None else tensor
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.array(_value(x).numpy(), copy=True)
+
+    def stack(self, xs: list[tf.Tensor]) -> tf.Tensor:
+        with _on(xs[0]):
+            return tf.stack(xs)
+
+    def take(self, x: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+        with _on(x):
+            return tf.gather(x, indices)
+
+    def describe(self, x: Any) -> dict[str, str]:
+        return {"device": _describe_device(_device_of(x)), "dtype": x.dtype.name}
+
+    # ---- params -------------------------------------------------------------------------
+    def leaves(self, params: Any) -> list[Any]:
+        # llc's own container rules (dicts in insertion order), not tf.nest (sorted keys):
+        # the flat vector then has the same order as with NumPy and PyTorch params.
+        return tree_flatten(params)[0]
+
+    def ravel(self, params: Any) -> tuple[tf.Tensor, Callable[[tf.Tensor], Any]]:
+        leaves, treedef = tree_flatten(params)
+        values = [_value(leaf) for leaf in leaves]
+        check_floating(
+            [SimpleNamespace(dtype=value.dtype.name, value=value) for value in values],
+            leaf_paths(params),
+            lambda info: info.value.dtype.is_floating,
+            lambda info: info.value.shape.num_elements(),
+        )
+        devices = {_describe_device(_device_of(value)) for value in values}
+        if len(devices) > 1:
+            raise ValueError(f"`params` are spread over devices {sorted(devices)}; expected "
+                             "all on one device")
+        dtypes = [value.dtype for value in values]
+        dtype = _promote(dtypes)
+        shapes = [value.shape.as_list() for value in values]
+        sizes = [value.shape.num_elements() for value in values]
+        with _on(values[0]):
+            flat = tf.concat([tf.reshape(tf.cast(value, dtype), [-1]) for value in values], 0)
+            flat = tf.identity(flat)  # a copy that shares nothing with the user's arrays
+
+        def unravel(vector: tf.Tensor) -> Any:
+            pieces = tf.split(vector, sizes) if len(sizes) > 1 else [vector]
+            views = []
+            for piece, shape, leaf_dtype in zip(pieces, shapes, dtypes):
+                piece = tf.reshape(piece, shape)
+                views.append(piece if leaf_dtype == dtype else tf.cast(piece, leaf_dtype))
+            return tree_unflatten(treedef, views)
+
+        return flat, unravel
+
+    # ---- loss and grad ------------------------------------------------------------------
+    def value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
+        """``f(flat, batch) -> (loss, grad)`` by ``tf.GradientTape``, compiled by ``tf.function``.
+
+        ``loss_fn`` is traced (AutoGraph on), not run eagerly per step: Python side effects
+        in it run at tracing only, and it must not call ``.numpy()`` on its tensors.
+        """
+
+        def loss_and_grad(flat: tf.Tensor, batch: Any) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(flat)
+                loss = _check_loss(loss_fn(unravel(flat), batch), flat.dtype)
+            grad = tape.gradient(loss, flat)
+            if grad is None:
+                raise TypeError(
+                    "`loss_fn` does not use the `params` it is given (the gradient is "
+                    "disconnected or not differentiable); compute the loss from the `params` "
+                    "argument with differentiable TensorFlow operations, e.g. through "
+                    "llc.backends.tensorflow.from_keras"
+                )
+            return loss, tf.convert_to_tensor(grad)
+
+        return _function(loss_and_grad)
+
+    def value(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
+        def loss_only(flat: tf.Tensor, batch: Any) -> tf.Tensor:
+            return _check_loss(loss_fn(unravel(flat), batch), flat.dtype)
+
+        return _function(loss_only)
+
+    def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        """``step(key, state, batch, diagnose)`` compiled with ``tf.function``.
+
+        ``diagnose`` is static: one traced function per value (``functools.partial``), so a
+        run with array data traces two graphs (one per flag); an iterable whose last batch is
+        shorter adds one per flag. The keys, states and batches are tensors of fixed shapes
+        and dtypes, so nothing else retraces. The result carries
+        ``experimental_get_tracing_count()``, the number of traces so far.
+        """
+        traced = {flag: _function(functools.partial(step, diagnose=flag), autograph=False)
+                  for flag in (False, True)}
+
+        def compiled(key: tf.Tensor, state: Any, batch: Any, diagnose: bool = False) -> Any:
+            with _on(state[0]):  # the state's first field is the position
+                return traced[bool(diagnose)](key, state, batch)
+
+        compiled.experimental_get_tracing_count = lambda: sum(  # type: ignore[attr-defined]
+            function.experimental_get_tracing_count() for function in traced.values())
+        return compiled
+
+    # ---- rng ----------------------------------------------------------------------------
+    def key(self, seed: int) -> tf.Tensor:
+        """The stateless seed ``[make_key(seed), 0]`` (int64): 63 bits mixed by SplitMix64,
+        so every seed in ``[0, 2**64)`` gives its own stream. The stateless ops scramble a
+        seed into Philox's key and counter."""
+        with tf.device("/CPU:0"):
+            return tf.constant([_rng.make_key(seed), 0], dtype=tf.int64)
+
+    def split(self, key: tf.Tensor, num: int) -> list[tf.Tensor]:
+        return tf.unstack(tf.random.experimental.stateless_split(key, num, alg=_ALG), num=num)
+
+    def fold_in(self, key: tf.Tensor, data: int) -> tf.Tensor:
+        if isinstance(data, (tf.Tensor, tf.Variable)):  # a traced step index
+            data = tf.cast(data, tf.int64)
+        else:
+            data = tf.constant(_as_int64(data), dtype=tf.int64)
+        return tf.random.experimental.stateless_fold_in(key, data, alg=_ALG)
+
+    def normal(self, key: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+        with _on(like):
+            return tf.random.stateless_normal(tf.shape(like), seed=key, dtype=like.dtype,
+                                              alg=_ALG)
+
+    def permutation(self, key: tf.Tensor, n: int, like: tf.Tensor) -> tf.Tensor:
+        with _on(like):
+            return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                            seed=key, alg=_ALG)
+
+    @contextlib.contextmanager
+    def isolated_global_rng(self, seed: int) -> Iterator[None]:
+        """Touches nothing: llc's own randomness is stateless.
+
+        TensorFlow's global seed (``tf.random.set_seed``) cannot be set and restored without
+        side effects: setting it clears the kernel caches of the stateful random ops, which
+        restarts the user's random streams. A ``tf.data`` shuffle takes its seed when the
+        dataset is built, before ``llc.estimate`` runs; pass ``seed=`` to it.
+        """
+        yield
+
+
+def _check_loss(loss: Any, dtype: tf.DType) -> tf.Tensor:
+    """``loss`` as a 0-d tensor of ``dtype`` (the params' flat dtype), or a clear error."""
+    if not isinstance(loss, tf.Tensor):
+        raise TypeError(
+            f"`loss_fn` must return a TensorFlow scalar tensor; got {type(loss).__name__}")
+    if loss.shape.num_elements() != 1:
+        raise ValueError(
+            "`loss_fn` must return a scalar loss (the mean over the batch); got shape "
+            f"{tuple(loss.shape.as_list()) if loss.shape.rank is not None else 'unknown'}"
+        )
+    if not loss.dtype.is_floating:
+        raise TypeError(f"`loss_fn` must return a floating-point loss; got dtype {loss.dtype.name}")
+    return tf.cast(tf.reshape(loss, ()), dtype)
+
+
+# ---- Keras ---------------------------------------------------------------------------------
+
+def from_keras(
+    model: Any,
+    loss: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    *,
+    training: bool = False,
+) -> tuple[Callable[[dict[str, tf.Tensor], Any], tf.Tensor], dict[str, tf.Tensor]]:
+    """``(loss_fn, params)`` for a built Keras 3 model (TensorFlow backend) and a loss.
+
+    ``loss_fn(params, batch)`` runs the model statelessly,
+    ``model.stateless_call(trainable, non_trainable, *batch[:-1], training=training)``, with
+    the sampled trainable weights and copies of the non-trainable ones (batch-norm
+    statistics), and returns the mean of ``loss(batch[-1], outputs)``; the model's variables
+    are never assigned. ``params`` is a dict, keyed by variable path (e.g.
+    ``"sequential/dense/kernel"``) in the order of ``model.trainable_variables``, of copies
+    of their values (w*).
+
+    Parameters
+    ----------
+    model
+        A built ``keras.Model`` (Keras 3 with the TensorFlow backend): it has weights, e.g.
+        after training or ``model.build(input_shape)``. Several inputs: ``batch = (x1, x2,
+        ..., y)``, passed to the model as the list ``[x1, x2, ...]``.
+    loss
+        ``loss(y_true, y_pred)``, Keras's argument order: a Keras loss object such as
+        ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` or a function
+        returning per-sample or mean negative log-likelihoods (their mean is taken).
+    training
+        The ``training`` flag of the call (default ``False``: dropout off, batch norm with
+        its moving statistics, which ``loss_fn`` never updates). With ``True`` batch norm
+        uses the batch's statistics, and random layers (dropout) draw from the copied,
+        never-advanced seed state: the same masks at every call, not fresh noise.
+
+    Examples
+    --------
+    >>> loss_fn, params = llc.backends.tensorflow.from_keras(model, keras.losses.MeanSquaredError())
+    >>> result = llc.estimate(loss_fn, params, (x, y), step_size=1e-4)
+    """
+    if not callable(getattr(model, "stateless_call", None)) or \
+            not hasattr(model, "trainable_variables"):
+        raise TypeError(
+            f"`model` must be a Keras 3 model (with `stateless_call`); got {type(model).__name__}")
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != "tensorflow":
+        raise ValueError(f"`model` runs on the Keras backend {keras.backend.backend()!r}; "
+                         "from_keras needs KERAS_BACKEND=tensorflow")
+    if not callable(loss):
+        raise TypeError("`loss` must be callable as loss(y_true, y_pred)")
+    trainable = list(model.trainable_variables)
+    if not trainable:
+        raise ValueError("`model` has no trainable weights: build it first (train it, call it "
+                         "on a batch or call model.build(input_shape))")
+    names = [variable.path for variable in trainable]
+    if len(set(names)) != len(names):  # unique keys, in the order of trainable_variables
+        names = [f"{name}#{index}" for index, name in enumerate(names)]
+    params = {name: tf.identity(tf.convert_to_tensor(variable.value))
+              for name, variable in zip(names, trainable)}
+    fixed = [tf.identity(tf.convert_to_tensor(variable.value))
+             for variable in model.non_trainable_variables]
+
+    def loss_fn(sampled: dict[str, tf.Tensor], batch: Any) -> tf.Tensor:
+        *inputs, targets = batch
+        outputs, _ = model.stateless_call([sampled[name] for name in names], fixed,
+                                          inputs[0] if len(inputs) == 1 else list(inputs),
+                                          training=training)
+        return tf.reduce_mean(loss(targets, outputs))
+
+    return loss_fn, params
+
+
+backend = TensorFlowBackend()

@@ -1,0 +1,104 @@
+"""JAX specifics: the Flax and Equinox one-liners and the on-device shuffle."""
+
+from __future__ import annotations
+
+import collections
+import warnings
+
+import numpy as np
+import pytest
+
+import llc
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp
+
+from llc.backends.jax import _shuffle, from_equinox, from_flax
+
+SHORT = dict(num_chains=2, num_draws=40, num_burnin=10, step_size=1e-4, progress=False,
+             batch_size=64)
+
+
+def _data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(256, 4)))
+    y = jnp.asarray(rng.integers(0, 3, size=256))
+    return x, y
+
+
+def _cross_entropy(logits, labels):
+    return jnp.mean(jax.nn.logsumexp(logits, axis=1)
+                    - jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0])
+
+
+def _quiet(*args, **kwargs) -> llc.LLCResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.LLCHealthWarning)
+        return llc.estimate(*args, **kwargs)
+
+
+def test_from_flax_matches_the_model_and_leaves_the_variables_alone() -> None:
+    nn = pytest.importorskip("flax.linen")
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.tanh(nn.Dense(8)(x)))
+
+    model = MLP()
+    x, y = _data()
+    variables = model.init(jax.random.key(0), x)
+    before = jax.tree_util.tree_map(np.array, variables)
+    loss_fn, params = from_flax(model.apply, variables, _cross_entropy)
+    assert params is variables["params"]
+    expected = _cross_entropy(model.apply(variables, x), y)
+    np.testing.assert_allclose(loss_fn(params, (x, y)), expected, rtol=1e-12)
+    result = _quiet(loss_fn, params, (x, y), **SHORT)
+    assert np.isfinite(result.llc_mean) and result.attrs["num_params"] == 4 * 8 + 8 + 8 * 3 + 3
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before, variables)
+    with pytest.raises(ValueError, match="`variables` must be a mapping with a 'params'"):
+        from_flax(model.apply, {"batch_stats": {}}, _cross_entropy)
+    with pytest.raises(TypeError, match="`apply_fn` must be callable"):
+        from_flax(None, variables, _cross_entropy)
+
+
+def test_from_equinox_samples_only_the_floating_arrays() -> None:
+    eqx = pytest.importorskip("equinox")
+    model = eqx.nn.MLP(4, 3, width_size=8, depth=1, activation=jnp.tanh,
+                       key=jax.random.key(1))
+    x, y = _data(1)
+    loss_fn, params = from_equinox(model, _cross_entropy)
+    expected = _cross_entropy(jax.vmap(model)(x), y)
+    np.testing.assert_allclose(loss_fn(params, (x, y)), expected, rtol=1e-12)
+    before = [np.array(leaf) for leaf in jax.tree_util.tree_leaves(model)]
+    result = _quiet(loss_fn, params, (x, y), **SHORT)
+    assert np.isfinite(result.llc_mean) and result.attrs["num_params"] == 4 * 8 + 8 + 8 * 3 + 3
+    for old, new in zip(before, jax.tree_util.tree_leaves(model), strict=True):
+        np.testing.assert_array_equal(old, new)
+    batched_loss, _ = from_equinox(model, _cross_entropy, batched=True)
+    with pytest.raises(TypeError, match="`module` must be an equinox.Module"):
+        from_equinox(lambda v: v, _cross_entropy)
+    with pytest.raises(TypeError):  # eqx.nn.MLP acts on one example: a batch is a shape error
+        batched_loss(params, (x, y))
+
+
+@pytest.mark.parametrize("wide", [True, False])
+@pytest.mark.parametrize("n", [1, 2, 5, 1000, 4097])
+def test_shuffle_is_a_permutation(n, wide) -> None:
+    order = np.asarray(_shuffle(jax.random.key(n), n, wide=wide))
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_shuffle_is_uniform(wide) -> None:
+    """All 24 orders of 4 items, 24 000 draws: a chi-square test, and each item uniform over
+    the positions (fixed seed; without the random words every draw is one order)."""
+    from scipy.stats import chisquare
+
+    keys = jax.random.split(jax.random.key(0), 24_000)
+    orders = np.asarray(jax.jit(jax.vmap(lambda key: _shuffle(key, 4, wide=wide)))(keys))
+    counts = collections.Counter(map(tuple, orders.tolist()))
+    assert len(counts) == 24
+    assert chisquare(list(counts.values())).pvalue > 1e-3
+    positions = np.stack([np.bincount(orders[:, i], minlength=4) for i in range(4)])
+    np.testing.assert_allclose(positions / 24_000, 0.25, atol=5 * np.sqrt(0.25 * 0.75 / 24_000))
