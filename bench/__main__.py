@@ -5,6 +5,9 @@
                   backend, with the MCSE of the two baselines measured on the same chains.
 ``auto``          ``step_size="auto"`` against a grid of fixed step sizes on the known-λ
                   suite (NumPy backend): λ̂, error, MALA acceptance, chosen step, seconds.
+``samplers``      each sampler's λ̂ error on a DLN and an RRR over a grid of step sizes at a
+                  matched number of per-sample gradient evaluations, and the range of steps
+                  within 10 % of λ.
 ``speed``         see ``python -m bench.speed``: llc against plain SGD per backend.
 
 Prints Markdown tables; docs/benchmarks.md keeps the last results.
@@ -13,6 +16,7 @@ Prints Markdown tables; docs/benchmarks.md keeps the last results.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -141,10 +145,77 @@ def bench_auto(seeds: tuple[int, ...] = (0, 1)) -> None:
                   f"{float(np.mean(seconds)) if seconds else float('nan'):.1f} |", flush=True)
 
 
+def bench_samplers() -> None:
+    from test_known_lambda import NUM_DATA, PROBLEMS
+
+    batch, chains, burnin, draws = 500, 4, 1000, 4000
+    budget = (burnin + draws) * batch  # per-sample gradient evaluations per chain
+    # raw step grids covering each sampler's usable range (SGLD-equivalent ε noted)
+    grids = {
+        "sgld": [3e-6, 1e-5, 3e-5, 1e-4, 3e-4],
+        "rmsprop_sgld": [3e-8, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5],
+        "sghmc": [1.5e-6, 5e-6, 1.5e-5, 5e-5, 1.5e-4],        # η = ε/2, friction 0.1
+        "sgnht": [1.2e-3, 2.2e-3, 3.9e-3, 7.1e-3, 1.2e-2],   # h ≈ √(ε/2)
+        "mala": [3e-6, 1e-5, 3e-5, 1e-4, 3e-4],
+    }
+    print("\n### Samplers at a matched number of gradient evaluations (NumPy backend)\n")
+    print(f"n = {NUM_DATA}, γ = 1, nβ = n / log n, {chains} chains, seed 0, minibatch baseline; "
+          f"every sampler gets {budget:,} per-sample gradient evaluations per chain: "
+          f"{burnin} + {draws} steps of batch {batch} for the minibatch samplers; the "
+          "full-batch MALA (2 gradients of n rows per step) gets "
+          f"{budget // (2 * NUM_DATA)} steps, a fifth of them burn-in.\n")
+    summary = []
+    for name in ("dln-4-5-3-4-r2", "rrr-5-3-5-r2"):
+        problem = PROBLEMS[name]
+        data, params = problem.setup(NUM_DATA, seed=0)
+        print(f"\n{name} (λ = {problem.true_lambda:g})\n")
+        print("| sampler | step | λ̂ ± MCSE | error | MALA acceptance | failed chains | seconds |")
+        print("|---|---|---|---|---|---|---|")
+        for sampler, grid in grids.items():
+            within = []
+            best = (math.inf, None)
+            for step in grid:
+                if sampler == "mala":
+                    steps = budget // (2 * NUM_DATA)
+                    settings = dict(batch_size=NUM_DATA, num_burnin=steps // 5,
+                                    num_draws=steps - steps // 5, mala_every=1)
+                else:
+                    settings = dict(batch_size=batch, num_burnin=burnin, num_draws=draws)
+                started = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        result = llc.estimate(problem.loss_and_grad, params, data,
+                                              sampler=sampler, step_size=step,
+                                              num_chains=chains, baseline="minibatch",
+                                              seed=0, progress=False, **settings)
+                    except RuntimeError:
+                        print(f"| {sampler} | {step:g} | all chains diverged | | | {chains} | |")
+                        continue
+                error = result.llc_mean / problem.true_lambda - 1
+                if abs(error) < 0.10:
+                    within.append(step)
+                if abs(error) < best[0]:
+                    best = (abs(error), step)
+                acceptance = result.mala_acceptance
+                print(f"| {sampler} | {step:g} | {result.llc_mean:.3f} ± {result.llc_mcse:.3f} "
+                      f"| {100 * error:+.1f} % | "
+                      f"{'—' if not np.isfinite(acceptance) else f'{acceptance:.3f}'} | "
+                      f"{int(result.failed_chains.sum())} | "
+                      f"{time.perf_counter() - started:.1f} |", flush=True)
+            span = (f"{min(within):g} – {max(within):g} ({len(within)} of {len(grid)} steps; "
+                    f"×{max(within) / min(within):.0f})" if within else "none")
+            summary.append((name, sampler, best, span))
+    print("\n| problem | sampler | smallest error (step) | steps within 10 % of λ |")
+    print("|---|---|---|---|")
+    for name, sampler, (error, step), span in summary:
+        print(f"| {name} | {sampler} | {100 * error:.1f} % ({step:g}) | {span} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", default="all", choices=("demo", "known-lambda", "auto", "all"))
+    parser.add_argument("which", nargs="?", default="all", choices=("demo", "known-lambda", "auto", "samplers", "all"))
     args = parser.parse_args()
     print(f"machine: {_machine()}; llc {llc.__version__}; backends {llc.available_backends()}")
     if args.which in ("demo", "all"):
@@ -153,6 +224,8 @@ def main() -> None:
         bench_known_lambda()
     if args.which in ("auto", "all"):
         bench_auto()
+    if args.which in ("samplers", "all"):
+        bench_samplers()
 
 
 if __name__ == "__main__":
