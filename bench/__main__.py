@@ -75,7 +75,8 @@ def bench_known_lambda() -> None:
     print("| problem | backend | λ | λ̂ ± MCSE | error | R-hat | ESS bulk "
           "| MCSE, full-data baseline | MCSE, minibatch baseline | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    backends = [name for name in ("numpy", "torch", "jax") if name in llc.available_backends()]
+    backends = [name for name in ("numpy", "torch", "jax", "tensorflow")
+                if name in llc.available_backends()]
     for name, problem in PROBLEMS.items():
         for backend in backends:
             case = BackendCase(backend, "cpu", "float64")
