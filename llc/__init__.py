@@ -17,6 +17,7 @@ from .diagnostics import (ChainFailureWarning, Finding, HealthThresholds, LLCHea
 from .result import IncompleteRunWarning, LLCResult, load
 from .trajectory import TrajectoryError, TrajectoryResult, estimate_trajectory
 from .calibration import CalibrationResult, CalibrationWarning, calibrate
+from .slt_observables import Observables, observables
 from . import samplers
 
 __all__ = [
@@ -43,6 +44,8 @@ __all__ = [
     "available_backends",
     "array_namespace",
     "samplers",
+    "observables",
+    "Observables",
     "problems",
 ]
 
