@@ -1,10 +1,11 @@
-# Set up a fresh machine and run llc: `make demo` or `make test` (each creates .venv first).
+# Set up a fresh machine and run llc: `make demo` or `make test` (each creates .venv first);
+# `make docs` builds the documentation site into site/.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench docs clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +24,13 @@ test: install
 bench: install
 	$(PY) -m bench
 
+# Documentation site: installs the docs-only pins into the same venv, builds into site/.
+$(VENV)/.docs-installed: $(VENV)/.installed requirements-docs.txt
+	$(PY) -m pip install --quiet -r requirements-docs.txt
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) out build site *.egg-info

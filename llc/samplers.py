@@ -362,6 +362,8 @@ class RMSPropSGLD:
         devinterp's variant: v₀ = 0, a = 0.1, b₂ = 0.99, no bias correction. Settings left
         at ``None`` take those values; a conflicting explicit setting is an error.
 
+    Notes
+    -----
     Settings left at ``None`` resolve to the defaults of the chosen variant, and the frozen
     object holds the resolved values.
     """
