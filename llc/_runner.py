@@ -277,8 +277,8 @@ class VectorizedChains:
             state.step = stop
             return
         steps = np.arange(start, stop)
-        keep = steps < plan.num_burnin
-        keep |= (steps >= plan.num_burnin) & ((steps - plan.num_burnin) % plan.thin == 0)
+        keep = np.array([step < plan.num_burnin or plan.is_draw(step)
+                         for step in range(start, stop)])
         kept_step = plan.next_kept_step(start)
         for chain, run in enumerate(state.runs):
             if not run.recording or run.error is not None:

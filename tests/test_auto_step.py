@@ -11,7 +11,7 @@ import pytest
 import llc
 from llc.problems import DeepLinearNetwork
 
-from _models import linear_problem
+from _models import linear_data, linear_loss_and_grad, linear_problem
 
 # the demo problem, λ = 7, at the known-λ suite's settings but for the step
 SETTINGS = dict(batch_size=500, localization=1.0, num_chains=4, num_draws=4000,
@@ -97,10 +97,9 @@ def test_minibatch_noise_caps_the_step() -> None:
     the formula's value."""
     from llc import _adapt
 
-    data, params = (lambda d, p: (d, p))(*__import__("_models").linear_data())
-    loss_fn = __import__("_models").linear_loss_and_grad
-    result = _quiet(loss_fn, params, data, step_size="auto", num_burnin=100, num_draws=50,
-                    num_chains=2, batch_size=64, progress=False, nbeta=1e4)
+    data, params = linear_data()
+    result = _quiet(linear_loss_and_grad, params, data, step_size="auto", num_burnin=100,
+                    num_draws=50, num_chains=2, batch_size=64, progress=False, nbeta=1e4)
     chosen = float(result.attrs["sampler_step_size"])
     x, y = data
     residual = x @ params["weight"].T - y

@@ -84,13 +84,13 @@ def test_wbic_is_the_loss_at_the_minimum_plus_lambda_log_n(sampled) -> None:
     assert observed.wbic == pytest.approx(n * result.loss_trace.mean(), rel=1e-12)
     excess = (observed.wbic - n * result.init_loss) / math.log(n)
     assert excess == pytest.approx(PROBLEM.true_lambda, rel=0.10)
-    other = llc.estimate(PROBLEM.loss_and_grad, *PROBLEM.setup(2000, seed=0)[::-1],
+    small_data, small_params = PROBLEM.setup(2000, seed=0)
+    other = llc.estimate(PROBLEM.loss_and_grad, small_params, small_data,
                          nbeta=500.0, num_draws=20, num_burnin=0, progress=False,
                          keep_params_every=5)
     with pytest.raises(ValueError, match="WBIC needs the posterior at β = 1/log n"):
         wbic(other)
-    assert math.isnan(llc.observables(other, pointwise_loss, PROBLEM.setup(2000, seed=0)[1],
-                                      PROBLEM.setup(2000, seed=0)[0]).wbic)
+    assert math.isnan(llc.observables(other, pointwise_loss, small_params, small_data).wbic)
 
 
 def test_waic_and_the_log_likelihood_group(sampled) -> None:
