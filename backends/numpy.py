@@ -165,36 +165,38 @@ def _aligned_leaves(grads: Any, params: Any) -> list[Any]:
         If the structure, the keys or a shape differ from ``params``.
     """
     leaves: list[Any] = []
-
-    def visit(grad: Any, param: Any, path: str) -> None:
-        if isinstance(param, Mapping):
-            if not isinstance(grad, Mapping) or set(grad) != set(param):
-                got = sorted(map(str, grad)) if isinstance(grad, Mapping) else type(grad).__name__
-                raise ValueError(
-                    f"`loss_fn` returned grads whose structure or shapes differ from `params`: "
-                    f"at {path or '<root>'} expected keys {sorted(map(str, param))}, got {got}"
-                )
-            for key in param:
-                visit(grad[key], param[key], f"{path}[{key!r}]")
-        elif isinstance(param, (list, tuple)):
-            if not isinstance(grad, (list, tuple)) or len(grad) != len(param):
-                raise ValueError(
-                    "`loss_fn` returned grads whose structure or shapes differ from `params` "
-                    f"at {path or '<root>'}"
-                )
-            for index, (g, p) in enumerate(zip(grad, param)):
-                visit(g, p, f"{path}[{index}]")
-        else:
-            if grad is None or np.shape(grad) != np.shape(param):
-                raise ValueError(
-                    f"`loss_fn` returned grads whose structure or shapes differ from `params`: "
-                    f"at {path or '<root>'} expected shape {np.shape(param)}, got "
-                    f"{None if grad is None else np.shape(grad)}"
-                )
-            leaves.append(grad)
-
-    visit(grads, params, "")
+    _align_into(grads, params, "", leaves)
     return leaves
+
+
+def _align_into(grad: Any, param: Any, path: str, leaves: list[Any]) -> None:
+    # a module-level recursion, not a closure: a self-referencing closure is a reference
+    # cycle that would keep each step's gradients alive until the garbage collector ran
+    if isinstance(param, Mapping):
+        if not isinstance(grad, Mapping) or set(grad) != set(param):
+            got = sorted(map(str, grad)) if isinstance(grad, Mapping) else type(grad).__name__
+            raise ValueError(
+                f"`loss_fn` returned grads whose structure or shapes differ from `params`: "
+                f"at {path or '<root>'} expected keys {sorted(map(str, param))}, got {got}"
+            )
+        for key in param:
+            _align_into(grad[key], param[key], f"{path}[{key!r}]", leaves)
+    elif isinstance(param, (list, tuple)):
+        if not isinstance(grad, (list, tuple)) or len(grad) != len(param):
+            raise ValueError(
+                "`loss_fn` returned grads whose structure or shapes differ from `params` "
+                f"at {path or '<root>'}"
+            )
+        for index, (g, p) in enumerate(zip(grad, param)):
+            _align_into(g, p, f"{path}[{index}]", leaves)
+    else:
+        if grad is None or np.shape(grad) != np.shape(param):
+            raise ValueError(
+                f"`loss_fn` returned grads whose structure or shapes differ from `params`: "
+                f"at {path or '<root>'} expected shape {np.shape(param)}, got "
+                f"{None if grad is None else np.shape(grad)}"
+            )
+        leaves.append(grad)
 
 
 backend = NumpyBackend()

@@ -106,44 +106,82 @@ def bench_known_lambda() -> None:
               f"{exact / 0.25:.2f} |")
 
 
-def bench_auto(seeds: tuple[int, ...] = (0, 1)) -> None:
+def bench_auto(seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5),
+               grid: tuple[float, ...] = (1e-5, 3e-5, 1e-4)) -> None:
     from test_known_lambda import NUM_DATA, OVERRIDES, PROBLEMS, SETTINGS
 
-    grid = (1e-5, 3e-5, 1e-4)
+    def stratified_se(values: dict) -> float:
+        """Standard error of the mean over problems and seeds, the problems fixed: the
+        seeds' spread within each problem, √(Σ_p s_p² / S_p) / P."""
+        terms = [np.var(v, ddof=1) / len(v) for v in values.values() if len(v) > 1]
+        return float(math.sqrt(sum(terms)) / len(values)) if terms else float("nan")
+
+    choices = (*grid, "auto")
     print("\n### `step_size=\"auto\"` against fixed step sizes (NumPy backend)\n")
     print(f"n = {NUM_DATA}, settings as the known-λ suite except the step; seeds {seeds}; "
-          "|error| is the mean over the seeds of |λ̂/λ − 1|\n")
-    print("| problem | λ | step | step used | λ̂ per seed | mean abs error | MALA acceptance "
-          "| seconds per run |")
-    print("|---|---|---|---|---|---|---|---|")
+          "|error| is |λ̂/λ − 1|, its mean over the seeds ± its standard error; for auto, "
+          "b̂ is the rule's estimated step bias at the frozen step (`attrs[\"step_size_bias\"]`)\n")
+    print("| problem | λ | step | step used | λ̂ per seed | mean abs error | mean signed error "
+          "| MALA acceptance | CPU s per run |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    errors: dict = {choice: {} for choice in choices}  # step -> problem -> |error| per seed
+    signed: dict = {choice: {} for choice in choices}
+    seconds: dict = {choice: [] for choice in choices}
     for name, problem in PROBLEMS.items():
         data, params = problem.setup(NUM_DATA, seed=0)
-        for step in (*grid, "auto"):
-            estimates, errors, acceptances, used, seconds = [], [], [], [], []
+        for step in choices:
+            estimates, acceptances, used, biases = [], [], [], []
+            errs = errors[step].setdefault(name, [])
+            sign = signed[step].setdefault(name, [])
             for seed in seeds:
                 settings = {**SETTINGS, **OVERRIDES.get(name, {}), "step_size": step,
                             "seed": seed}
-                started = time.perf_counter()
+                started = time.process_time()  # CPU s: robust to a shared machine
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     try:
                         result = llc.estimate(problem.loss_and_grad, params, data, **settings)
                     except RuntimeError:  # every chain diverged
                         estimates.append(float("nan"))
-                        errors.append(float("inf"))
+                        errs.append(float("inf"))
                         continue
-                seconds.append(time.perf_counter() - started)
+                seconds[step].append(time.process_time() - started)
                 estimates.append(result.llc_mean)
-                errors.append(abs(result.llc_mean / problem.true_lambda - 1))
+                errs.append(abs(result.llc_mean / problem.true_lambda - 1))
+                sign.append(result.llc_mean / problem.true_lambda - 1)
                 acceptances.append(result.mala_acceptance)
                 used.append(float(result.attrs["sampler_step_size"]))
+                if step == "auto":
+                    biases.append(float(result.attrs["step_size_bias"]))
             label = step if isinstance(step, str) else f"{step:g}"
-            print(f"| {name} | {problem.true_lambda:g} | {label} | "
-                  f"{', '.join(f'{u:.2g}' for u in used) or '—'} | "
-                  f"{', '.join(f'{e:.3f}' for e in estimates)} | "
-                  f"{100 * float(np.mean(errors)):.1f} % | "
-                  f"{', '.join(f'{a:.3f}' for a in acceptances) or '—'} | "
-                  f"{float(np.mean(seconds)) if seconds else float('nan'):.1f} |", flush=True)
+            spread = (np.std(errs, ddof=1) / math.sqrt(len(errs))) if len(errs) > 1 else math.nan
+            steps_used = (f"{min(used):.2g}–{max(used):.2g} (b̂ {np.mean(biases):.2f})" if biases
+                          else f"{used[0]:.2g}" if used else "—")
+            print(f"| {name} | {problem.true_lambda:g} | {label} | {steps_used} | "
+                  f"{', '.join(f'{e:.2f}' for e in estimates)} | "
+                  f"{100 * float(np.mean(errs)):.1f} ± {100 * spread:.1f} % | "
+                  f"{100 * float(np.mean(sign)) if sign else float('nan'):+.1f} % | "
+                  f"{float(np.mean(acceptances)) if acceptances else float('nan'):.4f} | "
+                  f"{float(np.mean(seconds[step][-len(seeds):])) if seconds[step] else float('nan'):.1f} |",
+                  flush=True)
+    print(f"\nOver the {len(PROBLEMS)} problems × {len(seeds)} seeds (± the standard error, "
+          "from the seeds' spread within each problem):\n")
+    print("| step | mean abs error | per problem | auto − this step (paired by seed) "
+          "| CPU s per run |")
+    print("|---|---|---|---|---|")
+    for step in choices:
+        label = step if isinstance(step, str) else f"{step:g}"
+        mean = float(np.mean([np.mean(v) for v in errors[step].values()]))
+        per_problem = ", ".join(f"{100 * float(np.mean(v)):.1f}" for v in errors[step].values())
+        if step == "auto":
+            paired = "—"
+        else:
+            differences = {name: list(np.subtract(errors["auto"][name], errors[step][name]))
+                           for name in errors[step]}
+            change = float(np.mean([np.mean(v) for v in differences.values()]))
+            paired = f"{100 * change:+.1f} ± {100 * stratified_se(differences):.1f} %"
+        print(f"| {label} | {100 * mean:.1f} ± {100 * stratified_se(errors[step]):.1f} % | "
+              f"{per_problem} % | {paired} | {float(np.mean(seconds[step])):.1f} |", flush=True)
 
 
 def bench_samplers() -> None:

@@ -4,10 +4,16 @@ Each configuration runs in a fresh subprocess; the peak is read with ``tracemall
 NumPy and Python allocation; torch's own allocator is not traced, so torch rows report the
 peak resident set size growth instead). A run keeps O(chains × params) working memory plus
 the traces: the peak minus the traces' size must not grow with the number of draws.
+
+After that table it prints the two tables of :mod:`bench.scaling` (``python -m bench.scaling``
+prints only those): the peak memory of ``llc.estimate`` against a plain SGD loop, and the time
+per step and peak memory against the number of chains and of parameters. ``--plot PNG`` also
+draws the scaling plot (docs/img/scaling.png).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -50,6 +56,17 @@ def measure(backend: str, draws: int, keep: str) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plot", metavar="PNG", help="save the scaling plot there")
+    args = parser.parse_args()
+    long_runs()
+    from bench import scaling
+
+    scaling.run_tables(plot_path=args.plot)
+
+
+def long_runs() -> None:
     mib = 2**20
     print("| backend | draws per chain (4 chains) | keep_params_every | traced peak | traces "
           "| peak − traces | RSS growth |")

@@ -14,9 +14,14 @@ a 784-128-10 tanh MLP with cross-entropy (n = 8192, batch 256) — it measures:
   ``nn.Module`` + ``torch.optim.SGD``; JAX: a jitted update in a Python loop; TensorFlow: a
   ``tf.function`` update with ``GradientTape`` and ``keras.optimizers.SGD``; NumPy: the same
   hand-written gradient), steps per second, median of blocks of 200 steps.
-- the ratio llc time / SGD time per step for 1 chain, and for C chains against C sequential
-  SGD runs. Measurements are interleaved (llc, SGD, llc, ...) and the medians of ``--repeats``
-  repeats are printed.
+- **SGD + noise**: the same loop adding N(0, σ²) noise to every weight after each update (the
+  framework's own normal generator: ``torch.randn_like``, ``jax.random.normal`` inside the
+  jitted update, a ``tf.random.Generator``, ``numpy.random.Generator``), i.e. a hand-written
+  SGLD step without the localization term. An SGLD step cannot cost less than this: it is the
+  floor the sampler is measured against besides plain SGD.
+- the ratios llc time / SGD time (and / SGD + noise time) per step for 1 chain, and for C
+  chains against C sequential runs. Measurements are interleaved (llc, SGD, SGD + noise, llc,
+  ...) and the medians of ``--repeats`` repeats are printed.
 
 Prints a Markdown table; docs/benchmarks.md keeps the last results.
 """
@@ -41,6 +46,7 @@ import llc  # noqa: E402
 from llc import _runner  # noqa: E402
 
 BLOCK = _runner._FLUSH_EVERY
+NOISE_SCALE = 1e-4  # the hand-written SGLD loops: sqrt(step) of their Gaussian noise
 
 
 # ---- models: weights stored (in, out) so the loss needs no transpose ------------------------
@@ -112,8 +118,8 @@ MODELS = {"tiny": (tiny_problem, tiny_loss, tiny_loss_and_grad),
 
 
 # ---- plain SGD loops, one per framework, written as a user would ---------------------------
-def sgd_numpy(params: dict, data: tuple, batch_size: int, loss_and_grad: Callable[..., Any]
-              ) -> Callable[[int], None]:
+def sgd_numpy(params: dict, data: tuple, batch_size: int, loss_and_grad: Callable[..., Any],
+              noise: bool = False) -> Callable[[int], None]:
     params = {name: value.copy() for name, value in params.items()}
     rng = np.random.default_rng(0)
     n = data[0].shape[0]
@@ -129,12 +135,15 @@ def sgd_numpy(params: dict, data: tuple, batch_size: int, loss_and_grad: Callabl
             _, grads = loss_and_grad(params, tuple(array[rows] for array in data))
             for name in params:
                 params[name] -= 1e-3 * grads[name]
+                if noise:
+                    params[name] += NOISE_SCALE * rng.standard_normal(
+                        params[name].shape, dtype=params[name].dtype)
 
     return run
 
 
 def sgd_torch(params: dict, data: tuple, batch_size: int, loss: Callable[..., Any],
-              dtype: str) -> Callable[[int], None]:
+              dtype: str, noise: bool = False) -> Callable[[int], None]:
     import torch
 
     class Model(torch.nn.Module):
@@ -161,12 +170,16 @@ def sgd_torch(params: dict, data: tuple, batch_size: int, loss: Callable[..., An
             value = loss(dict(model.weights), (x[rows], y[rows]))
             value.backward()
             optimizer.step()
+            if noise:
+                with torch.no_grad():
+                    for weight in model.parameters():
+                        weight.add_(torch.randn_like(weight), alpha=NOISE_SCALE)
 
     return run
 
 
 def sgd_jax(params: dict, data: tuple, batch_size: int, loss: Callable[..., Any],
-            dtype: str) -> Callable[[int], None]:
+            dtype: str, noise: bool = False) -> Callable[[int], None]:
     import jax
     import jax.numpy as jnp
 
@@ -175,11 +188,19 @@ def sgd_jax(params: dict, data: tuple, batch_size: int, loss: Callable[..., Any]
     n = x.shape[0]
 
     @jax.jit
-    def update(weights: dict, rows: Any) -> dict:
+    def update(weights: dict, rows: Any, key: Any) -> tuple[dict, Any]:
         grads = jax.grad(loss)(weights, (x[rows], y[rows]))
-        return jax.tree_util.tree_map(lambda w, g: w - 1e-3 * g, weights, grads)
+        weights = jax.tree_util.tree_map(lambda w, g: w - 1e-3 * g, weights, grads)
+        if noise:
+            key, *keys = jax.random.split(key, len(weights) + 1)
+            leaves, treedef = jax.tree_util.tree_flatten(weights)
+            weights = jax.tree_util.tree_unflatten(treedef, [
+                w + NOISE_SCALE * jax.random.normal(k, w.shape, w.dtype)
+                for w, k in zip(leaves, keys)])
+        return weights, key
 
-    state = {"weights": weights, "key": jax.random.key(0), "order": None, "position": n}
+    state = {"weights": weights, "key": jax.random.key(0), "noise_key": jax.random.key(1),
+             "order": None, "position": n}
 
     def run(steps: int) -> None:
         for _ in range(steps):
@@ -188,20 +209,22 @@ def sgd_jax(params: dict, data: tuple, batch_size: int, loss: Callable[..., Any]
                 state["order"], state["position"] = jax.random.permutation(key, n), 0
             rows = state["order"][state["position"]:state["position"] + batch_size]
             state["position"] += batch_size
-            state["weights"] = update(state["weights"], rows)
+            state["weights"], state["noise_key"] = update(state["weights"], rows,
+                                                          state["noise_key"])
         jax.block_until_ready(state["weights"])
 
     return run
 
 
 def sgd_tensorflow(params: dict, data: tuple, batch_size: int, loss: Callable[..., Any],
-                   dtype: str) -> Callable[[int], None]:
+                   dtype: str, noise: bool = False) -> Callable[[int], None]:
     import tensorflow as tf
 
     weights = {name: tf.Variable(value.astype(dtype)) for name, value in params.items()}
     x, y = (tf.constant(array.astype(dtype)) for array in data)
     n = int(x.shape[0])
     optimizer = tf.keras.optimizers.SGD(learning_rate=1e-3)
+    generator = tf.random.Generator.from_seed(1)
 
     @tf.function
     def update(rows: Any) -> None:
@@ -209,6 +232,10 @@ def sgd_tensorflow(params: dict, data: tuple, batch_size: int, loss: Callable[..
             value = loss(weights, (tf.gather(x, rows), tf.gather(y, rows)))
         variables = list(weights.values())
         optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
+        if noise:
+            for variable in variables:
+                variable.assign_add(
+                    NOISE_SCALE * generator.normal(variable.shape, dtype=variable.dtype))
 
     state = {"order": None, "position": n, "seed": 0}
 
@@ -271,19 +298,27 @@ def sgd_seconds_per_step(run: Callable[[int], None], blocks: int) -> float:
     return statistics.median(times)
 
 
-def backend_setup(name: str, model: str, dtype: str) -> tuple[Any, Any, Any, Callable[[int], None], int]:
+def backend_setup(name: str, model: str, dtype: str
+                  ) -> tuple[Any, Any, Any, dict[str, Callable[[int], None]], int]:
+    """(loss for llc, params, data, {"sgd": loop, "sgd+noise": loop}, batch size)."""
     make, loss, loss_and_grad = MODELS[model]
     params, data, batch_size = make()
     cast = {key: value.astype(dtype) for key, value in params.items()}
     data = tuple(array.astype(dtype) for array in data)
     if name == "numpy":
-        return loss_and_grad, cast, data, sgd_numpy(cast, data, batch_size, loss_and_grad), batch_size
+        loops = {kind: sgd_numpy(cast, data, batch_size, loss_and_grad, noise=kind != "sgd")
+                 for kind in LOOPS}
+        return loss_and_grad, cast, data, loops, batch_size
     backend = llc.get_backend(name)
     framework_params = {key: backend.from_numpy(value, dtype=dtype) for key, value in cast.items()}
     framework_data = tuple(backend.from_numpy(array, dtype=dtype) for array in data)
     sgd = {"torch": sgd_torch, "jax": sgd_jax, "tensorflow": sgd_tensorflow}.get(name)
-    run = sgd(cast, data, batch_size, loss, dtype) if sgd else None
-    return loss, framework_params, framework_data, run, batch_size
+    loops = ({kind: sgd(cast, data, batch_size, loss, dtype, noise=kind != "sgd") for kind in LOOPS}
+             if sgd else {})
+    return loss, framework_params, framework_data, loops, batch_size
+
+
+LOOPS = ("sgd", "sgd+noise")
 
 
 def main() -> None:
@@ -303,27 +338,33 @@ def main() -> None:
     print(f"llc {llc.__version__}; OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
           f"{args.repeats} repeats, medians; {args.blocks} blocks of {BLOCK} steps each\n")
     print("| model | backend | chains | method | llc steps/s (all chains) | SGD steps/s "
-          "| llc / (chains × SGD) | first call s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| SGD + noise steps/s | llc / (chains × SGD) | llc / (chains × (SGD + noise)) "
+          "| first call s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         for name in backends:
-            loss_fn, params, data, sgd, batch_size = backend_setup(name, model, "float32")
+            loss_fn, params, data, loops, batch_size = backend_setup(name, model, "float32")
             backend = llc.get_backend(name)
             methods = ["sequential"] + (["vectorized"] if backend.chain_transforms else [])
             for chains in chain_counts:
                 for method in methods:
-                    llc_times, sgd_times, totals = [], [], []
-                    for _ in range(args.repeats):
+                    llc_times, totals = [], []
+                    loop_times: dict[str, list[float]] = {kind: [] for kind in loops}
+                    for _ in range(args.repeats):  # interleaved: llc, SGD, SGD + noise, llc, ...
                         per_step, total = llc_seconds_per_step(loss_fn, params, data, batch_size,
                                                                chains, method, args.blocks)
                         llc_times.append(per_step)
                         totals.append(total)
-                        if sgd is not None:
-                            sgd_times.append(sgd_seconds_per_step(sgd, args.blocks))
+                        for kind, run in loops.items():
+                            loop_times[kind].append(sgd_seconds_per_step(run, args.blocks))
                     llc_step = statistics.median(llc_times)
-                    sgd_step = statistics.median(sgd_times) if sgd_times else float("nan")
+                    sgd_step, noisy_step = (statistics.median(loop_times[kind])
+                                            if loop_times.get(kind) else float("nan")
+                                            for kind in LOOPS)
                     print(f"| {model} | {name} | {chains} | {method} | {1 / llc_step:,.0f} "
-                          f"| {1 / sgd_step:,.0f} | {llc_step / (chains * sgd_step):.2f} "
+                          f"| {1 / sgd_step:,.0f} | {1 / noisy_step:,.0f} "
+                          f"| {llc_step / (chains * sgd_step):.2f} "
+                          f"| {llc_step / (chains * noisy_step):.2f} "
                           f"| {statistics.median(totals):.1f} |", flush=True)
 
 

@@ -28,8 +28,8 @@ __all__ = ["Backend", "ChainTransforms", "backend_for", "get_backend", "availabl
 class ChainTransforms(Protocol):
     """Program transformations that let the core run many chains as one compiled program.
 
-    An adapter whose framework has them (JAX) sets ``Backend.chain_transforms`` to an object
-    with these four; the core (:mod:`llc._vectorized`) writes the vectorized runner once
+    An adapter whose framework has them (JAX, TensorFlow) sets ``Backend.chain_transforms``
+    to an object with these four; the core (:mod:`llc._vectorized`) writes the vectorized runner once
     against them. Eager adapters set it to ``None`` and use the sequential runner.
     """
 

@@ -16,17 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from ._version import __version__
+from . import _checkpoint
+from ._adapt import _BIAS_TARGET, StepSizeAdaptation, adapt_step_size, with_step_size
 from ._backend import Backend, backend_for
 from ._data import ArrayData, make_data
-from ._validate import positive_float, positive_int
-from .posterior import LocalizedPosterior
-from .diagnostics import HealthThresholds, check_health, warn_findings
-from . import _checkpoint
 from ._runner import ChainPlan, ChainRun, RunnerState, run_chains
+from ._validate import positive_float, positive_int
+from ._version import __version__
+from .diagnostics import HealthThresholds, check_health, warn_findings
+from .posterior import LocalizedPosterior
 from .result import IncompleteRunWarning, LLCResult
 from .samplers import SamplerSettings, get_sampler
-from ._adapt import StepSizeAdaptation, adapt_step_size, with_step_size
 
 __all__ = ["estimate", "default_nbeta"]
 
@@ -46,7 +46,7 @@ def estimate(
     batch_size: int | None = None,
     sampler: str | SamplerSettings = "sgld",
     step_size: float | str = 1e-4,
-    target_acceptance: float = 0.995,
+    target_acceptance: float = 0.98,
     nbeta: float | None = None,
     localization: float = 1.0,
     num_chains: int = 4,
@@ -99,25 +99,28 @@ def estimate(
         ``llc.samplers.SGNHT(step_size=1e-2, diffusion=1.0)`` (whose own settings are then
         used and ``step_size`` is ignored). See :mod:`llc.samplers` for the update rules.
     step_size
-        ε, the sampler step size, or ``"auto"``: adapt ε during the burn-in towards
-        ``target_acceptance``, then freeze it for the draws (``llc._adapt``). The burn-in is
-        cut into windows of 25 steps in which every step diagnoses its move (about twice the
-        gradients of a plain burn-in); after each window
-        :math:`\log\epsilon \mathrel{+}= \tfrac12\log\frac{1-\delta}{1-\bar a}` (the rejection rate
-        1 − a grows about in proportion to ε), and the frozen ε is the geometric mean over
-        the second half of the windows. It starts from 1e-4 (or the step size of a
-        ``sampler`` settings object). The chosen ε is ``attrs["sampler_step_size"]`` and the
-        windows' (first step, ε, acceptance) are ``attrs["step_size_history"]`` (JSON).
-        Needs a sampler that reports the MALA acceptance (``sgld``, ``rmsprop_sgld``,
-        ``mala``) and ``num_burnin`` ≥ 100. docs/estimator.md compares it with a tuned fixed
-        step.
+        ε, the sampler step size, or ``"auto"``: set ε during the burn-in from the chains'
+        own estimate of the bias the step adds to λ̂, then freeze it for the draws
+        (``llc._adapt`` has the rule). The burn-in is cut into windows of 25 steps; after
+        each, with Ḡ the window's mean of :math:`n\beta^2\lVert\nabla L_B(w)\rVert^2` and
+        tr Σ_B the minibatch-gradient variance at w*, the estimated bias is
+        :math:`\hat b(\epsilon) = \tfrac{\epsilon}{8}(\overline G + n\beta^2
+        \operatorname{tr}\Sigma_B)` (exact for a quadratic posterior, plus the correlation
+        of a without-replacement epoch), and ε is the largest step with
+        :math:`\hat b(\epsilon) \le 0.025\, d/2`, kept where the windows' MALA acceptance
+        is at least ``target_acceptance`` and below any step at which a chain diverged. The
+        frozen ε uses the second half of the windows. Every burn-in step also scores its
+        move (one more gradient per burn-in step). It starts from 1e-4 (or the step size of
+        a ``sampler`` settings object). The chosen ε is ``attrs["sampler_step_size"]``, its
+        estimated bias ``attrs["step_size_bias"]``, and the windows' (first step, ε,
+        acceptance, b̂) are ``attrs["step_size_history"]`` (JSON). Needs a sampler that
+        reports the MALA acceptance (``sgld``, ``rmsprop_sgld``, ``mala``) and
+        ``num_burnin`` ≥ 100. docs/step_size_auto.md compares it with fixed steps.
     target_acceptance
-        δ for ``step_size="auto"``: the mean MALA acceptance probability to adapt to. The
-        default 0.995 is measured, not folklore: the draws run at a lower acceptance than the
-        burn-in they were adapted in (the chains still move away from w* during the burn-in);
-        on the demo's deep linear network a step adapted to 0.98 ran at 0.967 and
-        overestimated λ by 18 %, and over the known-λ suite 0.99 gave errors of 5–11 %,
-        0.995 gave 3–7 % (docs/benchmarks.md).
+        δ for ``step_size="auto"``: the floor of the windows' mean MALA acceptance (default
+        0.98, the accurate-step band of :func:`llc.calibrate`). It is a safeguard, not the
+        target: the step is set by its estimated bias. Adapting to an acceptance of 0.995
+        instead gave a mean |error| of 4.6 % over the known-λ suite (docs/step_size_auto.md).
     nbeta
         nβ, the effective inverse temperature; default ``n / log n`` with n the dataset size.
         Estimates with different nβ are not comparable: it is always recorded.
@@ -167,10 +170,10 @@ def estimate(
     chain_method
         How the chains are run. ``"vectorized"``: every block of 200 steps of all chains is
         one compiled program (``vmap`` over chains, ``scan`` over steps, minibatches drawn
-        on the device), for backends that can (JAX) and array ``data``. ``"sequential"``: a
-        Python loop over steps and chains, one compiled step each, the reference path (any
-        backend, any data). ``"auto"`` (default): vectorized where possible. Both draw the
-        same random numbers: their results agree to rounding.
+        on the device), for backends that can (JAX, TensorFlow) and array ``data``.
+        ``"sequential"``: a Python loop over steps and chains, one compiled step each, the
+        reference path (any backend, any data). ``"auto"`` (default): vectorized where
+        possible. Both draw the same random numbers: their results agree to rounding.
     progress
         Show a progress bar on stderr; default: only when stderr is a terminal.
 
@@ -253,16 +256,20 @@ def estimate(
         chain_keys = backend.split(backend.key(seed), num_chains)
         adaptation = None
         history = "off"
+        step_bias: float | str = "missing"
         if adapt and resume_path is not None:  # the checkpoint holds the frozen step
             saved = _checkpoint.saved_attrs(resume_path)
             settings = with_step_size(settings, float(saved.get("sampler_step_size", math.nan)))
             history = saved.get("step_size_history", "missing")
+            step_bias = saved.get("step_size_bias", "missing")
         elif adapt:
             adaptation = _adapt_or_explain(settings, posterior, backend, dataset, chain_keys,
                                            num_burnin, target_acceptance)
             settings = with_step_size(settings, adaptation.step_size)
-            history = json.dumps([[start, size, round(acceptance, 6)]
-                                  for start, size, acceptance in adaptation.history])
+            history = json.dumps([[start, size, round(acceptance, 6),
+                                   round(bias, 6) if math.isfinite(bias) else None]
+                                  for start, size, acceptance, bias in adaptation.history])
+            step_bias = adaptation.bias
         algorithm = settings.build(posterior)
         algorithm = algorithm._replace(step=backend.compile(algorithm.step))
         plan = ChainPlan(
@@ -295,9 +302,11 @@ def estimate(
             "mala_every": "off" if mala_every is None else mala_every,
             "keep_params_every": "off" if keep_params_every is None else keep_params_every,
             "chain_method": "vectorized" if vectorized else "sequential",
-            "step_size_adaptation": (f"burn-in, to MALA acceptance {target_acceptance}"
-                                     if adapt else "off"),
+            "step_size_adaptation": (
+                f"burn-in: estimated step bias <= {_BIAS_TARGET:g} d/2, MALA "
+                f"acceptance >= {target_acceptance}" if adapt else "off"),
             "step_size_history": history,
+            **({"step_size_bias": step_bias} if adapt else {}),
             "param_shapes": json.dumps([list(leaf.shape) for leaf in leaves]),
             "seed": seed,
         }
@@ -339,22 +348,22 @@ def estimate(
 
 
 _CHAIN_METHODS = ("auto", "vectorized", "sequential")
-_ADAPT_WINDOW = 25  # burn-in steps per dual-averaging update of step_size="auto"
+_ADAPT_WINDOW = 25  # burn-in steps per update of step_size="auto"
 _AUTO_START = 1e-4  # the first step size tried by step_size="auto"
 
 
 def _adapt_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
                       dataset: Any, chain_keys: list[Any], num_burnin: int,
                       target: float) -> StepSizeAdaptation:
-    """Dual averaging of the step during the burn-in, with a clear error for a sampler that
-    reports no acceptance."""
+    """The step set during the burn-in (``llc._adapt``), with a clear error for a sampler
+    that reports no acceptance."""
     if not hasattr(settings, "step_size"):
         raise TypeError(f"`step_size='auto'` needs sampler settings with a `step_size`; "
                         f"{settings!r} has none")
     adaptation = adapt_step_size(settings, posterior, backend, dataset, chain_keys,
                                  num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
                                  compile_step=backend.compile)
-    if all(acceptance == 0 for _, _, acceptance in adaptation.history):
+    if all(row[2] == 0 for row in adaptation.history):
         raise RuntimeError(
             "`step_size='auto'`: every chain diverged at every step size tried (from "
             f"{adaptation.history[0][1]:.3g} down to {adaptation.history[-1][1]:.3g}); check "

@@ -6,7 +6,7 @@ NumPy and PyTorch parameters are plain containers of arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,42 +35,43 @@ def tree_flatten(tree: Any) -> tuple[list[Any], TreeDef]:
     ``None`` is a leaf; containers are ``dict``, ``list``, ``tuple`` and namedtuples.
     """
     leaves: list[Any] = []
+    return leaves, _flatten_into(tree, leaves)
 
-    def visit(node: Any) -> TreeDef:
-        if isinstance(node, Mapping):
-            keys = tuple(node.keys())
-            return TreeDef("dict", (type(node), keys), tuple(visit(node[k]) for k in keys))
-        if isinstance(node, tuple) and hasattr(node, "_fields"):
-            return TreeDef("namedtuple", type(node), tuple(visit(v) for v in node))
-        if isinstance(node, (list, tuple)):
-            kind = "list" if isinstance(node, list) else "tuple"
-            return TreeDef(kind, None, tuple(visit(v) for v in node))
-        leaves.append(node)
-        return TreeDef("leaf")
 
-    treedef = visit(tree)
-    return leaves, treedef
+# The recursions are module-level functions, not closures: a closure that calls itself is a
+# reference cycle, which would keep every step's arrays alive until the garbage collector ran.
+def _flatten_into(node: Any, leaves: list[Any]) -> TreeDef:
+    if isinstance(node, Mapping):
+        keys = tuple(node.keys())
+        return TreeDef("dict", (type(node), keys),
+                       tuple(_flatten_into(node[k], leaves) for k in keys))
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return TreeDef("namedtuple", type(node), tuple(_flatten_into(v, leaves) for v in node))
+    if isinstance(node, (list, tuple)):
+        kind = "list" if isinstance(node, list) else "tuple"
+        return TreeDef(kind, None, tuple(_flatten_into(v, leaves) for v in node))
+    leaves.append(node)
+    return TreeDef("leaf")
 
 
 def tree_unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:
     """Inverse of :func:`tree_flatten`."""
-    iterator = iter(leaves)
+    return _build(treedef, iter(leaves))
 
-    def build(node: TreeDef) -> Any:
-        if node.kind == "leaf":
-            return next(iterator)
-        children = [build(child) for child in node.children]
-        if node.kind == "dict":
-            mapping_type, keys = node.meta
-            values = dict(zip(keys, children))
-            return values if mapping_type is dict else mapping_type(values)
-        if node.kind == "namedtuple":
-            return node.meta(*children)
-        if node.kind == "list":
-            return children
-        return tuple(children)
 
-    return build(treedef)
+def _build(node: TreeDef, leaves: Iterator[Any]) -> Any:
+    if node.kind == "leaf":
+        return next(leaves)
+    children = [_build(child, leaves) for child in node.children]
+    if node.kind == "dict":
+        mapping_type, keys = node.meta
+        values = dict(zip(keys, children))
+        return values if mapping_type is dict else mapping_type(values)
+    if node.kind == "namedtuple":
+        return node.meta(*children)
+    if node.kind == "list":
+        return children
+    return tuple(children)
 
 
 def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:

@@ -27,8 +27,11 @@ def _quiet(*args, **kwargs) -> llc.LLCResult:
 
 @pytest.mark.statistical
 def test_auto_step_recovers_the_known_lambda() -> None:
-    """Within 10 % of λ with 4·MCSE < 10 % (the known-λ suite's criterion); without the noise
-    cap and with a target of 0.9 the step is larger and λ̂ far off, so the test can tell."""
+    """Within 10 % of λ with 4·MCSE < 10 % (the known-λ suite's criterion), at a step whose
+    estimated bias is the rule's 2.5 % of d/2; with a bias target 40× looser and an
+    acceptance floor of 0.9 the step is larger and λ̂ far off, so the test can tell."""
+    from llc import _adapt
+
     data, params = DLN.setup(10_000, seed=0)
     result = _quiet(DLN.loss_and_grad, params, data, step_size="auto", **SETTINGS)
     error = result.llc_mean / DLN.true_lambda - 1
@@ -36,12 +39,17 @@ def test_auto_step_recovers_the_known_lambda() -> None:
     assert abs(error) < 0.10, f"λ̂ = {result.llc_mean:.3f}, error {100 * error:+.1f} %"
     chosen = float(result.attrs["sampler_step_size"])
     history = json.loads(result.attrs["step_size_history"])
-    assert len(history) == 1000 // 25 and history[0][:2] == [0, pytest.approx(1e-4)]
+    assert len(history) == 1000 // 25 and history[0][0] == 0 and history[0][1] <= 1e-4
+    assert all(len(row) == 4 for row in history)  # first step, ε, acceptance, b̂
     assert np.all(result.sample_stats["step_size"] == chosen)
-    assert result.attrs["step_size_adaptation"] == "burn-in, to MALA acceptance 0.995"
-    assert result.mala_acceptance > 0.98  # the draws run near the target
-    with pytest.MonkeyPatch.context() as patch:  # a negative control: no noise cap, δ = 0.9
-        patch.setattr("llc._adapt._NOISE_BIAS", 10.0)
+    assert result.attrs["step_size_adaptation"] == (
+        "burn-in: estimated step bias <= 0.025 d/2, MALA acceptance >= 0.98")
+    half_dimension = 0.5 * int(result.attrs["num_params"])
+    assert float(result.attrs["step_size_bias"]) <= _adapt._BIAS_TARGET * half_dimension * 1.001
+    assert 1e-5 < chosen < 3e-5  # the suite's accurate range for this problem
+    assert result.mala_acceptance > 0.98  # the draws run above the floor
+    with pytest.MonkeyPatch.context() as patch:  # a negative control: τ = 1, δ = 0.9
+        patch.setattr("llc._adapt._BIAS_TARGET", 1.0)
         loose = _quiet(DLN.loss_and_grad, params, data, step_size="auto",
                        target_acceptance=0.9, **{**SETTINGS, "num_draws": 1000})
     assert float(loose.attrs["sampler_step_size"]) > 2 * chosen
@@ -75,26 +83,68 @@ def test_auto_step_is_reproducible_and_resumes(tmp_path) -> None:
     assert resumed.attrs["step_size_history"] == first.attrs["step_size_history"]
 
 
+def _gaussian_curvatures(nbeta: float, localization: float) -> np.ndarray:
+    """The Hessian eigenvalues h of U = nβ L_n + (γ/2)‖w − w*‖² for ``linear_data()``:
+    L_n's Hessian is I₂ ⊗ XᵀX/n."""
+    (x, _), _ = linear_data()
+    return np.repeat(nbeta * np.linalg.eigvalsh(x.T @ x / len(x)), 2) + localization
+
+
+def _exact_sgld_bias(step: float, h: np.ndarray, localization: float) -> float:
+    """λ̂(ε) − λ̂(0) of full-batch SGLD on a Gaussian: ½ Σ (1 − γ/h)(εh/4)/(1 − εh/4)."""
+    return float(0.5 * np.sum((1 - localization / h) * (step * h / 4) / (1 - step * h / 4)))
+
+
 def test_auto_step_in_every_backend(backend64) -> None:
     """The same adaptation through every adapter, on a Gaussian posterior with nβ = 10⁴ and
-    full batches (no minibatch noise, so no noise cap): the start 1e-4 is accepted at about
-    0.82, the step shrinks until the windows run at the target, and the draws do too."""
+    full batches (no minibatch noise): the start 1e-4 is accepted at about 0.82 and is cut
+    at once by the bias bound, and the frozen step is where the exact bias of λ̂ for SGLD on
+    this Gaussian, ½ Σ (1 − γ/h)(εh/4)/(1 − εh/4), is the rule's τ·d/2 — the fixed point of
+    ε = 4τd / E_ε‖nβ∇L‖², computed here from the Hessian's eigenvalues."""
+    from llc import _adapt
+
     loss_fn, params, data = linear_problem(backend64)
-    result = _quiet(loss_fn, params, data, step_size="auto", num_burnin=200, num_draws=200,
+    result = _quiet(loss_fn, params, data, step_size="auto", num_burnin=400, num_draws=200,
                     num_chains=2, batch_size=512, progress=False, nbeta=1e4, mala_every=2)
     history = json.loads(result.attrs["step_size_history"])
-    assert history[0][2] < 0.9
-    settled = [acceptance for _, _, acceptance in history[len(history) // 2:]]
-    assert 0.98 < np.mean(settled) < 0.995, history
-    assert 5e-6 < float(result.attrs["sampler_step_size"]) < 5e-5
+    assert history[0][1] == pytest.approx(1e-4) and history[0][2] < 0.9
+    assert history[1][1] < 2e-5  # the bias bound, not the damped acceptance law (÷2)
+    h = _gaussian_curvatures(1e4, 1.0)
+    tau, dimension = _adapt._BIAS_TARGET, len(h)
+    expected = 1e-5
+    for _ in range(50):  # ε = 4τd / Σ (h − γ)²/(h(1 − εh/4))
+        expected = 4 * tau * dimension / np.sum((h - 1.0) ** 2 / (h * (1 - expected * h / 4)))
+    chosen = float(result.attrs["sampler_step_size"])
+    assert chosen == pytest.approx(expected, rel=0.3)  # Ḡ from 2 chains × 200 steps
+    assert _exact_sgld_bias(chosen, h, 1.0) == pytest.approx(tau * dimension / 2, rel=0.4)
     assert result.mala_acceptance > 0.98
     assert not result.failed_chains.any() and np.isfinite(result.llc_trace).all()
 
 
+def test_gradient_identity_predicts_the_step_bias() -> None:
+    """The identity behind the rule: for SGLD on a quadratic posterior,
+    E_ε[U − U*] = d/2 + (ε/8) E_ε‖∇U_B‖², so (ε/8) nβ² E‖∇L‖² measured on the draws is the
+    bias of λ̂ (here 10 % of λ, at εh̄/4 ≈ 0.1). A rule that dropped the ⅛, or the
+    (1 − εh/4)⁻¹ the chain's own gradients carry, would be off by ≥ 2× or ~10 %."""
+    data, params = linear_data()
+    nbeta = 1e4
+    h = _gaussian_curvatures(nbeta, 1.0)
+    step = 0.4 / float(np.mean(h))  # εh̄/4 = 0.1
+    result = _quiet(linear_loss_and_grad, params, data, step_size=step, num_burnin=200,
+                    num_draws=4000, num_chains=4, batch_size=512, progress=False, nbeta=nbeta,
+                    mala_every=None)
+    grad_norm = np.asarray(result.sample_stats["grad_norm"])
+    predicted = step / 8 * nbeta**2 * float(np.mean(grad_norm**2))
+    exact = _exact_sgld_bias(step, h, 1.0)
+    assert predicted == pytest.approx(exact, rel=0.1)
+    exact_zero = 0.5 * float(np.sum(1 - 1.0 / h))  # λ̂ of the exact posterior
+    assert result.llc_mean - exact_zero == pytest.approx(exact, abs=4 * result.llc_mcse)
+
+
 def test_minibatch_noise_caps_the_step() -> None:
-    """nβ = 10⁴ on 512 rows in batches of 64: the minibatch noise would add
-    (ε nβ²/8) tr Σ_B ≫ λ at any step the acceptance allows, so the cap sets ε, and it is
-    the formula's value."""
+    """nβ = 10⁴ on 512 rows in batches of 64: the minibatch noise dominates Ḡ, so the step is
+    4τd / (2 nβ² tr Σ_B) — the noise counted once in ‖∇L_B‖² and once for the correlation of
+    a without-replacement epoch — and far below what the acceptance allows."""
     from llc import _adapt
 
     data, params = linear_data()
@@ -105,9 +155,42 @@ def test_minibatch_noise_caps_the_step() -> None:
     residual = x @ params["weight"].T - y
     per_row = np.einsum("ni,nj->nij", residual, x).reshape(len(x), -1)  # per-sample gradients
     trace = per_row.var(axis=0, ddof=1).sum() / 64 * (512 - 64) / (512 - 1)
-    expected = 8 * _adapt._NOISE_BIAS * 3 / (1e4**2 * trace)  # d/2 = 3
+    expected = 4 * _adapt._BIAS_TARGET * 6 / (1e4**2 * 2 * trace)  # d = 6
     assert chosen == pytest.approx(expected, rel=0.5)  # tr Σ_B from 16 probes: ±35 % (χ²)
     assert chosen < 1e-6
+
+
+@pytest.mark.parametrize("sampler", ["rmsprop_sgld", "mala"])
+def test_auto_step_for_the_other_samplers(sampler: str) -> None:
+    """rmsprop_sgld (per-coordinate steps as weights in Ḡ) and full-batch mala run the same
+    rule: finite chains, a step under the acceptance floor's reach, and b̂ at most τ·d/2."""
+    from llc import _adapt
+
+    data, params = DLN.setup(2_000, seed=0)
+    batch = 2_000 if sampler == "mala" else 200
+    result = _quiet(DLN.loss_and_grad, params, data, step_size="auto", sampler=sampler,
+                    **{**SETTINGS, "num_draws": 200, "num_burnin": 300, "num_chains": 2,
+                       "batch_size": batch})
+    history = json.loads(result.attrs["step_size_history"])
+    assert len(history) == 12 and all(np.isfinite(row[3]) for row in history)
+    half_dimension = 0.5 * int(result.attrs["num_params"])
+    assert float(result.attrs["step_size_bias"]) <= _adapt._BIAS_TARGET * half_dimension * 1.001
+    assert not result.failed_chains.any() and np.isfinite(result.llc_trace).all()
+    assert result.mala_acceptance > 0.9
+
+
+def test_a_too_large_first_step_recovers() -> None:
+    """A start 1000× too large (full batch, so no noise cap before the first window): the
+    chains diverge, the window is undone, and the step comes down to the bias bound."""
+    data, params = linear_data()
+    result = _quiet(linear_loss_and_grad, params, data, step_size="auto",
+                    sampler=llc.samplers.SGLD(step_size=1e-2), num_burnin=400, num_draws=100,
+                    num_chains=2, batch_size=512, progress=False, nbeta=1e4)
+    history = json.loads(result.attrs["step_size_history"])
+    assert history[0][1] == pytest.approx(1e-2) and history[0][2] == 0  # diverged, undone
+    assert float(result.attrs["sampler_step_size"]) < 2e-5
+    assert not result.failed_chains.any() and np.isfinite(result.llc_trace).all()
+    assert result.mala_acceptance > 0.98
 
 
 def test_auto_step_errors() -> None:

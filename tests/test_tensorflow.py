@@ -106,6 +106,42 @@ def test_tracing_count_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gradients[0].experimental_get_tracing_count() == 2
 
 
+def test_vectorized_blocks_trace_at_most_twice_and_batch_every_op(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block of all chains is traced once, and once more (with an unknown number of steps)
+    for the first block of another length; never per block. pfor batches every op: the traced
+    program holds one while loop (the scan over the steps) and none of the loops over the
+    chains that pfor falls back to for an op it cannot batch (stateless random ops included)."""
+    transforms = type(backend.chain_transforms)
+    jit = transforms.jit
+    calls = []
+
+    def recording(self, fn):
+        compiled = jit(self, fn)
+
+        def run(*args):
+            calls.append((compiled, args))
+            return compiled(*args)
+
+        return run
+
+    monkeypatch.setattr(transforms, "jit", recording)
+    params, data = _linear()
+    result = llc.estimate(linear_loss, params, data, batch_size=64, num_chains=3,
+                          num_draws=500, num_burnin=50, mala_every=5, baseline="minibatch",
+                          step_size=1e-4, progress=False)  # blocks of 200, 200 and 150 steps
+    assert result.attrs["chain_method"] == "vectorized"
+    orders = [call for call in calls if len(call[1]) == 2]  # the first epoch's orders
+    blocks = [call for call in calls if len(call[1]) == 6]
+    assert len(orders) == 1 and len(blocks) == 3
+    assert orders[0][0].experimental_get_tracing_count() == 1
+    assert blocks[0][0].experimental_get_tracing_count() == 2
+    program = blocks[-1][0].get_concrete_function(*blocks[-1][1]).graph.as_graph_def()
+    nodes = list(program.node) + [node for function in program.library.function
+                                  for node in function.node_def]
+    assert sum(node.op in ("While", "StatelessWhile") for node in nodes) == 1
+
+
 def test_compiled_step_equals_the_eager_step() -> None:
     params, data = _linear()
     center, unravel = backend.ravel(params)

@@ -93,14 +93,22 @@ def test_chain_method_is_validated(backend) -> None:
         assert result.attrs["chain_method"] == "sequential"
 
 
+# How far the first weight must move above w* for a chain to turn NaN: each backend has its own
+# random streams, and with SETTINGS' seed some of its 4 chains get that far and some do not.
+_DIVERGE_ABOVE = {"jax": 0.19, "tensorflow": 0.115}
+
+
 def _diverging_loss(case, loss_fn, params):
-    """``loss_fn``, but NaN once the first weight has moved more than 0.19 above w*."""
+    """``loss_fn``, but NaN once the first weight has moved more than ``_DIVERGE_ABOVE``
+    above w*."""
     xp = llc.array_namespace(params["weight"])
-    start = float(case.to_numpy(params)["weight"][0, 0])
+    limit = float(case.to_numpy(params)["weight"][0, 0]) + _DIVERGE_ABOVE[case.name]
 
     def loss(p, batch):
-        value = loss_fn(p, batch)  # NaN added outside the gradient's path (0 · NaN is NaN)
-        return value + xp.where(p["weight"][0, 0] > start + 0.19, float("nan"), 0.0)
+        value = loss_fn(p, batch)  # NaN added outside the gradient's path (0 · NaN is NaN);
+        # an array operand gives the NaN the loss's dtype (TensorFlow does not promote)
+        return value + xp.where(p["weight"][0, 0] > limit, float("nan"),
+                                xp.zeros_like(value))
 
     return loss
 

@@ -1,0 +1,93 @@
+"""Would vectorizing torch chains pay? ``python -m bench.torch_chains`` (OMP_NUM_THREADS=1).
+
+llc vectorizes chains where the framework has the transforms for it (JAX: ``vmap`` and
+``lax.scan`` in one compiled program per block). For torch the candidate is
+``torch.func.vmap`` over the gradient of the chains' stacked parameters, run eagerly. This
+measures that candidate against what llc's sequential torch path does per step — one
+``torch.autograd`` gradient per chain — on the two models of ``python -m bench.speed``, for
+4 and 16 chains: the gradient of one minibatch per chain (the step's dominant cost), without
+the noise and the update, median of ``--repeats`` blocks of 100 steps, interleaved.
+
+Prints a Markdown table; docs/benchmarks.md keeps the last results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.func import grad_and_value, vmap  # noqa: E402
+
+from bench.speed import MODELS  # noqa: E402
+
+
+def per_step(run: Callable[[], object], steps: int = 100) -> float:
+    run()
+    began = time.perf_counter()
+    for _ in range(steps):
+        run()
+    return (time.perf_counter() - began) / steps
+
+
+def measure(model: str, chains: int, repeats: int) -> tuple[float, float]:
+    make, loss, _ = MODELS[model]
+    params, data, batch_size = make()
+    names = list(params)
+    weights = [torch.as_tensor(params[name]) for name in names]
+    x, y = (torch.as_tensor(array) for array in data)
+    rng = np.random.default_rng(0)
+    rows = torch.as_tensor(np.stack([rng.permutation(x.shape[0])[:batch_size]
+                                     for _ in range(chains)]))
+
+    def chain_loss(*args: torch.Tensor) -> torch.Tensor:
+        *leaves, xb, yb = args
+        return loss(dict(zip(names, leaves)), (xb, yb))
+
+    def sequential() -> None:  # llc's sequential path: one autograd gradient per chain
+        for chain in range(chains):
+            leaves = [w.detach().requires_grad_(True) for w in weights]
+            batch = (torch.index_select(x, 0, rows[chain]), torch.index_select(y, 0, rows[chain]))
+            torch.autograd.grad(chain_loss(*leaves, *batch), leaves)
+
+    stacked = [w.expand(chains, *w.shape).clone() for w in weights]
+    batched_grad = vmap(grad_and_value(chain_loss, argnums=tuple(range(len(names)))))
+
+    def vectorized() -> None:  # one torch.func.vmap call over all chains
+        batched_grad(*stacked, x[rows], y[rows])
+
+    times: dict[str, list[float]] = {"sequential": [], "vmap": []}
+    for _ in range(repeats):
+        times["sequential"].append(per_step(sequential))
+        times["vmap"].append(per_step(vectorized))
+    return statistics.median(times["sequential"]), statistics.median(times["vmap"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.torch_chains", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}; OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
+          f"medians of {args.repeats} blocks of 100 steps\n")
+    print("| model | chains | sequential autograd ms/step | torch.func.vmap ms/step "
+          "| vmap / sequential | vmap of 16 / sequential of 4 |")
+    print("|---|---|---|---|---|---|")
+    for model in ("tiny", "mlp"):
+        sequential_four, _ = measure(model, 4, args.repeats)
+        for chains in (4, 16):
+            sequential, vectorized = measure(model, chains, args.repeats)
+            against_four = f"{vectorized / sequential_four:.2f}" if chains == 16 else "—"
+            print(f"| {model} | {chains} | {1e3 * sequential:.2f} | {1e3 * vectorized:.2f} "
+                  f"| {vectorized / sequential:.2f} | {against_four} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
