@@ -213,29 +213,9 @@ def sgd_jax_arguments(params: dict, data: tuple, batch_size: int, loss: Any) -> 
     """bench.speed's jitted SGD loop with the data passed to the jitted update as arguments
     instead of closed over (closed-over arrays become constants of the compiled program,
     which costs several copies of the data set while compiling)."""
-    import jax
+    from bench import speed
 
-    x, y = data
-    n = x.shape[0]
-
-    @jax.jit
-    def update(weights: dict, x: Any, y: Any, rows: Any) -> dict:
-        grads = jax.grad(loss)(weights, (x[rows], y[rows]))
-        return jax.tree_util.tree_map(lambda w, g: w - 1e-3 * g, weights, grads)
-
-    state = {"weights": dict(params), "key": jax.random.key(0), "order": None, "position": n}
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            if state["position"] + batch_size > n:
-                state["key"], key = jax.random.split(state["key"])
-                state["order"], state["position"] = jax.random.permutation(key, n), 0
-            rows = state["order"][state["position"]:state["position"] + batch_size]
-            state["position"] += batch_size
-            state["weights"] = update(state["weights"], x, y, rows)
-        jax.block_until_ready(state["weights"])
-
-    return run
+    return speed.sgd_jax(params, data, batch_size, loss, "float32", data_as_arguments=True)
 
 
 def sgd_loop(backend: str, loop: str, params: dict, data: tuple, batch: int, loss: Any,

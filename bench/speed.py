@@ -179,7 +179,10 @@ def sgd_torch(params: dict, data: tuple, batch_size: int, loss: Callable[..., An
 
 
 def sgd_jax(params: dict, data: tuple, batch_size: int, loss: Callable[..., Any],
-            dtype: str, noise: bool = False) -> Callable[[int], None]:
+            dtype: str, noise: bool = False, data_as_arguments: bool = False
+            ) -> Callable[[int], None]:
+    """The jitted SGD update in a Python loop. By default it closes over the data set (which
+    makes it a constant of the compiled program); ``data_as_arguments`` passes it instead."""
     import jax
     import jax.numpy as jnp
 
@@ -188,8 +191,10 @@ def sgd_jax(params: dict, data: tuple, batch_size: int, loss: Callable[..., Any]
     n = x.shape[0]
 
     @jax.jit
-    def update(weights: dict, rows: Any, key: Any) -> tuple[dict, Any]:
-        grads = jax.grad(loss)(weights, (x[rows], y[rows]))
+    def update(weights: dict, rows: Any, key: Any, x_all: Any = None, y_all: Any = None
+               ) -> tuple[dict, Any]:
+        inputs, targets = (x, y) if x_all is None else (x_all, y_all)
+        grads = jax.grad(loss)(weights, (inputs[rows], targets[rows]))
         weights = jax.tree_util.tree_map(lambda w, g: w - 1e-3 * g, weights, grads)
         if noise:
             key, *keys = jax.random.split(key, len(weights) + 1)
@@ -209,8 +214,9 @@ def sgd_jax(params: dict, data: tuple, batch_size: int, loss: Callable[..., Any]
                 state["order"], state["position"] = jax.random.permutation(key, n), 0
             rows = state["order"][state["position"]:state["position"] + batch_size]
             state["position"] += batch_size
-            state["weights"], state["noise_key"] = update(state["weights"], rows,
-                                                          state["noise_key"])
+            state["weights"], state["noise_key"] = update(
+                state["weights"], rows, state["noise_key"],
+                *((x, y) if data_as_arguments else ()))
         jax.block_until_ready(state["weights"])
 
     return run

@@ -34,7 +34,8 @@ def _best_backend() -> str:
 
 
 def demo(backend: str | None = None, *, device: str | None = None,
-         out: str | Path | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+         out: str | Path | None = None, seed: int = 0, progress: bool = True,
+         step_size: float | str | None = None) -> dict[str, Any]:
     """Estimate λ̂ of a deep linear network whose λ is known in closed form, and report it.
 
     Parameters
@@ -50,6 +51,9 @@ def demo(backend: str | None = None, *, device: str | None = None,
         Seed of the data and of the sampler.
     progress
         Show the progress bar on stderr.
+    step_size
+        The SGLD step size, or ``"auto"`` (``llc.estimate``'s adaptation during the burn-in);
+        default the validated 3e-5.
 
     Returns
     -------
@@ -64,6 +68,8 @@ def demo(backend: str | None = None, *, device: str | None = None,
     name = backend or _best_backend()
     problem = problems.DeepLinearNetwork(**DEMO_PROBLEM)
     settings = dict(DEMO_SETTINGS)
+    if step_size is not None:
+        settings["step_size"] = step_size
     n = settings.pop("num_data")
     loss_fn, params, data = problem.in_backend(name, n, seed=seed, device=device)
     result = estimate(loss_fn, params, data, seed=seed,
@@ -103,6 +109,18 @@ def demo(backend: str | None = None, *, device: str | None = None,
     return report
 
 
+def _step_size(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto'; got {text!r}")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto'; got {text!r}")
+    return value
+
+
 def _print_report(report: dict[str, Any]) -> None:
     lines = [
         f"problem: {report['problem']!r}, true λ = {report['true_lambda']:g}, "
@@ -128,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--out", type=Path, default=None,
                              help="folder for the DataTree (demo.nc) and trace plot (PNG)")
     demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument("--step-size", type=_step_size, default=None,
+                             help="SGLD step size or 'auto' (default: the validated 3e-5)")
     demo_parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.command == "demo":
-        report = demo(args.backend, device=args.device, out=args.out, seed=args.seed, progress=not args.no_progress)
+        report = demo(args.backend, device=args.device, out=args.out, seed=args.seed,
+                      progress=not args.no_progress, step_size=args.step_size)
         _print_report(report)
         return 0
     return 2  # pragma: no cover - argparse rejects unknown commands

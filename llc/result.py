@@ -332,7 +332,7 @@ class LLCResult:
             f"ESS tail {self.ess_tail:.0f}, MALA acceptance {self.mala_acceptance:.3f}",
             f"settings: backend={attrs.get('backend')} ({attrs.get('device')}, "
             f"{attrs.get('dtype')}), sampler={attrs.get('sampler')}, "
-            f"step_size={attrs.get('sampler_step_size')}, nbeta={self.nbeta:.5g} "
+            f"step_size={_short(attrs.get('sampler_step_size'))}, nbeta={self.nbeta:.5g} "
             f"(n={attrs.get('num_data')}), localization={attrs.get('localization')}, "
             f"batch_size={attrs.get('batch_size')}, burn-in={attrs.get('num_burnin')}, "
             f"thin={attrs.get('thin')}, baseline={attrs.get('baseline')}, seed={attrs.get('seed')}",
@@ -415,3 +415,8 @@ def save_tree(tree: xr.DataTree, path: str | os.PathLike[str]) -> Path:
     else:
         tree.to_netcdf(target, engine="h5netcdf")
     return target
+
+
+def _short(value: Any) -> Any:
+    """A float with 4 significant digits (an adapted step size), anything else as it is."""
+    return f"{value:.4g}" if isinstance(value, float) else value

@@ -205,3 +205,18 @@ def test_auto_step_errors() -> None:
                      **base)
     with pytest.raises(ValueError, match="does not report.*sghmc and sgnht"):
         llc.estimate(DLN.loss_and_grad, params, data, step_size="auto", sampler="sghmc", **base)
+
+
+@pytest.mark.statistical
+def test_demo_with_auto_step(capsys) -> None:
+    """``llc demo --step-size auto`` (the demo's DLN, λ = 7) lands within 10 % and reports the
+    adapted step; a bad ``--step-size`` is refused by the parser, naming what it expects."""
+    from llc.cli import demo, main
+
+    report = demo("numpy", progress=False, step_size="auto")
+    assert abs(report["relative_error"]) < 0.10, report["llc"]
+    assert report["result"].attrs["step_size_adaptation"] != "off"
+    assert 1e-5 < float(report["result"].attrs["sampler_step_size"]) < 1e-4
+    with pytest.raises(SystemExit):
+        main(["demo", "--step-size", "-1"])
+    assert "expected a positive number or 'auto'" in capsys.readouterr().err
