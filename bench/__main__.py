@@ -1,4 +1,4 @@
-"""Benchmarks of llc: ``python -m bench [demo|known-lambda|all]`` (OMP_NUM_THREADS=1).
+"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|perf|all]``.
 
 ``demo``          the ``llc demo`` run per installed backend: λ̂, error, R-hat, ESS, seconds.
 ``known-lambda``  the known-λ suite at the test settings (tests/test_known_lambda.py) per
@@ -8,7 +8,16 @@
 ``samplers``      each sampler's λ̂ error on a DLN and an RRR over a grid of step sizes at a
                   matched number of per-sample gradient evaluations, and the range of steps
                   within 10 % of λ.
-``speed``         see ``python -m bench.speed``: llc against plain SGD per backend.
+``perf``          the performance benchmarks, each its own module (also runnable alone):
+                  ``bench.speed`` (llc against plain SGD and SGD + noise per backend, 1/4/16
+                  chains, vectorized or not), ``bench.profile_step`` (where a step's time
+                  goes), ``bench.torch_chains`` (torch.func.vmap against the loop),
+                  ``bench.memory`` (memory of long runs, peak memory against SGD, scaling
+                  with chains and parameters, the plot docs/img/scaling.png) and
+                  ``bench.devinterp`` (llc against devinterp end to end, when devinterp is
+                  installed: see that module).
+
+``all`` (the default, ``make bench``) runs every one of them, with OMP_NUM_THREADS=1.
 
 Prints Markdown tables; docs/benchmarks.md keeps the last results.
 """
@@ -254,7 +263,8 @@ def bench_samplers() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", default="all", choices=("demo", "known-lambda", "auto", "samplers", "all"))
+    parser.add_argument("which", nargs="?", default="all",
+                        choices=("demo", "known-lambda", "auto", "samplers", "perf", "all"))
     args = parser.parse_args()
     print(f"machine: {_machine()}; llc {llc.__version__}; backends {llc.available_backends()}")
     if args.which in ("demo", "all"):
@@ -265,6 +275,23 @@ def main() -> None:
         bench_auto()
     if args.which in ("samplers", "all"):
         bench_samplers()
+    if args.which in ("perf", "all"):
+        bench_performance()
+
+
+PERFORMANCE_MODULES = (("bench.speed", ()), ("bench.profile_step", ()), ("bench.torch_chains", ()),
+                       ("bench.memory", ("--plot", str(ROOT / "docs" / "img" / "scaling.png"))),
+                       ("bench.devinterp", ()))
+
+
+def bench_performance() -> None:
+    """Each performance benchmark in a fresh interpreter (they measure memory and compile
+    times, which an earlier benchmark in the same process would distort)."""
+    import subprocess
+
+    for module, arguments in PERFORMANCE_MODULES:
+        print(f"\n### python -m {module} {' '.join(arguments)}\n", flush=True)
+        subprocess.run([sys.executable, "-m", module, *arguments], cwd=ROOT, check=True)
 
 
 if __name__ == "__main__":
