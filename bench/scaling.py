@@ -160,23 +160,9 @@ class PeakRSS:
 # ---- models -------------------------------------------------------------------------------
 def mlp_problem(hidden: int) -> tuple[dict, tuple, int]:
     """bench.speed's MLP (same data, same recipe) with ``hidden`` tanh units."""
-    import numpy as np
-
     from bench import speed
 
-    if hidden == 128:
-        return speed.mlp_problem()
-    rng = np.random.default_rng(0)
-    n = 8192
-    x = rng.normal(size=(n, 784)).astype(np.float32)
-    teacher = rng.normal(size=(784, 10)).astype(np.float32) / 28
-    labels = np.argmax(x @ teacher + rng.gumbel(size=(n, 10)), axis=1)
-    onehot = np.eye(10, dtype=np.float32)[labels]
-    params = {"W1": rng.normal(size=(784, hidden)).astype(np.float32) / 28,
-              "b1": np.zeros(hidden, np.float32),
-              "W2": rng.normal(size=(hidden, 10)).astype(np.float32) / np.sqrt(hidden),
-              "b2": np.zeros(10, np.float32)}
-    return params, (x, onehot), 256
+    return speed.mlp_problem(hidden)
 
 
 def model_parts(model: str) -> tuple[dict, tuple, int, Any, Any]:

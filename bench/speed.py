@@ -76,16 +76,18 @@ def tiny_loss_and_grad(params: dict, batch: tuple) -> tuple[Any, dict]:
     return loss, {"W1": g1, "W2": g2, "W3": g3}
 
 
-def mlp_problem() -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
+def mlp_problem(hidden: int = 128
+                ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
+    """A 784-``hidden``-10 tanh MLP at random weights and n = 8192 synthetic rows, batch 256."""
     rng = np.random.default_rng(0)
     n = 8192
     x = rng.normal(size=(n, 784)).astype(np.float32)
     teacher = rng.normal(size=(784, 10)).astype(np.float32) / 28
     labels = np.argmax(x @ teacher + rng.gumbel(size=(n, 10)), axis=1)
     onehot = np.eye(10, dtype=np.float32)[labels]
-    params = {"W1": rng.normal(size=(784, 128)).astype(np.float32) / 28,
-              "b1": np.zeros(128, np.float32),
-              "W2": rng.normal(size=(128, 10)).astype(np.float32) / 11,
+    params = {"W1": rng.normal(size=(784, hidden)).astype(np.float32) / 28,
+              "b1": np.zeros(hidden, np.float32),
+              "W2": rng.normal(size=(hidden, 10)).astype(np.float32) / round(hidden**0.5),
               "b2": np.zeros(10, np.float32)}
     return params, (x, onehot), 256
 
