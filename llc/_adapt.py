@@ -103,6 +103,7 @@ import numpy as np
 
 from ._backend import Backend
 from .posterior import LocalizedPosterior
+from .samplers import RMSPropSGLD, rmsprop_denominator
 
 __all__ = ["StepSizeAdaptation", "adapt_step_size"]
 
@@ -257,7 +258,7 @@ class _GradientPower:
     def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
                  noise: np.ndarray) -> None:
         self.nbeta2 = posterior.nbeta**2
-        self.weighted = hasattr(settings, "eps_stability") and hasattr(settings, "beta2")
+        self.weighted = isinstance(settings, RMSPropSGLD)
         if self.weighted:
             self.beta2 = float(settings.beta2)
             self.eps_stability = float(settings.eps_stability)
@@ -273,9 +274,8 @@ class _GradientPower:
         # v_t = b₂ v_{t−1} + (1 − b₂) g²: the step's g², per coordinate
         square = (new.square_avg - beta2 * old.square_avg) / (1.0 - beta2) \
             if beta2 > 0 else new.square_avg
-        corrected = new.square_avg / (1.0 - beta2 ** new.count) if self.bias_correction \
-            else new.square_avg
-        weight = 1.0 / (xp.sqrt(corrected) + self.eps_stability)  # ε_i / ε of this step
+        weight = 1.0 / rmsprop_denominator(xp, new.square_avg, new.count, beta2,
+                                           self.eps_stability, self.bias_correction)  # ε_i / ε
         return self.nbeta2 * xp.sum(weight * (square + self.noise))
 
 

@@ -21,7 +21,7 @@ from ._adapt import _BIAS_TARGET, StepSizeAdaptation, adapt_step_size, with_step
 from ._backend import Backend, backend_for
 from ._data import ArrayData, make_data
 from ._runner import ChainPlan, ChainRun, RunnerState, run_chains
-from ._validate import positive_float, positive_int
+from ._validate import positive_float, positive_int, run_counts, seed_value
 from ._version import __version__
 from .diagnostics import HealthThresholds, check_health, warn_findings
 from .posterior import LocalizedPosterior
@@ -193,18 +193,10 @@ def estimate(
         If every chain fails or diverges.
     """
     started = time.perf_counter()
-    if not callable(loss_fn):
-        raise TypeError(f"`loss_fn` must be callable as loss_fn(params, batch); got {loss_fn!r}")
-    num_chains = positive_int("num_chains", num_chains)
-    num_draws = positive_int("num_draws", num_draws)
-    num_burnin = positive_int("num_burnin", num_burnin, minimum=0)
+    num_chains, num_draws, num_burnin = run_counts(loss_fn, num_chains, num_draws, num_burnin)
     thin = positive_int("thin", thin)
     localization = positive_float("localization", localization, allow_zero=True)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"`seed` must be an integer; got {type(seed).__name__}")
-    seed = int(seed)
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"`seed` must be in [0, 2**64); got {seed}")
+    seed = seed_value(seed)
     if not isinstance(baseline, str) or baseline not in ("full", "minibatch"):
         raise ValueError(f"`baseline` must be 'full' or 'minibatch'; got {baseline!r}")
     if init_loss_batches is not None:

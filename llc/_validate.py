@@ -30,3 +30,22 @@ def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
     if int(value) < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}; got {value!r}")
     return int(value)
+
+
+def run_counts(loss_fn: Any, num_chains: Any, num_draws: Any, num_burnin: Any
+               ) -> tuple[int, int, int]:
+    """The checks shared by every call that runs chains: ``loss_fn`` callable, and
+    ``(num_chains, num_draws, num_burnin)`` as ints (≥ 1, ≥ 1, ≥ 0)."""
+    if not callable(loss_fn):
+        raise TypeError(f"`loss_fn` must be callable as loss_fn(params, batch); got {loss_fn!r}")
+    return (positive_int("num_chains", num_chains), positive_int("num_draws", num_draws),
+            positive_int("num_burnin", num_burnin, minimum=0))
+
+
+def seed_value(seed: Any) -> int:
+    """``seed`` as an int in [0, 2**64)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"`seed` must be an integer; got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"`seed` must be in [0, 2**64); got {int(seed)}")
+    return int(seed)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._estimate import default_nbeta, estimate
-from ._validate import positive_float, positive_int
+from ._validate import positive_float, positive_int, run_counts, seed_value
 from .diagnostics import LLCHealthWarning
 from .result import IncompleteRunWarning, LLCResult
 
@@ -520,13 +520,8 @@ def calibrate(
     >>> calibration.plot(true_lambda=problem.true_lambda)
     """
     started = time.perf_counter()
-    if not callable(loss_fn):
-        raise TypeError(f"`loss_fn` must be callable as loss_fn(params, batch); got {loss_fn!r}")
-    num_chains = positive_int("num_chains", num_chains)
-    num_draws = positive_int("num_draws", num_draws)
-    num_burnin = positive_int("num_burnin", num_burnin, minimum=0)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"`seed` must be an integer; got {type(seed).__name__}")
+    num_chains, num_draws, num_burnin = run_counts(loss_fn, num_chains, num_draws, num_burnin)
+    seed = seed_value(seed)
     low, high = _band(target_acceptance)
     plateau_z = _non_negative("plateau_z", plateau_z)
     plateau_relative = _non_negative("plateau_relative", plateau_relative)

@@ -231,6 +231,14 @@ def _unit_interval(name: str, value: Any, *, closed_low: bool, closed_high: bool
 
 # ---- RMSProp-preconditioned SGLD ----------------------------------------------------------
 
+def rmsprop_denominator(xp: Any, square_avg: Array, count: Array, beta2: float,
+                        eps_stability: float, bias_correction: bool) -> Array:
+    r""":math:`\sqrt{\hat v_t} + a`, the per-coordinate divisor of RMSProp-SGLD's step
+    (:math:`\hat v_t = v_t / (1 - \beta_2^t)` with ``bias_correction``, else :math:`v_t`)."""
+    corrected = square_avg / (1.0 - beta2 ** count) if bias_correction else square_avg
+    return xp.sqrt(corrected) + eps_stability
+
+
 #: Default stabiliser ``a`` of :func:`rmsprop_sgld` (see its docstring for the choice).
 RMSPROP_EPS_STABILITY = 0.1
 
@@ -328,8 +336,8 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float =
         loss, grad, drift = posterior.potential_gradient(position, batch)
         count = state.count + 1
         square_avg = beta2 * state.square_avg + (1.0 - beta2) * (grad * grad)
-        corrected = square_avg / (1.0 - beta2 ** count) if bias_correction else square_avg
-        local_step = step_size / (xp.sqrt(corrected) + eps_stability)
+        local_step = step_size / rmsprop_denominator(
+            xp, square_avg, count, beta2, eps_stability, bias_correction)
         noise = backend.normal(key, position)
         new_position = position - (0.5 * local_step) * drift + xp.sqrt(local_step) * noise
         acceptance = None
