@@ -1,4 +1,4 @@
-"""Helpers shared by adapters whose params are plain containers (NumPy, PyTorch)."""
+"""Helpers shared by the adapters."""
 
 from __future__ import annotations
 
@@ -6,6 +6,23 @@ from collections.abc import Callable
 from typing import Any
 
 from llc._tree import tree_flatten
+
+
+def scaled_sum(terms: tuple[tuple[Any, Any], ...]) -> Any:
+    """``c₀·x₀ + c₁·x₁ + …`` as one expression (for frameworks whose compiler fuses it); a
+    coefficient that is the number 1 costs no multiplication."""
+    total = None
+    for coefficient, array in terms:
+        scaled = array if _is_one(coefficient) else coefficient * array
+        total = scaled if total is None else total + scaled
+    if total is None:
+        raise ValueError("linear_combination needs at least one (coefficient, array) term")
+    return total
+
+
+def _is_one(coefficient: Any) -> bool:
+    return isinstance(coefficient, (int, float)) and not isinstance(coefficient, bool) \
+        and coefficient == 1
 
 
 def leaf_paths(tree: Any) -> list[str]:

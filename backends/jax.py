@@ -20,6 +20,8 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _rng
 
+from ._common import scaled_sum
+
 __all__ = ["backend", "from_equinox", "from_flax"]
 
 
@@ -86,6 +88,9 @@ class JaxBackend:
 
     def take(self, x: jax.Array, indices: jax.Array) -> jax.Array:
         return jnp.take(x, indices, axis=0)
+
+    def linear_combination(self, *terms: tuple[Any, jax.Array]) -> jax.Array:
+        return scaled_sum(terms)  # XLA fuses the expression
 
     def describe(self, x: jax.Array) -> dict[str, str]:
         device = self._device(x)

@@ -32,7 +32,7 @@ import tensorflow as tf
 from llc import _rng
 from llc._tree import tree_flatten, tree_unflatten
 
-from ._common import check_floating, leaf_paths
+from ._common import check_floating, leaf_paths, scaled_sum
 
 __all__ = ["backend", "from_keras", "namespace"]
 
@@ -519,6 +519,9 @@ class TensorFlowBackend:
     def take(self, x: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
         with _on(x):
             return tf.gather(x, indices)
+
+    def linear_combination(self, *terms: tuple[Any, tf.Tensor]) -> tf.Tensor:
+        return scaled_sum(terms)
 
     def describe(self, x: Any) -> dict[str, str]:
         return {"device": _describe_device(_device_of(x)), "dtype": x.dtype.name}

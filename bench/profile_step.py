@@ -9,7 +9,8 @@ interleaved, each part of a step as llc's sequential runner performs it:
 - ``minibatch``: drawing the next minibatch rows and gathering them (``ArrayData.stream``);
 - ``noise``: the step's Gaussian noise, ``backend.normal(fold_in(key, step), w)``;
 - ``update``: the SGLD update and its statistics given the gradient and the noise: the
-  drift nβ∇L + γ(w − w*), w − ε/2·drift + √ε·ξ, ‖w − w*‖ and ‖∇L‖;
+  drift nβ∇L + γ(w − w*), w − ε/2·drift + √ε·ξ (both through ``backend.linear_combination``,
+  as the sampler computes them), ‖w − w*‖ and ‖∇L‖;
 
 against the whole llc step (runner, median of blocks of 200 steps) and the plain SGD step and
 SGD + noise step of ``bench.speed``. JAX runs each part as its own jitted call, so its parts
@@ -62,10 +63,14 @@ def parts(name: str, loss_fn: Any, params: Any, data: Any, batch_size: int
     _, grad = loss_and_grad(flat, batch)
     noise = backend.normal(key, flat)
 
+    combine = backend.linear_combination
+
     def update(position: Any, grad: Any, noise: Any) -> tuple[Any, ...]:
-        drift = nbeta * grad + gamma * (position - center)
-        new = position - half * drift + scale * noise
-        return (new, xp.linalg.vector_norm(position - center), xp.linalg.vector_norm(grad))
+        # as llc.samplers.sgld does it, through the adapter's fused linear combinations
+        offset = position - center
+        drift = combine((nbeta, grad), (gamma, offset))
+        new = combine((1.0, position), (-half, drift), (scale, noise))
+        return (new, xp.linalg.vector_norm(offset), xp.linalg.vector_norm(grad))
 
     if name == "jax":
         import jax

@@ -85,6 +85,16 @@ class Backend(Protocol):
     def describe(self, x: Array) -> dict[str, str]:
         """Device and dtype of ``x``, for the result's attributes."""
 
+    def linear_combination(self, *terms: tuple[Any, Array]) -> Array:
+        """``c₀·x₀ + c₁·x₁ + …`` for same-shaped arrays ``xᵢ`` and scalar coefficients ``cᵢ``
+        (Python numbers or 0-d arrays), as a new array with ``x₀``'s dtype.
+
+        The samplers' updates go through it, so an eager framework can do each in one or two
+        passes over memory (``torch.add(x, y, alpha=c)`` then in-place adds) instead of one
+        temporary per operator; compiled frameworks write the plain expression, which the
+        compiler fuses.
+        """
+
     # ---- params -----------------------------------------------------------------------
     def leaves(self, params: PyTree) -> list[Array]:
         """The leaves of ``params`` under the framework's own pytree rules."""

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._backend import Array, Backend, LossAndGrad
 
-__all__ = ["LocalizedPosterior"]
+__all__ = ["LocalizedPosterior", "PotentialEvaluation"]
+
+
+class PotentialEvaluation(NamedTuple):
+    """What a sampler needs at the point where it takes its gradient (framework arrays)."""
+
+    loss: Array  # L_B(w)
+    grad: Array  # ∇L_B(w)
+    drift: Array  # ∇U(w) = nβ ∇L_B(w) + γ (w − w*)
+    distance: Array  # ‖w − w*‖ (0-d)
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,20 @@ class LocalizedPosterior:
     def potential_gradient(self, position: Array, batch: Any) -> tuple[Array, Array, Array]:
         """``(L_B(w), ∇L_B(w), ∇U(w))`` at ``position`` on ``batch``."""
         loss, grad = self.loss_and_grad(position, batch)
-        drift = self.nbeta * grad + self.localization * (position - self.center)
-        return loss, grad, drift
+        return loss, grad, self._drift(grad, position - self.center)
+
+    def evaluate(self, position: Array, batch: Any) -> PotentialEvaluation:
+        """:meth:`potential_gradient` and ‖w − w*‖, sharing the offset w − w*."""
+        loss, grad = self.loss_and_grad(position, batch)
+        offset = position - self.center
+        xp = self.backend.namespace(position)
+        return PotentialEvaluation(loss, grad, self._drift(grad, offset),
+                                   xp.linalg.vector_norm(offset))
+
+    def _drift(self, grad: Array, offset: Array) -> Array:
+        if self.localization == 0:
+            return self.backend.linear_combination((self.nbeta, grad))
+        return self.backend.linear_combination((self.nbeta, grad), (self.localization, offset))
 
     def potential(self, position: Array, loss: Array) -> Array:
         """U_B(w) = nβ L_B(w) + (γ/2)‖w − w*‖² from the minibatch loss at ``position``."""

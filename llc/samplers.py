@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ._backend import Array, Key
 from ._validate import positive_float
-from .posterior import LocalizedPosterior
+from .posterior import LocalizedPosterior, PotentialEvaluation
 
 __all__ = [
     "MALA",
@@ -134,18 +134,13 @@ def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
     def step(key: Key, state: SGLDState, batch: Any, diagnose: bool = False
              ) -> tuple[SGLDState, SampleInfo]:
         position = state.position
-        loss, grad, drift = posterior.potential_gradient(position, batch)
+        here = posterior.evaluate(position, batch)
         noise = backend.normal(key, position)
-        new_position = position - half_step * drift + noise_scale * noise
-        xp = backend.namespace(position)
-        info = SampleInfo(
-            loss=loss,
-            distance=posterior.distance(position),
-            grad_norm=xp.linalg.vector_norm(grad),
-            mala_acceptance=posterior.langevin_acceptance(
-                step_size, position, loss, drift, new_position, batch) if diagnose else None,
-        )
-        return SGLDState(position=new_position), info
+        new_position = backend.linear_combination(
+            (1.0, position), (-half_step, here.drift), (noise_scale, noise))
+        acceptance = posterior.langevin_acceptance(
+            step_size, position, here.loss, here.drift, new_position, batch) if diagnose else None
+        return SGLDState(position=new_position), _describe(backend, here, acceptance)
 
     return SamplingAlgorithm(init, step)
 
@@ -180,11 +175,10 @@ def _zero_scalar(backend: Any, position: Array) -> Array:
     return backend.namespace(position).sum(position * 0)
 
 
-def _describe(posterior: LocalizedPosterior, position: Array, loss: Array, grad: Array,
-              acceptance: Array | None) -> SampleInfo:
-    xp = posterior.backend.namespace(position)
-    return SampleInfo(loss=loss, distance=posterior.distance(position),
-                      grad_norm=xp.linalg.vector_norm(grad), mala_acceptance=acceptance)
+def _describe(backend: Any, here: PotentialEvaluation, acceptance: Array | None) -> SampleInfo:
+    xp = backend.namespace(here.grad)
+    return SampleInfo(loss=here.loss, distance=here.distance,
+                      grad_norm=xp.linalg.vector_norm(here.grad), mala_acceptance=acceptance)
 
 
 def _langevin_log_ratio(posterior: LocalizedPosterior, step_size: Any, position: Array,
@@ -333,9 +327,11 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float =
              ) -> tuple[RMSPropSGLDState, SampleInfo]:
         position = state.position
         xp = backend.namespace(position)
-        loss, grad, drift = posterior.potential_gradient(position, batch)
+        here = posterior.evaluate(position, batch)
+        loss, grad, drift = here.loss, here.grad, here.drift
         count = state.count + 1
-        square_avg = beta2 * state.square_avg + (1.0 - beta2) * (grad * grad)
+        square_avg = backend.linear_combination((beta2, state.square_avg),
+                                                (1.0 - beta2, grad * grad))
         local_step = step_size / rmsprop_denominator(
             xp, square_avg, count, beta2, eps_stability, bias_correction)
         noise = backend.normal(key, position)
@@ -346,8 +342,8 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float =
             log_ratio = _langevin_log_ratio(posterior, local_step, position, loss, drift,
                                             new_position, proposal_loss, proposal_drift)
             acceptance = xp.exp(xp.clip(log_ratio, max=0.0))
-        info = _describe(posterior, position, loss, grad, acceptance)
-        return RMSPropSGLDState(new_position, square_avg, count), info
+        return RMSPropSGLDState(new_position, square_avg, count), _describe(
+            backend, here, acceptance)
 
     return SamplingAlgorithm(init, step)
 
@@ -476,10 +472,11 @@ def sghmc(posterior: LocalizedPosterior, step_size: float, friction: float = 0.1
     def step(key: Key, state: SGHMCState, batch: Any, diagnose: bool = False
              ) -> tuple[SGHMCState, SampleInfo]:
         position = state.position
-        loss, grad, drift = posterior.potential_gradient(position, batch)
+        here = posterior.evaluate(position, batch)
         noise = backend.normal(key, position)
-        momentum = decay * state.momentum - step_size * drift + noise_scale * noise
-        info = _describe(posterior, position, loss, grad,
+        momentum = backend.linear_combination(
+            (decay, state.momentum), (-step_size, here.drift), (noise_scale, noise))
+        info = _describe(backend, here,
                          _zero_scalar(backend, position) + math.nan if diagnose else None)
         return SGHMCState(position + momentum, momentum), info
 
@@ -577,13 +574,14 @@ def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float = 1.
              ) -> tuple[SGNHTState, SampleInfo]:
         position, momentum, thermostat = state
         xp = backend.namespace(position)
-        loss, grad, drift = posterior.potential_gradient(position, batch)
+        here = posterior.evaluate(position, batch)
         noise = backend.normal(key, position)
-        momentum = momentum - (h * thermostat) * momentum - h * drift + noise_scale * noise
-        new_position = position + h * momentum
+        momentum = backend.linear_combination(
+            (1.0 - h * thermostat, momentum), (-h, here.drift), (noise_scale, noise))
+        new_position = backend.linear_combination((1.0, position), (h, momentum))
         dimension = momentum.shape[0]
         thermostat = thermostat + h * (xp.sum(momentum * momentum) / dimension - 1.0)
-        info = _describe(posterior, position, loss, grad,
+        info = _describe(backend, here,
                          _zero_scalar(backend, position) + math.nan if diagnose else None)
         return SGNHTState(new_position, momentum, thermostat), info
 
@@ -676,17 +674,18 @@ def mala(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
         position = state.position
         xp = backend.namespace(position)
         proposal_key, first_key, second_key = backend.split(key, 3)
-        loss, grad, drift = posterior.potential_gradient(position, batch)
-        proposal = position - half_step * drift + noise_scale * backend.normal(
-            proposal_key, position)
+        here = posterior.evaluate(position, batch)
+        proposal = backend.linear_combination(
+            (1.0, position), (-half_step, here.drift),
+            (noise_scale, backend.normal(proposal_key, position)))
         proposal_loss, _, proposal_drift = posterior.potential_gradient(proposal, batch)
-        log_ratio = _langevin_log_ratio(posterior, step_size, position, loss, drift, proposal,
-                                        proposal_loss, proposal_drift)
+        log_ratio = _langevin_log_ratio(posterior, step_size, position, here.loss, here.drift,
+                                        proposal, proposal_loss, proposal_drift)
         zero = _zero_scalar(backend, position)
         first, second = backend.normal(first_key, zero), backend.normal(second_key, zero)
         accept = log_ratio + 0.5 * (first * first + second * second) > 0.0  # NaN: reject
         new_position = xp.where(accept, proposal, position)
-        info = _describe(posterior, position, loss, grad,
+        info = _describe(backend, here,
                          xp.exp(xp.clip(log_ratio, max=0.0)) if diagnose else None)
         return MALAState(new_position), info
 

@@ -40,18 +40,24 @@ def problem_numpy():
     return PROBLEM.in_backend("numpy", NUM_DATA)
 
 
+# A band a little wider than the default 0.98 admits two biased steps (3e-4 and 1e-3, MALA
+# acceptance 0.974-0.983 on seeds 0-3) that only the plateau rule can reject, on every seed
+# tried: at 0.98 whether they fall inside the band depends on the seed.
+TARGET = 0.97
+
+
 @pytest.fixture(scope="module")
 def calibration(problem_numpy):
     loss_fn, params, data = problem_numpy
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = llc.calibrate(loss_fn, params, data, step_sizes=STEPS, batch_size=500,
-                               seed=0, progress=False)
+                               seed=0, progress=False, target_acceptance=TARGET)
     result.caught = caught  # the warnings the call emitted
     return result
 
 
-def expected_recommendation(ds, target=0.98, z=2.0, relative=0.05):
+def expected_recommendation(ds, target=TARGET, z=2.0, relative=0.05):
     """The documented rules, written out again from the Dataset's numbers."""
     line = ds.isel(nbeta=0, localization=0)
     steps = line["step_size"].values
@@ -88,7 +94,7 @@ def test_dataset_has_the_documented_dims_and_variables(calibration) -> None:
     assert set(np.unique(ds["verdict"].values)) <= {OK, UNSTABLE, ACCEPTANCE, PLATEAU,
                                                      NO_SMALLER_STEP, NOT_RUN}
     assert int(ds["recommended"].sum()) == 1
-    assert ds.attrs["target_acceptance_low"] == 0.98 and ds.attrs["seed"] == 0
+    assert ds.attrs["target_acceptance_low"] == TARGET and ds.attrs["seed"] == 0
     # every point ran with the same seed and its own grid settings
     for i, step in enumerate(STEPS):
         result = calibration.results[i, 0, 0]
@@ -124,7 +130,7 @@ def test_recommended_step_is_the_one_the_rules_pick(calibration) -> None:
     # acceptance alone is not enough: a larger step sits in the band, but λ̂ there is off the
     # plateau (the regular model's λ̂ grows with the step) and rule 3 rejects it
     in_band = [s for i, s in enumerate(STEPS) if stable[i]
-               and ds["mala_acceptance"].values[i] >= 0.98]
+               and ds["mala_acceptance"].values[i] >= TARGET]
     assert max(in_band) > expected
     assert ds["verdict"].sel(step_size=max(in_band)).item() == PLATEAU
     assert ds["llc"].sel(step_size=max(in_band)).item() > 1.5 * PROBLEM.true_lambda
@@ -142,7 +148,7 @@ def test_too_large_steps_are_rejected_for_the_documented_reason(calibration) -> 
     assert calibration.results[STEPS.index(1e-2), 0, 0] is None  # every chain failed
     low_acceptance = ds.sel(step_size=3e-3)
     assert low_acceptance["diverged"].item() == 0.0
-    assert low_acceptance["mala_acceptance"].item() < 0.98
+    assert low_acceptance["mala_acceptance"].item() < TARGET
     assert low_acceptance["verdict"].item() == ACCEPTANCE
     assert "ε = 0.01: unstable" in calibration.reason
     assert "ε = 0.003: MALA acceptance" in calibration.reason

@@ -41,6 +41,32 @@ def test_sgld_step_is_the_update_rule(backend) -> None:
                                rtol=rtol)
 
 
+def test_linear_combination_is_the_expression_and_a_new_array(backend) -> None:
+    """The samplers' fused updates: Σ cᵢ xᵢ in x₀'s dtype, for number and 0-d array
+    coefficients, never written into (or returned as) an input."""
+    bk = backend.backend
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(7) for _ in range(3)]
+    xs = [backend.asarray(array) for array in arrays]
+    before = [bk.to_numpy(x) for x in xs]
+    scalar = backend.asarray(np.array(0.25))
+    cases = [
+        (((1.0, xs[0]), (-0.5, xs[1]), (3.0, xs[2])), arrays[0] - 0.5 * arrays[1] + 3 * arrays[2]),
+        (((2.0, xs[0]), (0.5, xs[1])), 2 * arrays[0] + 0.5 * arrays[1]),
+        (((scalar, xs[0]), (1.0, xs[1]), (scalar, xs[2])),
+         0.25 * arrays[0] + arrays[1] + 0.25 * arrays[2]),
+        (((4.0, xs[2]),), 4 * arrays[2]),
+    ]
+    rtol = 1e-12 if backend.dtype == "float64" else 1e-6
+    for terms, expected in cases:
+        combined = bk.linear_combination(*terms)
+        assert bk.describe(combined)["dtype"] == backend.dtype
+        assert all(combined is not x for x in xs)
+        np.testing.assert_allclose(bk.to_numpy(combined), expected, rtol=rtol, atol=rtol)
+    for x, original in zip(xs, before):
+        np.testing.assert_array_equal(bk.to_numpy(x), original)
+
+
 def test_same_seed_same_result_and_independent_chains(backend) -> None:
     loss_fn, params, data = linear_problem(backend)
     first = llc.estimate(loss_fn, params, data, seed=3, **SHORT)

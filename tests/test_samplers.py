@@ -355,6 +355,10 @@ def _doubled_drift(posterior: LocalizedPosterior) -> LocalizedPosterior:
             loss, grad, drift = super().potential_gradient(position, batch)
             return loss, grad, 2 * drift
 
+        def evaluate(self, position, batch):
+            here = super().evaluate(position, batch)
+            return here._replace(drift=2 * here.drift)
+
     return Doubled(posterior.loss_and_grad, posterior.center, posterior.nbeta,
                    posterior.localization, posterior.backend)
 
