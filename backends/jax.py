@@ -40,6 +40,9 @@ class JaxTransforms:
     def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return jax.jit(fn)
 
+    def worthwhile(self, num_chains: int, like: Any) -> bool:
+        return True  # one compiled program per block beats a dispatch per chain and step
+
 
 class JaxBackend:
     """Adapter for ``jax.Array`` parameters on any JAX device."""

@@ -476,6 +476,9 @@ class TensorFlowTransforms:
             compiled.experimental_get_tracing_count)
         return run
 
+    def worthwhile(self, num_chains: int, like: Any) -> bool:
+        return True  # one compiled program per block beats a dispatch per chain and step
+
 
 class TensorFlowBackend:
     """Adapter for ``tf.Tensor`` and ``tf.Variable`` parameters on one device (CPU or GPU)."""

@@ -2,6 +2,11 @@
 
 Gradients come from ``torch.autograd`` on a flat parameter vector whose views are handed to
 ``loss_fn``; noise, minibatch indices and the sampler state live on the params' device.
+
+Chains run one after the other by default (``chain_method="auto"``: on this project's CPU the
+eager ``torch.func.vmap`` costs more than it saves, docs/benchmarks.md). With
+``chain_method="vectorized"`` every step of all chains is one ``torch.func.vmap`` call
+(:class:`TorchTransforms`), drawing exactly the sequential path's random numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 import torch
 
 from llc import _rng
-from llc._tree import tree_flatten, tree_unflatten
+from llc._tree import tree_flatten, tree_map, tree_unflatten
 
 from ._common import check_floating, leaf_paths
 
@@ -27,12 +32,102 @@ __all__ = ["backend", "from_module"]
 _GENERATORS = threading.local()
 
 
+# ---- keyed random numbers under torch.func.vmap ------------------------------------------
+# A key is a Python int (sequential path) or, in the vectorized path, an int64 tensor that
+# vmap batches over the chains. torch's random ops take one generator, not one per chain, and
+# vmap refuses them outright; so a draw from a batched key leaves vmap for a moment: the key
+# tensor is unwrapped, each chain's numbers are drawn from its own key exactly as the
+# sequential path draws them, and the stacked result is handed back to vmap as one batched
+# tensor. That takes functorch's (private) wrapping functions: without them, torch has no
+# vectorized chains (``TorchBackend.chain_transforms`` is None) and the sequential path runs.
+def _functorch_hooks() -> tuple[Any, Any, Any] | None:
+    try:
+        from torch._C import _functorch as functorch
+
+        guard = torch._C._ExcludeDispatchKeyGuard
+        vmap_mode = torch._C.DispatchKeySet(torch._C.DispatchKey.FuncTorchVmapMode)
+    except (ImportError, AttributeError):
+        return None
+    needed = ("is_batchedtensor", "maybe_get_level", "_unwrap_batched", "_add_batch_dim")
+    return (functorch, guard, vmap_mode) if all(hasattr(functorch, n) for n in needed) else None
+
+
+_FUNCTORCH = _functorch_hooks()
+
+
+def _is_batched(x: Any) -> bool:
+    """Whether ``x`` is a tensor batched by an enclosing ``torch.func.vmap``."""
+    return (_FUNCTORCH is not None and isinstance(x, torch.Tensor)
+            and bool(_FUNCTORCH[0].is_batchedtensor(x)))
+
+
+def _per_chain(key: torch.Tensor, draw: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """``draw(k)`` for every chain's key ``k`` of the vmap-batched ``key``, stacked and
+    returned batched like ``key``."""
+    functorch, guard, vmap_mode = _FUNCTORCH
+    level = functorch.maybe_get_level(key)
+    keys, axis = functorch._unwrap_batched(key, level)
+    with guard(vmap_mode):  # outside vmap's randomness check: one draw per chain
+        stacked = torch.stack([draw(int(k)) for k in keys.movedim(axis, 0).tolist()])
+    return functorch._add_batch_dim(stacked, 0, level)
+
+
+def _gather_rows_per_chain(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x[rows]`` under vmap when one of the two is batched over the chains: each chain's
+    minibatch of a shared ``x`` (batched ``rows``: one ``index_select`` of all the chains'
+    rows), or the same rows of each chain's ``x`` (its epoch order: ``index_select`` along
+    the axis after the chains'). vmap's own batching rule for ``index_select`` is 2x slower
+    in the first case and about 10x in the second."""
+    functorch = _FUNCTORCH[0]
+    if _is_batched(rows):
+        level = functorch.maybe_get_level(rows)
+        chain_rows, axis = functorch._unwrap_batched(rows, level)
+        chain_rows = chain_rows.movedim(axis, 0)
+        gathered = torch.index_select(x, 0, chain_rows.reshape(-1).to(x.device))
+        gathered = gathered.view(*chain_rows.shape, *x.shape[1:])
+    else:
+        level = functorch.maybe_get_level(x)
+        chain_x, axis = functorch._unwrap_batched(x, level)
+        gathered = torch.index_select(chain_x.movedim(axis, 0), 1, rows.to(x.device))
+    return functorch._add_batch_dim(gathered, 0, level)
+
+
+class TorchTransforms:
+    """The vectorized runner's transformations in eager PyTorch (:class:`llc.ChainTransforms`).
+
+    ``vmap`` is ``torch.func.vmap``; ``scan`` is a Python loop over the steps of a block (their
+    indices reach the host once per block); ``cond`` is a Python ``if`` (every predicate of
+    the runner is a Python bool here); ``jit`` is the identity (``torch.compile`` costs tens of
+    seconds per call for a few per cent, DESIGN §6).
+    """
+
+    def vmap(self, fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable[..., Any]:
+        return torch.func.vmap(fn, in_dims=in_axes)
+
+    def scan(self, body: Callable[[Any, Any], tuple[Any, Any]], carry: Any, xs: Any
+             ) -> tuple[Any, Any]:
+        outputs = []
+        for x in (xs.tolist() if isinstance(xs, torch.Tensor) else list(xs)):
+            carry, output = body(carry, x)
+            outputs.append(output)
+        return carry, tree_map(lambda *steps: torch.stack(steps), *outputs)
+
+    def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+        return true_fn() if bool(pred) else false_fn()
+
+    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return fn
+
+    def worthwhile(self, num_chains: int, like: torch.Tensor) -> bool:
+        return False  # "auto" runs torch chains sequentially: see the module docstring
+
+
 class TorchBackend:
     """Adapter for ``torch.Tensor`` parameters."""
 
     name = "torch"
     has_autodiff = True
-    chain_transforms = None  # eager: the sequential runner
+    chain_transforms = TorchTransforms() if _FUNCTORCH is not None else None
 
     # ---- arrays -------------------------------------------------------------------------
     def is_array(self, obj: Any) -> bool:
@@ -55,11 +150,15 @@ class TorchBackend:
     def to_numpy(self, x: torch.Tensor) -> np.ndarray:
         return x.detach().to("cpu").numpy().copy()
 
-    def stack(self, xs: list[torch.Tensor]) -> torch.Tensor:
+    def stack(self, xs: list[Any]) -> torch.Tensor:
+        if all(isinstance(x, int) for x in xs):  # keys: int64 on the host
+            return torch.tensor(xs, dtype=torch.int64)
         return torch.stack(xs)
 
     def take(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         # index_select: the same rows as x[indices], about 3x faster on CPU for a minibatch
+        if _is_batched(indices) != _is_batched(x):  # inside the vectorized path's vmap
+            return _gather_rows_per_chain(x, indices)
         return torch.index_select(x, 0, indices.to(x.device))
 
     def linear_combination(self, *terms: tuple[Any, torch.Tensor]) -> torch.Tensor:
@@ -119,7 +218,14 @@ class TorchBackend:
 
     # ---- loss and grad ------------------------------------------------------------------
     def value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
+        def scalar_loss(flat: torch.Tensor, batch: Any) -> torch.Tensor:
+            return _check_loss(loss_fn(unravel(flat), batch))
+
         def loss_and_grad(flat: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            if _is_batched(flat):  # inside the vectorized path's vmap: functorch's grad
+                with torch.enable_grad():
+                    grad, loss = torch.func.grad_and_value(scalar_loss)(flat, batch)
+                return loss, grad
             with torch.enable_grad():
                 leaf = flat.detach().requires_grad_(True)
                 loss = _check_loss(loss_fn(unravel(leaf), batch))
@@ -154,11 +260,16 @@ class TorchBackend:
     def key(self, seed: int) -> int:
         return _rng.make_key(seed)
 
-    def split(self, key: int, num: int) -> list[int]:
-        return _rng.split(key, num)
+    def split(self, key: Any, num: int) -> list[Any]:
+        if _is_batched(key):
+            keys = _per_chain(key, lambda k: torch.tensor(_rng.split(k, num), dtype=torch.int64))
+            return [keys[index] for index in range(num)]
+        return _rng.split(int(key), num)
 
-    def fold_in(self, key: int, data: int) -> int:
-        return _rng.fold_in(key, data)
+    def fold_in(self, key: Any, data: Any) -> Any:
+        if _is_batched(key):
+            return _per_chain(key, lambda k: torch.tensor(_rng.fold_in(k, int(data))))
+        return _rng.fold_in(int(key), int(data))
 
     def _generator(self, key: int, device: torch.device) -> torch.Generator:
         # One generator per thread and device, re-seeded per key: about half the cost of a
@@ -169,14 +280,22 @@ class TorchBackend:
             generator = cache[device] = torch.Generator(device=device)
         return generator.manual_seed(key)
 
-    def normal(self, key: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(
-            like.shape, generator=self._generator(key, like.device), dtype=like.dtype,
-            device=like.device,
-        )
+    def normal(self, key: Any, like: torch.Tensor) -> torch.Tensor:
+        shape, dtype, device = like.shape, like.dtype, like.device  # a batched like: one chain's
 
-    def permutation(self, key: int, n: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.randperm(n, generator=self._generator(key, like.device), device=like.device)
+        def draw(one_key: int) -> torch.Tensor:
+            return torch.randn(shape, generator=self._generator(one_key, device), dtype=dtype,
+                               device=device)
+
+        return _per_chain(key, draw) if _is_batched(key) else draw(int(key))
+
+    def permutation(self, key: Any, n: int, like: torch.Tensor) -> torch.Tensor:
+        device = like.device
+
+        def draw(one_key: int) -> torch.Tensor:
+            return torch.randperm(n, generator=self._generator(one_key, device), device=device)
+
+        return _per_chain(key, draw) if _is_batched(key) else draw(int(key))
 
     @contextlib.contextmanager
     def isolated_global_rng(self, seed: int) -> Iterator[None]:

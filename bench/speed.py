@@ -13,15 +13,19 @@ a 784-128-10 tanh MLP with cross-entropy (n = 8192, batch 256) — it measures:
 - **SGD**: an idiomatic plain SGD loop on the same model, batch size and data (torch:
   ``nn.Module`` + ``torch.optim.SGD``; JAX: a jitted update in a Python loop; TensorFlow: a
   ``tf.function`` update with ``GradientTape`` and ``keras.optimizers.SGD``; NumPy: the same
-  hand-written gradient), steps per second, median of blocks of 200 steps.
+  hand-written gradient), steps per second (median of the blocks).
 - **SGD + noise**: the same loop adding N(0, σ²) noise to every weight after each update (the
   framework's own normal generator: ``torch.randn_like``, ``jax.random.normal`` inside the
   jitted update, a ``tf.random.Generator``, ``numpy.random.Generator``), i.e. a hand-written
   SGLD step without the localization term. An SGLD step cannot cost less than this: it is the
   floor the sampler is measured against besides plain SGD.
 - the ratios llc time / SGD time (and / SGD + noise time) per step for 1 chain, and for C
-  chains against C sequential runs. Measurements are interleaved (llc, SGD, SGD + noise, llc,
-  ...) and the medians of ``--repeats`` repeats are printed.
+  chains against C sequential runs. The measurements are interleaved block by block: after
+  each of llc's blocks, one block of each loop runs (the runner is hooked, outside the
+  timings), and each ratio is the median, over the blocks of ``--repeats`` calls, of llc's
+  block against the loops' blocks right after it. This machine's speed drifts by up to 2×
+  within a minute (a plain SGD loop's blocks of 200 steps measured 176-400 µs per step in
+  one run), and adjacent blocks see the same speed.
 
 Prints a Markdown table; docs/benchmarks.md keeps the last results.
 """
@@ -261,8 +265,10 @@ def sgd_tensorflow(params: dict, data: tuple, batch_size: int, loss: Callable[..
 
 # ---- measurement --------------------------------------------------------------------------
 @contextlib.contextmanager
-def block_timer() -> Iterator[list[tuple[float, int]]]:
-    """Record (seconds, steps) of every block the runner advances."""
+def block_timer(between: Callable[[], None] | None = None
+                ) -> Iterator[list[tuple[float, int]]]:
+    """Record (seconds, steps) of every block the runner advances; ``between()``, if given,
+    runs after each block, outside its timing (the comparison loops, interleaved)."""
     blocks: list[tuple[float, int]] = []
     originals = {cls: cls.advance for cls in (_runner.SequentialChains, _runner.VectorizedChains)}
 
@@ -271,6 +277,8 @@ def block_timer() -> Iterator[list[tuple[float, int]]]:
             start, began = state.step, time.perf_counter()
             original(self, state, stop)
             blocks.append((time.perf_counter() - began, stop - start))
+            if between is not None:
+                between()
         return advance
 
     for cls, original in originals.items():
@@ -282,18 +290,57 @@ def block_timer() -> Iterator[list[tuple[float, int]]]:
             cls.advance = original
 
 
-def llc_seconds_per_step(loss_fn: Any, params: Any, data: Any, batch_size: int, chains: int,
-                         method: str, blocks: int) -> tuple[float, float]:
-    """(median seconds per step of the blocks after the first, seconds of the whole call)."""
-    with block_timer() as timings, warnings.catch_warnings():
+def llc_block_seconds(loss_fn: Any, params: Any, data: Any, batch_size: int, chains: int,
+                      method: str, blocks: int, between: Callable[[], None] | None = None
+                      ) -> tuple[list[float], float]:
+    """(seconds per step of each block after the first, seconds of the whole call); with
+    ``between``, it runs after every block (outside the timings of both)."""
+    spent_between = [0.0]
+
+    def timed_between() -> None:
+        began = time.perf_counter()
+        between()
+        spent_between[0] += time.perf_counter() - began
+
+    with block_timer(timed_between if between else None) as timings, \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore")
         began = time.perf_counter()
         llc.estimate(loss_fn, params, data, batch_size=batch_size, num_chains=chains,
                      num_burnin=0, num_draws=blocks * BLOCK, step_size=1e-7, mala_every=None,
                      baseline="full", chain_method=method, progress=False)
-        total = time.perf_counter() - began
-    steady = [seconds / steps for seconds, steps in timings[1:]]
+        total = time.perf_counter() - began - spent_between[0]
+    return [seconds / steps for seconds, steps in timings[1:]], total
+
+
+def llc_seconds_per_step(loss_fn: Any, params: Any, data: Any, batch_size: int, chains: int,
+                         method: str, blocks: int) -> tuple[float, float]:
+    """(median seconds per step of the blocks after the first, seconds of the whole call)."""
+    steady, total = llc_block_seconds(loss_fn, params, data, batch_size, chains, method, blocks)
     return statistics.median(steady), total
+
+
+def interleaved_blocks(loss_fn: Any, params: Any, data: Any, batch_size: int, chains: int,
+                       method: str, blocks: int, loops: dict[str, Callable[[int], None]]
+                       ) -> tuple[dict[str, list[float]], float]:
+    """Seconds per step of llc's blocks (all chains) and, right after each, of ``BLOCK`` steps
+    of every loop times ``chains`` (as many sequential runs): {"llc": [...], kind: [...]}
+    aligned block by block (the first, with the compilation, left out), and the seconds of the
+    whole llc call. Adjacent blocks share the machine's state, so their ratio is robust to
+    slow changes of its speed."""
+    times: dict[str, list[float]] = {kind: [] for kind in loops}
+    for run in loops.values():
+        run(BLOCK)  # warm-up: compilation, caches
+
+    def run_loops() -> None:
+        for kind, run in loops.items():
+            began = time.perf_counter()
+            run(BLOCK)
+            times[kind].append(chains * (time.perf_counter() - began) / BLOCK)
+
+    steady, total = llc_block_seconds(loss_fn, params, data, batch_size, chains, method,
+                                      blocks, run_loops)
+    return {"llc": steady, **{kind: values[1:] for kind, values in times.items()}}, total
 
 
 def sgd_seconds_per_step(run: Callable[[int], None], blocks: int) -> float:
@@ -336,7 +383,7 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,mlp")
     parser.add_argument("--chains", default="1,4,16")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--blocks", type=int, default=4, help="blocks of 200 steps per measure")
+    parser.add_argument("--blocks", type=int, default=6, help="blocks of 200 steps per llc call")
     args = parser.parse_args()
     if importlib.util.find_spec("torch") is not None:
         import torch  # noqa: F401  (before tensorflow)
@@ -356,23 +403,23 @@ def main() -> None:
             methods = ["sequential"] + (["vectorized"] if backend.chain_transforms else [])
             for chains in chain_counts:
                 for method in methods:
-                    llc_times, totals = [], []
-                    loop_times: dict[str, list[float]] = {kind: [] for kind in loops}
-                    for _ in range(args.repeats):  # interleaved: llc, SGD, SGD + noise, llc, ...
-                        per_step, total = llc_seconds_per_step(loss_fn, params, data, batch_size,
-                                                               chains, method, args.blocks)
-                        llc_times.append(per_step)
+                    samples: dict[str, list[float]] = {"llc": [], **{kind: [] for kind in loops}}
+                    totals = []
+                    for _ in range(args.repeats):  # blocks interleaved: llc, SGD, SGD + noise, ...
+                        times, total = interleaved_blocks(loss_fn, params, data, batch_size,
+                                                          chains, method, args.blocks, loops)
                         totals.append(total)
-                        for kind, run in loops.items():
-                            loop_times[kind].append(sgd_seconds_per_step(run, args.blocks))
-                    llc_step = statistics.median(llc_times)
-                    sgd_step, noisy_step = (statistics.median(loop_times[kind])
-                                            if loop_times.get(kind) else float("nan")
-                                            for kind in LOOPS)
+                        for kind, values in times.items():
+                            samples[kind].extend(values)
+                    llc_step = statistics.median(samples["llc"])
+                    steps = {kind: statistics.median(samples[kind]) if samples.get(kind)
+                             else float("nan") for kind in LOOPS}
+                    ratios = {kind: (statistics.median(
+                        [mine / theirs for mine, theirs in zip(samples["llc"], samples[kind])])
+                        if samples.get(kind) else float("nan")) for kind in LOOPS}
                     print(f"| {model} | {name} | {chains} | {method} | {1 / llc_step:,.0f} "
-                          f"| {1 / sgd_step:,.0f} | {1 / noisy_step:,.0f} "
-                          f"| {llc_step / (chains * sgd_step):.2f} "
-                          f"| {llc_step / (chains * noisy_step):.2f} "
+                          f"| {chains / steps['sgd']:,.0f} | {chains / steps['sgd+noise']:,.0f} "
+                          f"| {ratios['sgd']:.2f} | {ratios['sgd+noise']:.2f} "
                           f"| {statistics.median(totals):.1f} |", flush=True)
 
 

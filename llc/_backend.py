@@ -26,11 +26,12 @@ __all__ = ["Backend", "ChainTransforms", "backend_for", "get_backend", "availabl
 
 @runtime_checkable
 class ChainTransforms(Protocol):
-    """Program transformations that let the core run many chains as one compiled program.
+    """Program transformations that let the core run many chains as one program.
 
-    An adapter whose framework has them (JAX, TensorFlow) sets ``Backend.chain_transforms``
-    to an object with these four; the core (:mod:`llc._vectorized`) writes the vectorized runner once
-    against them. Eager adapters set it to ``None`` and use the sequential runner.
+    An adapter whose framework has them (JAX, TensorFlow, PyTorch's ``torch.func``) sets
+    ``Backend.chain_transforms`` to an object with these; the core (:mod:`llc._vectorized`)
+    writes the vectorized runner once against them. Adapters without them set it to ``None``
+    and use the sequential runner.
     """
 
     def vmap(self, fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable[..., Any]:
@@ -45,6 +46,11 @@ class ChainTransforms(Protocol):
 
     def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` compiled (retraced only for new shapes)."""
+
+    def worthwhile(self, num_chains: int, like: Array) -> bool:
+        """Whether ``chain_method="auto"`` should vectorize ``num_chains`` chains of the flat
+        parameter vector ``like`` (its size, dtype and device): ``True`` where the vectorized
+        program is the faster path, as measured in docs/benchmarks.md."""
 
 
 @runtime_checkable

@@ -168,12 +168,17 @@ def estimate(
         wrote it, and the result equals that of an uninterrupted run with the same seed.
         Checkpoints go on to the same path unless ``checkpoint`` names another.
     chain_method
-        How the chains are run. ``"vectorized"``: every block of 200 steps of all chains is
-        one compiled program (``vmap`` over chains, ``scan`` over steps, minibatches drawn
-        on the device), for backends that can (JAX, TensorFlow) and array ``data``.
-        ``"sequential"``: a Python loop over steps and chains, one compiled step each, the
-        reference path (any backend, any data). ``"auto"`` (default): vectorized where
-        possible. Both draw the same random numbers: their results agree to rounding.
+        How the chains are run. ``"vectorized"``: all chains advance together, for array
+        ``data``: in JAX and TensorFlow every block of 200 steps of all chains is one
+        compiled program (``vmap`` over chains, ``scan`` over steps, minibatches drawn on the
+        device); in PyTorch every step of all chains is one eager ``torch.func.vmap`` call
+        (``loss_fn`` must then be vmappable: no ``.item()``, no in-place writes to its
+        inputs). ``"sequential"``: a Python loop over steps and chains, one compiled step
+        each, the reference path (any backend, any data). ``"auto"`` (default): vectorized
+        where the backend measured it faster: JAX and TensorFlow with array data; PyTorch
+        stays sequential (on a CPU its vectorized step cost 0.46–0.78× the sequential one at
+        16 chains but 0.96–1.26× at 4, docs/benchmarks.md: pass ``"vectorized"`` for many
+        chains). Both draw the same random numbers: their results agree to rounding.
     progress
         Show a progress bar on stderr; default: only when stderr is a terminal.
 
@@ -236,7 +241,7 @@ def estimate(
     nbeta = default_nbeta(n) if nbeta is None else positive_float("nbeta", nbeta)
     if progress is None:
         progress = sys.stderr.isatty()
-    vectorized = _resolve_chain_method(chain_method, backend, dataset)
+    vectorized = _resolve_chain_method(chain_method, backend, dataset, num_chains, center)
 
     with _isolated_global_rng(backend, seed):
         loss_and_grad = backend.value_and_grad(loss_fn, unravel)
@@ -363,7 +368,8 @@ def _adapt_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, 
     return adaptation
 
 
-def _resolve_chain_method(chain_method: str, backend: Backend, dataset: Any) -> bool:
+def _resolve_chain_method(chain_method: str, backend: Backend, dataset: Any,
+                          num_chains: int, center: Any) -> bool:
     """Whether the chains run vectorized (see ``estimate``'s ``chain_method``)."""
     if chain_method == "sequential":
         return False
@@ -373,7 +379,8 @@ def _resolve_chain_method(chain_method: str, backend: Backend, dataset: Any) -> 
     elif not isinstance(dataset, ArrayData):
         reason = "`data` is an iterable of batches; pass a tuple of arrays to draw on the device"
     if reason is None:
-        return True
+        return chain_method == "vectorized" or backend.chain_transforms.worthwhile(
+            num_chains, center)
     if chain_method == "vectorized":
         raise ValueError(f"`chain_method='vectorized'` is not available: {reason}; use 'auto' "
                          "or 'sequential'")

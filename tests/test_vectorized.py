@@ -70,10 +70,15 @@ def test_vectorized_chains_equal_the_sequential_loop(vectorizable, sampler) -> N
         assert np.isfinite(acceptance[:, ::3]).all() and np.isnan(acceptance[:, 1::3]).all()
 
 
-def test_auto_picks_the_vectorized_path_for_array_data(vectorizable) -> None:
+def test_auto_picks_the_vectorized_path_where_it_pays(vectorizable) -> None:
+    """JAX and TensorFlow: always with array data; torch: never on its own (the eager vmap
+    costs more than it saves at these sizes, docs/benchmarks.md), only when asked."""
     loss_fn, params, (x, y) = linear_problem(vectorizable)
     settings = {**SETTINGS, "num_draws": 20, "keep_params_every": None}
-    assert _quiet(loss_fn, params, (x, y), **settings).attrs["chain_method"] == "vectorized"
+    expected = "sequential" if vectorizable.name == "torch" else "vectorized"
+    assert _quiet(loss_fn, params, (x, y), **settings).attrs["chain_method"] == expected
+    assert _quiet(loss_fn, params, (x, y), chain_method="vectorized",
+                  **settings).attrs["chain_method"] == "vectorized"
     batches = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 512, 64)]
     settings.pop("batch_size")
     assert _quiet(loss_fn, params, batches, num_data=512,
@@ -95,7 +100,7 @@ def test_chain_method_is_validated(backend) -> None:
 
 # How far the first weight must move above w* for a chain to turn NaN: each backend has its own
 # random streams, and with SETTINGS' seed some of its 4 chains get that far and some do not.
-_DIVERGE_ABOVE = {"jax": 0.19, "tensorflow": 0.115}
+_DIVERGE_ABOVE = {"jax": 0.19, "tensorflow": 0.115, "torch": 0.15}
 
 
 def _diverging_loss(case, loss_fn, params):
@@ -133,6 +138,7 @@ def test_an_interrupted_vectorized_run_resumes_to_the_same_result(vectorizable, 
                                                                   monkeypatch) -> None:
     loss_fn, params, data = linear_problem(vectorizable)
     settings = {**SETTINGS, "num_draws": 300, "keep_params_every": None}
+    settings["chain_method"] = "vectorized"
     reference = _quiet(loss_fn, params, data, **settings)
     run = _vectorized.BlockKernel.run
     calls = []
