@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _rng
 
-from ._common import scaled_sum
+from ._common import StackedRows, scaled_sum
 
 __all__ = ["backend", "from_equinox", "from_flax"]
 
@@ -88,6 +88,9 @@ class JaxBackend:
 
     def stack(self, xs: list[jax.Array]) -> jax.Array:
         return jnp.stack(xs)
+
+    def row_buffer(self, num_rows: int, num_columns: int) -> StackedRows:
+        return StackedRows(self.stack, self.to_numpy, num_rows, num_columns)
 
     def take(self, x: jax.Array, indices: jax.Array) -> jax.Array:
         return jnp.take(x, indices, axis=0)

@@ -57,6 +57,9 @@ class NumpyBackend:
     def take(self, x: np.ndarray, indices: np.ndarray) -> np.ndarray:
         return x[indices]
 
+    def row_buffer(self, num_rows: int, num_columns: int) -> _HostRows:
+        return _HostRows(num_rows, num_columns)
+
     def linear_combination(self, *terms: tuple[Any, np.ndarray]) -> np.ndarray:
         (first_coefficient, first), *rest = terms
         total = np.multiply(first, first_coefficient, dtype=first.dtype)
@@ -164,6 +167,19 @@ class NumpyBackend:
     @contextlib.contextmanager
     def isolated_global_rng(self, seed: int) -> Iterator[None]:
         yield  # the core already isolates NumPy's and Python's global generators
+
+
+class _HostRows:
+    """A float64 table on the host, written in place."""
+
+    def __init__(self, num_rows: int, num_columns: int) -> None:
+        self._table = np.full((num_rows, num_columns), np.nan)
+
+    def set(self, index: int, values: list[Any]) -> None:
+        self._table[index, :len(values)] = values
+
+    def to_numpy(self) -> np.ndarray:
+        return self._table.copy()
 
 
 def _real(value: Any, what: str) -> np.ndarray:

@@ -32,7 +32,7 @@ import tensorflow as tf
 from llc import _rng
 from llc._tree import tree_flatten, tree_unflatten
 
-from ._common import check_floating, leaf_paths, scaled_sum
+from ._common import StackedRows, check_floating, leaf_paths, scaled_sum
 
 __all__ = ["backend", "from_keras", "namespace"]
 
@@ -518,6 +518,9 @@ class TensorFlowBackend:
     def stack(self, xs: list[tf.Tensor]) -> tf.Tensor:
         with _on(xs[0]):
             return tf.stack(xs)
+
+    def row_buffer(self, num_rows: int, num_columns: int) -> StackedRows:
+        return StackedRows(self.stack, self.to_numpy, num_rows, num_columns)
 
     def take(self, x: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
         with _on(x):

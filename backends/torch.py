@@ -4,9 +4,10 @@ Gradients come from ``torch.autograd`` on a flat parameter vector whose views ar
 ``loss_fn``; noise, minibatch indices and the sampler state live on the params' device.
 
 Chains run one after the other by default (``chain_method="auto"``: on this project's CPU the
-eager ``torch.func.vmap`` costs more than it saves, docs/benchmarks.md). With
-``chain_method="vectorized"`` every step of all chains is one ``torch.func.vmap`` call
-(:class:`TorchTransforms`), drawing exactly the sequential path's random numbers.
+eager ``torch.func.vmap`` step costs more than it saves at the default 4 chains; it pays for
+many chains of small models, docs/benchmarks.md). With ``chain_method="vectorized"`` every step of all chains is
+one ``torch.func.vmap`` call (:class:`TorchTransforms`), drawing exactly the sequential path's
+random numbers.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def _gather_rows_per_chain(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``x[rows]`` under vmap when one of the two is batched over the chains: each chain's
     minibatch of a shared ``x`` (batched ``rows``: one ``index_select`` of all the chains'
     rows), or the same rows of each chain's ``x`` (its epoch order: ``index_select`` along
-    the axis after the chains'). vmap's own batching rule for ``index_select`` is 2x slower
-    in the first case and about 10x in the second."""
+    the axis after the chains'). vmap's own batching rule for ``index_select`` took 2-3x as
+    long in both cases (16 chains of the tiny model, CPU)."""
     functorch = _FUNCTORCH[0]
     if _is_batched(rows):
         level = functorch.maybe_get_level(rows)
@@ -154,6 +155,9 @@ class TorchBackend:
         if all(isinstance(x, int) for x in xs):  # keys: int64 on the host
             return torch.tensor(xs, dtype=torch.int64)
         return torch.stack(xs)
+
+    def row_buffer(self, num_rows: int, num_columns: int) -> _TensorRows:
+        return _TensorRows(num_rows, num_columns)
 
     def take(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         # index_select: the same rows as x[indices], about 3x faster on CPU for a minibatch
@@ -307,6 +311,28 @@ class TorchBackend:
             for device in cuda_devices:
                 torch.cuda.default_generators[device].manual_seed(seed)
             yield
+
+
+class _TensorRows:
+    """A table on the values' device, allocated at the first row and written in place."""
+
+    def __init__(self, num_rows: int, num_columns: int) -> None:
+        self._shape = (num_rows, num_columns)
+        self._table: torch.Tensor | None = None
+
+    def set(self, index: int, values: list[torch.Tensor]) -> None:
+        if self._table is None:
+            dtype = torch.float32
+            for value in values:
+                dtype = torch.promote_types(dtype, value.dtype)
+            self._table = torch.full(self._shape, math.nan, dtype=dtype, device=values[0].device)
+        row = torch.stack([value.to(self._table.dtype) for value in values])
+        self._table[index, :len(values)].copy_(row)
+
+    def to_numpy(self) -> np.ndarray:
+        if self._table is None:
+            return np.full(self._shape, np.nan)
+        return self._table.to("cpu").numpy().astype(np.float64)
 
 
 def _is_number(value: Any) -> bool:

@@ -10,5 +10,5 @@ cd /tmp
 timeout 150 python3 -m pytest -q -x -rs -p no:cacheprovider -W ignore::UserWarning \
   "$repo/tests/test_vectorized.py" 2>&1 | tee "$out/gpu_torch_chains.log"
 cd "$repo"
-timeout 300 python3 -m bench.torch_chains --device cuda --repeats 2 2>&1 \
+timeout 400 python3 -m bench.torch_chains --device cuda --repeats 2 --step-repeats 3 2>&1 \
   | tee -a "$out/gpu_torch_chains.log"

@@ -12,8 +12,10 @@ interleaved, each part of a step as llc's sequential runner performs it:
   drift nβ∇L + γ(w − w*), w − ε/2·drift + √ε·ξ (both through ``backend.linear_combination``,
   as the sampler computes them), ‖w − w*‖ and ‖∇L‖;
 
-against the whole llc step (runner, median of blocks of 200 steps) and the plain SGD step and
-SGD + noise step of ``bench.speed``. JAX runs each part as its own jitted call, so its parts
+against the whole llc step (runner, median of blocks of 200 steps; the path
+``chain_method="auto"`` takes) and the plain SGD step and SGD + noise step of ``bench.speed``.
+Every measurement is taken as a ratio to a plain SGD block measured right before it (this
+machine's speed drifts within minutes) and printed in ms at the median SGD speed. JAX runs each part as its own jitted call, so its parts
 include a dispatch each (~10 µs) that the fused step does not pay.
 
 Prints a Markdown table of milliseconds per step; docs/benchmarks.md keeps the last results.
@@ -90,12 +92,12 @@ def parts(name: str, loss_fn: Any, params: Any, data: Any, batch_size: int
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_step", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backends", default="torch,jax")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(f"llc {llc.__version__}; OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}; "
-          f"mlp, 1 chain, float32; medians of {args.repeats} interleaved repeats; ms per step\n")
+          f"mlp, 1 chain, float32; medians of {args.repeats} repeats; ms per step\n")
     rows: dict[str, dict[str, float]] = {}
     for name in args.backends.split(","):
         if name not in llc.available_backends():
@@ -109,19 +111,31 @@ def main() -> None:
         sync = (lambda out: __import__("jax").block_until_ready(out)) if name == "jax" \
             else (lambda out: out)
         pieces = parts(name, loss_fn, params, data, batch_size)
-        method = "vectorized" if backend.chain_transforms else "sequential"
-        samples: dict[str, list[float]] = {}
+        sgd, noisy = loops["sgd"], loops["sgd+noise"]
+        measures: dict[str, Callable[[], float]] = {
+            **{part: (lambda run=run: timed(run, sync)) for part, run in pieces.items()},
+            "llc step": lambda: llc_seconds_per_step(loss_fn, params, data, batch_size, 1,
+                                                     "auto", 4)[0],
+            "plain SGD+noise step": lambda: sgd_seconds_per_step(noisy, 4),
+        }
+        # This machine's speed drifts by up to 2x within a minute: every measurement is
+        # taken as a ratio to a plain SGD measurement right before it, and shown in ms at the
+        # median SGD speed.
+        ratios: dict[str, list[float]] = {part: [] for part in measures}
+        sgd_times = []
         for _ in range(args.repeats):
-            for part, run in pieces.items():
-                samples.setdefault(part, []).append(timed(run, sync))
-            samples.setdefault("llc step", []).append(
-                llc_seconds_per_step(loss_fn, params, data, batch_size, 1, method, 4)[0])
-            for kind, run in loops.items():
-                samples.setdefault(f"plain {kind.replace('sgd', 'SGD')} step", []).append(
-                    sgd_seconds_per_step(run, 4))
-        rows[name] = {part: 1e3 * statistics.median(values) for part, values in samples.items()}
+            for part, measure in measures.items():
+                reference = sgd_seconds_per_step(sgd, 2)
+                sgd_times.append(reference)
+                ratios[part].append(measure() / reference)
+        sgd_step = statistics.median(sgd_times)
+        rows[name] = {part: 1e3 * sgd_step * statistics.median(values)
+                      for part, values in ratios.items()}
+        rows[name]["plain SGD step"] = 1e3 * sgd_step
     names = list(rows)
-    print("(the llc step is JAX's vectorized path, torch's sequential one)\n")
+    print("(the llc step is what chain_method='auto' runs: JAX vectorized, torch sequential; "
+          "each row is measured as a ratio to a plain SGD block right before it and shown in "
+          "ms at the median SGD speed)\n")
     print("| part | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for part in next(iter(rows.values())) if rows else []:

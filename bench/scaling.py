@@ -21,10 +21,11 @@ How memory is measured. Every measurement runs in a fresh subprocess, which:
 
 - imports numpy, llc, ``bench.speed`` and the framework, and runs the same warm-up in every
   child whatever it measures (:func:`exercise`: a 10-step NumPy ``llc.estimate``, a first
-  gradient in the framework and 10 steps of bench.speed's SGD loop, on a 200-row copy of the
-  tiny model), so the framework's runtime, the compiler, ``torch.optim`` and llc's lazily
-  imported modules (arviz-stats alone is about 130 MiB of RSS, once per process) are loaded
-  before the baseline;
+  gradient, a 10-step ``llc.estimate`` in the framework and 10 steps of bench.speed's SGD
+  loop, on a 200-row copy of the tiny model), so the framework's runtime, the compiler,
+  ``torch.optim``, llc's adapter for the framework and llc's lazily imported modules
+  (arviz-stats alone is about 130 MiB of RSS, once per process) are loaded before the
+  baseline;
 - collects garbage, hands the allocator's free pages back (``malloc_trim``) and reads the
   baseline resident set size R₀ (``VmRSS`` of ``/proc/self/status``);
 - builds the model and the data set, float32, and puts them in the framework as one copy
@@ -218,16 +219,18 @@ def sgd_loop(backend: str, loop: str, params: dict, data: tuple, batch: int, los
 
 
 def exercise(backend: str) -> None:
-    """The same warm-up in every child, whatever it measures: a 10-step ``llc.estimate``
-    (NumPy, which loads llc's lazily imported modules: arviz, xarray, the health checks), a
-    first gradient in the framework (its runtime, and the compiler for jax) and 10 steps of
-    bench.speed's SGD loop (``torch.optim``), all on a 200-row copy of the tiny model."""
+    """The same warm-up in every child, whatever it measures: a 10-step ``llc.estimate`` in
+    NumPy (which loads llc's lazily imported modules: arviz, xarray, the health checks) and,
+    for a framework, a first gradient, a 10-step ``llc.estimate`` in it (its adapter and
+    what that imports: ``array_api_compat``, ``torch.func``) and 10 steps of bench.speed's
+    SGD loop (``torch.optim``), all on a 200-row copy of the tiny model."""
     import llc
 
     params, data, _, loss, loss_and_grad = model_parts("tiny")
     data = tuple(array[:200] for array in data)
-    llc.estimate(loss_and_grad, params, data, batch_size=50, num_chains=1, num_burnin=0,
-                 num_draws=10, step_size=1e-7, mala_every=5, progress=False)
+    short = dict(batch_size=50, num_chains=1, num_burnin=0, num_draws=10, step_size=1e-7,
+                 mala_every=5, progress=False)
+    llc.estimate(loss_and_grad, params, data, **short)
     if backend == "torch":
         import torch
         weights = {key: torch.tensor(value, requires_grad=True) for key, value in params.items()}
@@ -235,6 +238,8 @@ def exercise(backend: str) -> None:
     elif backend == "jax":
         import jax
         jax.block_until_ready(jax.jit(jax.grad(loss))(params, data))
+    if backend != "numpy":
+        llc.estimate(loss, *to_framework(backend, params, data), **short)
     sgd_loop(backend, "speed", *to_framework(backend, params, data), 50, loss,
              loss_and_grad)(10)
 

@@ -11,7 +11,8 @@ A second table measures llc's two torch paths end to end: ``chain_method="sequen
 autograd gradient and one update per chain and step) against ``chain_method="vectorized"``
 (each step of all chains one ``torch.func.vmap`` call, the random numbers still drawn per
 chain from the same keys), SGLD with ``mala_every=None`` and ``baseline="full"``, the
-runner's blocks of 200 steps after the first, the two methods' calls alternated, medians.
+runner's blocks (of 50 steps here) after the first, the two methods' calls alternated, the
+ratio the median over adjacent pairs of calls (this machine's speed drifts within minutes).
 ``--device cuda`` runs both tables on the GPU (the script bench/gpu_torch_chains.sh).
 
 Prints Markdown tables; docs/benchmarks.md keeps the last results.
@@ -82,26 +83,40 @@ def measure(model: str, chains: int, repeats: int, device: str = "cpu") -> tuple
     return statistics.median(times["sequential"]), statistics.median(times["vmap"])
 
 
-def whole_step(model: str, chains: int, repeats: int, device: str) -> tuple[float, float]:
-    """(sequential, vectorized) seconds per step of all chains of llc's torch paths."""
+def whole_step(model: str, chains: int, repeats: int, device: str
+               ) -> tuple[float, float, float]:
+    """(sequential, vectorized) seconds per step of all chains of llc's torch paths, and the
+    median ratio vectorized / sequential of adjacent calls. The runner's blocks are 50 steps
+    here, 3 measured per call, so that calls alternate often."""
     from bench.speed import llc_block_seconds
+    from llc import _runner
+
+    _runner._FLUSH_EVERY = 50
 
     make, loss, _ = MODELS[model]
     params, data, batch_size = make()
     torch_params = {name: torch.as_tensor(value, device=device) for name, value in params.items()}
     torch_data = tuple(torch.as_tensor(array, device=device) for array in data)
     times: dict[str, list[float]] = {"sequential": [], "vectorized": []}
-    for _ in range(repeats):
+    ratios = []
+    for _ in range(repeats):  # calls alternated; the ratio taken per adjacent pair
+        pair = {}
         for method, values in times.items():
-            values.extend(llc_block_seconds(loss, torch_params, torch_data, batch_size, chains,
-                                            method, 3)[0])
-    return statistics.median(times["sequential"]), statistics.median(times["vectorized"])
+            steady = llc_block_seconds(loss, torch_params, torch_data, batch_size, chains,
+                                       method, 4)[0]
+            values.extend(steady)
+            pair[method] = statistics.median(steady)
+        ratios.append(pair["vectorized"] / pair["sequential"])
+    return (statistics.median(times["sequential"]), statistics.median(times["vectorized"]),
+            statistics.median(ratios))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.torch_chains", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--step-repeats", type=int, default=5,
+                        help="alternated pairs of calls per row of the second table")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--only", choices=("gradient", "step"), help="one of the two tables")
     args = parser.parse_args()
@@ -128,11 +143,12 @@ def main() -> None:
         for model in ("tiny", "mlp"):
             sequential_four = None
             for chains in (1, 4, 16):
-                sequential, vectorized = whole_step(model, chains, args.repeats, args.device)
+                sequential, vectorized, ratio = whole_step(model, chains, args.step_repeats,
+                                                           args.device)
                 sequential_four = sequential if chains == 4 else sequential_four
                 against_four = (f"{vectorized / sequential_four:.2f}" if chains == 16 else "—")
                 print(f"| {model} | {chains} | {1e3 * sequential:.2f} | {1e3 * vectorized:.2f} "
-                      f"| {vectorized / sequential:.2f} | {against_four} |", flush=True)
+                      f"| {ratio:.2f} | {against_four} |", flush=True)
 
 
 if __name__ == "__main__":

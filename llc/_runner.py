@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import Backend
+from ._backend import Backend, RowBuffer
 
 _FLUSH_EVERY = 200  # steps per block: the per-step scalars reach the host once per block
 
@@ -182,7 +182,9 @@ class SequentialChains:
         propagates.
         """
         plan, backend, algorithm = self.plan, self.plan.backend, self.plan.algorithm
-        rows: list[list[tuple[int, tuple[Any, ...], Any]]] = [[] for _ in state.runs]
+        columns = len(plan.fields) + (1 if plan.mala_every else 0)  # + mala_acceptance
+        tables = [backend.row_buffer(stop - state.step, columns) for _ in state.runs]
+        steps: list[list[int]] = [[] for _ in state.runs]
         positions: list[dict[int, Any]] = [{} for _ in state.runs]
         try:
             while state.step < stop:
@@ -201,50 +203,37 @@ class SequentialChains:
                             backend.fold_in(self.noise_keys[chain], step), states[chain], batch,
                             diagnose)
                         if step < plan.num_burnin:
-                            round_rows.append((chain, (info.loss, info.distance), None))
+                            round_rows.append((chain, [info.loss, info.distance]))
                         elif recorded:
-                            extra = ((plan.batch_baseline(plan.center, batch),)
-                                     if plan.batch_baseline else ())
-                            fields = (info.loss, info.distance, info.grad_norm, *extra)
-                            acceptance = info.mala_acceptance if diagnose else None
-                            round_rows.append((chain, fields, acceptance))
+                            extra = ([plan.batch_baseline(plan.center, batch)]
+                                     if plan.batch_baseline else [])
+                            row = [info.loss, info.distance, info.grad_norm, *extra]
+                            round_rows.append((chain, row + ([info.mala_acceptance]
+                                                             if diagnose else [])))
                             if plan.keep_params_every and draw % plan.keep_params_every == 0:
                                 positions[chain][draw] = state.states[chain].position  # w_t
                     except Exception as error:  # a failing chain never loses the others' work
                         run.error = error
-                for chain, fields, acceptance in round_rows:
-                    rows[chain].append((step, fields, acceptance))
+                for chain, row in round_rows:
+                    tables[chain].set(len(steps[chain]), row)
+                    steps[chain].append(step)
                 state.states = states
                 state.step += 1
         finally:
             for chain, run in enumerate(state.runs):
-                if rows[chain] and run.recording:
-                    self._record(rows[chain], positions[chain], run)
+                if steps[chain] and run.recording:
+                    self._record(steps[chain], tables[chain], positions[chain], run)
 
-    def _record(self, rows: list[tuple[int, tuple[Any, ...], Any]], positions: dict[int, Any],
+    def _record(self, steps: list[int], table: RowBuffer, positions: dict[int, Any],
                 run: ChainRun) -> None:
-        plan, backend = self.plan, self.plan.backend
-
-        def host(values: list[Any]) -> np.ndarray:
-            if not values:
-                return np.empty(0)
-            return backend.to_numpy(backend.stack(values)).astype(np.float64)
-
-        warmup = [row for row in rows if row[0] < plan.num_burnin]
-        drawn = [row for row in rows if row[0] >= plan.num_burnin]
-        steps = np.array([row[0] for row in warmup + drawn], dtype=np.int64)
-        values = {}
-        for index, name in enumerate(plan.fields):
-            during_warmup = (host([row[1][index] for row in warmup]) if index < 2
-                             else np.full(len(warmup), np.nan))
-            values[name] = np.concatenate([during_warmup, host([row[1][index] for row in drawn])])
-        if "mala_acceptance" in run.draws:
-            acceptance = np.full(steps.size, np.nan)
-            diagnosed = [i for i, row in enumerate(warmup + drawn) if row[2] is not None]
-            acceptance[diagnosed] = host([(warmup + drawn)[i][2] for i in diagnosed])
-            values["mala_acceptance"] = acceptance
-        kept = {draw: backend.to_numpy(position) for draw, position in positions.items()}
-        BlockRecord(steps, values, kept).record_into(plan, run)
+        """Copy a block's rows to the host: burn-in rows hold the loss and the distance only
+        (the other fields stay NaN), and ``mala_acceptance`` is NaN where not diagnosed."""
+        plan = self.plan
+        host = table.to_numpy()[:len(steps)]
+        names = plan.fields + (("mala_acceptance",) if plan.mala_every else ())
+        values = {name: host[:, column] for column, name in enumerate(names)}
+        kept = {draw: plan.backend.to_numpy(position) for draw, position in positions.items()}
+        BlockRecord(np.array(steps, dtype=np.int64), values, kept).record_into(plan, run)
 
 
 class VectorizedChains:

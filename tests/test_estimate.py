@@ -67,6 +67,23 @@ def test_linear_combination_is_the_expression_and_a_new_array(backend) -> None:
         np.testing.assert_array_equal(bk.to_numpy(x), original)
 
 
+def test_row_buffer_keeps_every_value_exactly_and_nan_elsewhere(backend) -> None:
+    """The sequential runner's per-step table: rows of different lengths, written in any
+    order, come back as float64 with the values unrounded and NaN where nothing was written."""
+    bk = backend.backend
+    values = np.random.default_rng(1).standard_normal((4, 3)).astype(backend.dtype)
+    rows = bk.row_buffer(5, 3)
+    rows.set(3, [backend.asarray(np.array(value)) for value in values[3]])
+    rows.set(0, [backend.asarray(np.array(value)) for value in values[0, :2]])
+    rows.set(1, [backend.asarray(np.array(value)) for value in values[1]])
+    table = rows.to_numpy()
+    expected = np.full((5, 3), np.nan)
+    expected[3], expected[0, :2], expected[1] = values[3], values[0, :2], values[1]
+    assert table.dtype == np.float64 and table.shape == (5, 3)
+    np.testing.assert_array_equal(table, expected)
+    np.testing.assert_array_equal(bk.row_buffer(2, 2).to_numpy(), np.full((2, 2), np.nan))
+
+
 def test_same_seed_same_result_and_independent_chains(backend) -> None:
     loss_fn, params, data = linear_problem(backend)
     first = llc.estimate(loss_fn, params, data, seed=3, **SHORT)
