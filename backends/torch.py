@@ -5,9 +5,9 @@ Gradients come from ``torch.autograd`` on a flat parameter vector whose views ar
 
 Chains run one after the other by default (``chain_method="auto"``: on this project's CPU the
 eager ``torch.func.vmap`` step costs more than it saves at the default 4 chains; it pays for
-many chains of small models, docs/benchmarks.md). With ``chain_method="vectorized"`` every step of all chains is
-one ``torch.func.vmap`` call (:class:`TorchTransforms`), drawing exactly the sequential path's
-random numbers.
+many chains of small models, docs/benchmarks.md). With ``chain_method="vectorized"`` every
+step of all chains is one ``torch.func.vmap`` call (:class:`TorchTransforms`), drawing
+exactly the sequential path's random numbers.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ interleaved, each part of a step as llc's sequential runner performs it:
 against the whole llc step (runner, median of blocks of 200 steps; the path
 ``chain_method="auto"`` takes) and the plain SGD step and SGD + noise step of ``bench.speed``.
 Every measurement is taken as a ratio to a plain SGD block measured right before it (this
-machine's speed drifts within minutes) and printed in ms at the median SGD speed. JAX runs each part as its own jitted call, so its parts
-include a dispatch each (~10 µs) that the fused step does not pay.
+machine's speed drifts within minutes) and printed in ms at the median SGD speed. JAX runs
+each part as its own jitted call, so its parts include a dispatch each (~10 µs) that the
+fused step does not pay.
 
 Prints a Markdown table of milliseconds per step; docs/benchmarks.md keeps the last results.
 """

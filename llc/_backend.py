@@ -31,7 +31,7 @@ class RowBuffer(Protocol):
     chain and block and copies it to the host once, at the block's end: no per-step host
     synchronization, and no hundreds of small long-lived arrays between each step's large
     temporaries, which fragment the C heap (torch on the CPU: the peak resident memory of a
-    1-chain run went from 1.5-2.5x to 1.2x the plain SGD loop's).
+    1-chain MLP run went from 1.4-2.5x to 1.2x the plain SGD loop's).
     """
 
     def set(self, index: int, values: list[Array]) -> None:

@@ -178,7 +178,8 @@ def estimate(
         where the backend measured it faster: JAX and TensorFlow with array data; PyTorch
         stays sequential (on a CPU its vectorized step cost 0.54–0.58× the sequential one
         for 16 chains of a tiny model, about as much for a 784-128-10 MLP, and more for 4
-        chains, docs/benchmarks.md: pass ``"vectorized"`` for many chains of small models). Both draw the same random numbers: their results agree to rounding.
+        chains, docs/benchmarks.md: pass ``"vectorized"`` for many chains of small models).
+        Both draw the same random numbers: their results agree to rounding.
     progress
         Show a progress bar on stderr; default: only when stderr is a terminal.
 

@@ -58,6 +58,11 @@ class ChainPlan:
             ("baseline_loss",) if self.batch_baseline else ())
 
     @property
+    def recorded_fields(self) -> tuple[str, ...]:
+        """:attr:`fields`, and ``mala_acceptance`` when MALA diagnoses some draws."""
+        return self.fields + (("mala_acceptance",) if self.mala_every else ())
+
+    @property
     def num_kept_params(self) -> int:
         """Parameter draws kept per chain (every ``keep_params_every``-th draw)."""
         return 0 if not self.keep_params_every else -(-self.num_draws // self.keep_params_every)
@@ -92,11 +97,10 @@ class ChainRun:
 
     @classmethod
     def empty(cls, plan: ChainPlan) -> ChainRun:
-        fields = plan.fields + (("mala_acceptance",) if plan.mala_every else ())
         kept = (np.full((plan.num_kept_params, int(plan.center.shape[0])), np.nan)
                 if plan.keep_params_every else None)
-        return cls(np.full(plan.num_burnin, np.nan),
-                   {name: np.full(plan.num_draws, np.nan) for name in fields}, params=kept)
+        draws = {name: np.full(plan.num_draws, np.nan) for name in plan.recorded_fields}
+        return cls(np.full(plan.num_burnin, np.nan), draws, params=kept)
 
     @property
     def failed(self) -> bool:
@@ -182,7 +186,7 @@ class SequentialChains:
         propagates.
         """
         plan, backend, algorithm = self.plan, self.plan.backend, self.plan.algorithm
-        columns = len(plan.fields) + (1 if plan.mala_every else 0)  # + mala_acceptance
+        columns = len(plan.recorded_fields)
         tables = [backend.row_buffer(stop - state.step, columns) for _ in state.runs]
         steps: list[list[int]] = [[] for _ in state.runs]
         positions: list[dict[int, Any]] = [{} for _ in state.runs]
@@ -230,8 +234,7 @@ class SequentialChains:
         (the other fields stay NaN), and ``mala_acceptance`` is NaN where not diagnosed."""
         plan = self.plan
         host = table.to_numpy()[:len(steps)]
-        names = plan.fields + (("mala_acceptance",) if plan.mala_every else ())
-        values = {name: host[:, column] for column, name in enumerate(names)}
+        values = {name: host[:, column] for column, name in enumerate(plan.recorded_fields)}
         kept = {draw: plan.backend.to_numpy(position) for draw, position in positions.items()}
         BlockRecord(np.array(steps, dtype=np.int64), values, kept).record_into(plan, run)
 
