@@ -4,6 +4,7 @@ trajectory example (reduced) shows λ̂ jumping at the loss drops."""
 import importlib.util
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -16,14 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_torch_quickstart_runs_healthy() -> None:
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "torch_quickstart.py")],
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if torch.__version__.startswith("2.13.0"):  # the pinned build: the README's exact numbers
-        assert "λ̂ = 11.09 ± 0.27 (MCSE)" in out.stdout
-    else:
-        assert "λ̂ = 1" in out.stdout
+    # The README prints λ̂ = 8.652 ± 0.19. The training is full-batch Adam, whose result was the
+    # same to the printed digits under MKL's AVX2 and AVX-512 kernels; other CPUs or builds may
+    # round differently, so the check allows 4 MCSE of the two runs combined.
+    match = re.search(r"λ̂ = ([0-9.]+) ± ([0-9.]+) \(MCSE\)", out.stdout)
+    assert match, out.stdout
+    estimate, mcse = float(match[1]), float(match[2])
+    assert abs(estimate - 8.652) <= 4 * math.hypot(mcse, 0.19), out.stdout
     assert "health: no findings" in out.stdout
     readme = (ROOT / "README.md").read_text()
     assert (ROOT / "examples" / "torch_quickstart.py").read_text().split('"""', 2)[2].strip() \
