@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TreeDef", "tree_flatten", "tree_unflatten", "tree_map"]
+__all__ = ["TreeDef", "tree_builder", "tree_flatten", "tree_unflatten", "tree_map"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,16 @@ def _flatten_into(node: Any, leaves: list[Any]) -> TreeDef:
 def tree_unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:
     """Inverse of :func:`tree_flatten`."""
     return _build(treedef, iter(leaves))
+
+
+def tree_builder(treedef: TreeDef) -> Callable[[list[Any]], Any]:
+    """``leaves -> tree_unflatten(treedef, leaves)``, with a shortcut for the most common tree,
+    a plain dict of arrays (a few µs per call, which a sampler step pays on every gradient)."""
+    if treedef.kind == "dict" and treedef.meta[0] is dict \
+            and all(child.kind == "leaf" for child in treedef.children):
+        keys = treedef.meta[1]
+        return lambda leaves: dict(zip(keys, leaves))
+    return lambda leaves: _build(treedef, iter(leaves))
 
 
 def _build(node: TreeDef, leaves: Iterator[Any]) -> Any:

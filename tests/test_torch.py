@@ -168,3 +168,73 @@ def test_optimizer_state_module_and_rng_untouched_after_training() -> None:
         for key, value in state.items():
             assert torch.equal(after["state"][index][key], value)
     assert after["param_groups"] == optimizer_before["param_groups"]
+
+
+class _TiedAndParametrized(torch.nn.Module):
+    """An embedding tied to the output layer, a weight-normed layer, a buffer and a fixed
+    parameter: the slots that from_module must fill on every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(7, 4)
+        self.hidden = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 4))
+        self.out = torch.nn.Linear(4, 7, bias=False)
+        self.out.weight = self.embed.weight
+        self.scale = torch.nn.Parameter(torch.tensor(1.5), requires_grad=False)
+        self.register_buffer("shift", torch.linspace(-1, 1, 4))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.hidden(self.embed(tokens))) * self.scale + self.shift)
+
+
+def test_from_module_fills_tied_parametrized_and_fixed_slots_like_functional_call() -> None:
+    torch.manual_seed(0)
+    model = _TiedAndParametrized()
+    tokens, targets = torch.randint(0, 7, (32,)), torch.randint(0, 7, (32,))
+    loss_fn, params = from_module(model, torch.nn.functional.cross_entropy)
+    assert "out.weight" not in params and "scale" not in params  # tied: one entry; fixed
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(1)
+    moved = {name: (value + 0.1 * torch.randn(value.shape, generator=generator)
+                    ).requires_grad_(True) for name, value in params.items()}
+    loss = loss_fn(moved, (tokens, targets))
+    grads = torch.autograd.grad(loss, list(moved.values()))
+    reference_inputs = {name: value.detach().clone().requires_grad_(True)
+                        for name, value in moved.items()}
+    reference = torch.nn.functional.cross_entropy(
+        torch.func.functional_call(model, reference_inputs, (tokens,)), targets)
+    reference_grads = torch.autograd.grad(reference, list(reference_inputs.values()))
+    torch.testing.assert_close(loss, reference)
+    for grad, expected in zip(grads, reference_grads):
+        torch.testing.assert_close(grad, expected)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    with pytest.raises(KeyError, match="lacks the parameter 'embed.weight'"):
+        loss_fn({k: v for k, v in params.items() if k != "embed.weight"}, (tokens, targets))
+
+
+class _Uncopyable(torch.nn.Sequential):
+    def __deepcopy__(self, memo: dict) -> None:
+        raise TypeError("this module cannot be copied")
+
+
+def test_from_module_falls_back_to_functional_call_for_modules_that_cannot_be_copied() -> None:
+    model, x, y = _model_and_data()
+    uncopyable = _Uncopyable(*model)
+    loss_fn, params = from_module(uncopyable, torch.nn.functional.cross_entropy)
+    torch.testing.assert_close(loss_fn(params, (x, y)),
+                               torch.nn.functional.cross_entropy(model(x), y))
+    result = llc.estimate(loss_fn, params, (x, y), batch_size=64, **SHORT)
+    assert np.isfinite(result.llc_mean)
+
+
+def test_from_module_under_vectorized_chains_draws_the_sequential_numbers() -> None:
+    model, x, y = _model_and_data()
+    model = model.double()
+    loss_fn, params = from_module(model, torch.nn.functional.cross_entropy)
+    runs = {method: llc.estimate(loss_fn, params, (x.double(), y), batch_size=64,
+                                 chain_method=method, **SHORT)
+            for method in ("sequential", "vectorized")}
+    assert runs["vectorized"].attrs["chain_method"] == "vectorized"
+    np.testing.assert_allclose(runs["vectorized"].llc_trace, runs["sequential"].llc_trace,
+                               rtol=1e-9)
