@@ -95,7 +95,8 @@ class JaxBackend:
     def take(self, x: jax.Array, indices: jax.Array) -> jax.Array:
         return jnp.take(x, indices, axis=0)
 
-    def linear_combination(self, *terms: tuple[Any, jax.Array]) -> jax.Array:
+    def linear_combination(self, *terms: tuple[Any, jax.Array], reuse: int | None = None
+                           ) -> jax.Array:
         return scaled_sum(terms)  # XLA fuses the expression
 
     def describe(self, x: jax.Array) -> dict[str, str]:

@@ -60,9 +60,16 @@ class NumpyBackend:
     def row_buffer(self, num_rows: int, num_columns: int) -> _HostRows:
         return _HostRows(num_rows, num_columns)
 
-    def linear_combination(self, *terms: tuple[Any, np.ndarray]) -> np.ndarray:
-        (first_coefficient, first), *rest = terms
-        total = np.multiply(first, first_coefficient, dtype=first.dtype)
+    def linear_combination(self, *terms: tuple[Any, np.ndarray], reuse: int | None = None
+                           ) -> np.ndarray:
+        first = terms[0][1]
+        if reuse is not None and terms[reuse][1].dtype == first.dtype \
+                and terms[reuse][1].flags.writeable:
+            (first_coefficient, total), rest = terms[reuse], terms[:reuse] + terms[reuse + 1:]
+            np.multiply(total, first_coefficient, out=total, dtype=first.dtype)
+        else:
+            (first_coefficient, first), *rest = terms
+            total = np.multiply(first, first_coefficient, dtype=first.dtype)
         scratch = np.empty_like(total) if rest else None
         for coefficient, array in rest:  # one scratch buffer instead of a temporary per term
             np.multiply(array, coefficient, out=scratch, dtype=first.dtype)

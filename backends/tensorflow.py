@@ -526,7 +526,8 @@ class TensorFlowBackend:
         with _on(x):
             return tf.gather(x, indices)
 
-    def linear_combination(self, *terms: tuple[Any, tf.Tensor]) -> tf.Tensor:
+    def linear_combination(self, *terms: tuple[Any, tf.Tensor], reuse: int | None = None
+                           ) -> tf.Tensor:
         return scaled_sum(terms)
 
     def describe(self, x: Any) -> dict[str, str]:

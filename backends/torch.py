@@ -166,16 +166,23 @@ class TorchBackend:
             return _gather_rows_per_chain(x, indices)
         return torch.index_select(x, 0, indices.to(x.device))
 
-    def linear_combination(self, *terms: tuple[Any, torch.Tensor]) -> torch.Tensor:
+    def linear_combination(self, *terms: tuple[Any, torch.Tensor], reuse: int | None = None
+                           ) -> torch.Tensor:
         # torch.add(x, y, alpha=c) is x + c·y in one kernel; the later terms are added in
-        # place into that fresh tensor: one allocation and one pass per term.
-        (first_coefficient, first), *rest = terms
-        if rest and _is_number(rest[0][0]) and _is_number(first_coefficient) \
-                and first_coefficient == 1:
-            (coefficient, array), *rest = rest
-            total = torch.add(first, array, alpha=coefficient)
+        # place into that fresh tensor (or into the reusable one): one pass per term.
+        if reuse is not None and terms[reuse][1].dtype == terms[0][1].dtype:
+            coefficient, total = terms[reuse]
+            if not (_is_number(coefficient) and coefficient == 1):
+                total.mul_(coefficient)
+            rest = terms[:reuse] + terms[reuse + 1:]
         else:
-            total = torch.mul(first, first_coefficient)
+            (first_coefficient, first), *rest = terms
+            if rest and _is_number(rest[0][0]) and _is_number(first_coefficient) \
+                    and first_coefficient == 1:
+                (coefficient, array), *rest = rest
+                total = torch.add(first, array, alpha=coefficient)
+            else:
+                total = torch.mul(first, first_coefficient)
         for coefficient, array in rest:
             if _is_number(coefficient):
                 total.add_(array, alpha=coefficient)

@@ -112,14 +112,18 @@ class Backend(Protocol):
         """An empty :class:`RowBuffer` for per-step scalars; it takes its device, and a
         floating dtype at least float32 wide enough for every value, from the first row."""
 
-    def linear_combination(self, *terms: tuple[Any, Array]) -> Array:
+    def linear_combination(self, *terms: tuple[Any, Array], reuse: int | None = None) -> Array:
         """``c₀·x₀ + c₁·x₁ + …`` for same-shaped arrays ``xᵢ`` and scalar coefficients ``cᵢ``
-        (Python numbers or 0-d arrays), as a new array with ``x₀``'s dtype.
+        (Python numbers or 0-d arrays), as an array with ``x₀``'s dtype.
 
         The samplers' updates go through it, so an eager framework can do each in one or two
         passes over memory (``torch.add(x, y, alpha=c)`` then in-place adds) instead of one
         temporary per operator; compiled frameworks write the plain expression, which the
-        compiler fuses.
+        compiler fuses. The result is a new array, except that ``reuse=i`` declares the
+        array of term ``i`` a temporary of the caller's that nobody reads again (a step's
+        noise, the offset w − w*): a framework with mutable arrays may then write the result
+        into it, which saves one parameter-sized allocation per call (torch and NumPy do,
+        when its dtype is ``x₀``'s; JAX and TensorFlow ignore it).
         """
 
     # ---- params -----------------------------------------------------------------------

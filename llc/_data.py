@@ -42,8 +42,10 @@ class ArrayData:
             epoch, first = epoch + 1, 0
 
     def evaluation_batches(self, max_batches: int | None) -> Iterator[tuple[tuple[Array, ...], int]]:
-        """Consecutive batches in order, with their sizes, for the loss at w*."""
-        size = max(self.batch_size, 1024)
+        """Consecutive batches of ``batch_size`` rows in order (the last one shorter when
+        ``batch_size`` does not divide n), with their sizes, for the loss at w*. The sampler's
+        batch shape: a compiling framework reuses the program it already built for it."""
+        size = self.batch_size
         for count, start in enumerate(range(0, self.num_data, size)):
             if max_batches is not None and count >= max_batches:
                 return

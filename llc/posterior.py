@@ -14,9 +14,10 @@ class PotentialEvaluation(NamedTuple):
     """What a sampler needs at the point where it takes its gradient (framework arrays)."""
 
     loss: Array  # L_B(w)
-    grad: Array  # ∇L_B(w)
+    grad: Array | None  # ∇L_B(w); None when the sampler asked not to keep it
     drift: Array  # ∇U(w) = nβ ∇L_B(w) + γ (w − w*)
     distance: Array  # ‖w − w*‖ (0-d)
+    grad_norm: Array  # ‖∇L_B(w)‖ (0-d)
 
 
 @dataclass(frozen=True)
@@ -55,18 +56,28 @@ class LocalizedPosterior:
         loss, grad = self.loss_and_grad(position, batch)
         return loss, grad, self._drift(grad, position - self.center)
 
-    def evaluate(self, position: Array, batch: Any) -> PotentialEvaluation:
-        """:meth:`potential_gradient` and ‖w − w*‖, sharing the offset w − w*."""
-        loss, grad = self.loss_and_grad(position, batch)
-        offset = position - self.center
-        xp = self.backend.namespace(position)
-        return PotentialEvaluation(loss, grad, self._drift(grad, offset),
-                                   xp.linalg.vector_norm(offset))
+    def evaluate(self, position: Array, batch: Any, keep_grad: bool = True
+                 ) -> PotentialEvaluation:
+        """:meth:`potential_gradient`, ‖w − w*‖ and ‖∇L_B(w)‖.
 
-    def _drift(self, grad: Array, offset: Array) -> Array:
+        The drift is written over the offset w − w* once its norm is taken, and, with
+        ``keep_grad=False`` (a sampler that needs only the drift), the gradient is not kept:
+        with a framework of mutable arrays (torch, NumPy) the step then holds two
+        parameter-sized arrays fewer at its peak.
+        """
+        loss, grad = self.loss_and_grad(position, batch)
+        xp = self.backend.namespace(position)
+        grad_norm = xp.linalg.vector_norm(grad)
+        offset = position - self.center
+        distance = xp.linalg.vector_norm(offset)
+        drift = self._drift(grad, offset, reuse_offset=True)
+        return PotentialEvaluation(loss, grad if keep_grad else None, drift, distance, grad_norm)
+
+    def _drift(self, grad: Array, offset: Array, reuse_offset: bool = False) -> Array:
         if self.localization == 0:
             return self.backend.linear_combination((self.nbeta, grad))
-        return self.backend.linear_combination((self.nbeta, grad), (self.localization, offset))
+        return self.backend.linear_combination((self.nbeta, grad), (self.localization, offset),
+                                               reuse=1 if reuse_offset else None)
 
     def potential(self, position: Array, loss: Array) -> Array:
         """U_B(w) = nβ L_B(w) + (γ/2)‖w − w*‖² from the minibatch loss at ``position``."""

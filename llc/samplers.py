@@ -134,10 +134,10 @@ def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
     def step(key: Key, state: SGLDState, batch: Any, diagnose: bool = False
              ) -> tuple[SGLDState, SampleInfo]:
         position = state.position
-        here = posterior.evaluate(position, batch)
+        here = posterior.evaluate(position, batch, keep_grad=False)
         noise = backend.normal(key, position)
         new_position = backend.linear_combination(
-            (1.0, position), (-half_step, here.drift), (noise_scale, noise))
+            (1.0, position), (-half_step, here.drift), (noise_scale, noise), reuse=2)
         acceptance = posterior.langevin_acceptance(
             step_size, position, here.loss, here.drift, new_position, batch) if diagnose else None
         return SGLDState(position=new_position), _describe(backend, here, acceptance)
@@ -176,9 +176,8 @@ def _zero_scalar(backend: Any, position: Array) -> Array:
 
 
 def _describe(backend: Any, here: PotentialEvaluation, acceptance: Array | None) -> SampleInfo:
-    xp = backend.namespace(here.grad)
-    return SampleInfo(loss=here.loss, distance=here.distance,
-                      grad_norm=xp.linalg.vector_norm(here.grad), mala_acceptance=acceptance)
+    return SampleInfo(loss=here.loss, distance=here.distance, grad_norm=here.grad_norm,
+                      mala_acceptance=acceptance)
 
 
 def _langevin_log_ratio(posterior: LocalizedPosterior, step_size: Any, position: Array,
@@ -472,10 +471,10 @@ def sghmc(posterior: LocalizedPosterior, step_size: float, friction: float = 0.1
     def step(key: Key, state: SGHMCState, batch: Any, diagnose: bool = False
              ) -> tuple[SGHMCState, SampleInfo]:
         position = state.position
-        here = posterior.evaluate(position, batch)
+        here = posterior.evaluate(position, batch, keep_grad=False)
         noise = backend.normal(key, position)
         momentum = backend.linear_combination(
-            (decay, state.momentum), (-step_size, here.drift), (noise_scale, noise))
+            (decay, state.momentum), (-step_size, here.drift), (noise_scale, noise), reuse=2)
         info = _describe(backend, here,
                          _zero_scalar(backend, position) + math.nan if diagnose else None)
         return SGHMCState(position + momentum, momentum), info
@@ -574,10 +573,10 @@ def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float = 1.
              ) -> tuple[SGNHTState, SampleInfo]:
         position, momentum, thermostat = state
         xp = backend.namespace(position)
-        here = posterior.evaluate(position, batch)
+        here = posterior.evaluate(position, batch, keep_grad=False)
         noise = backend.normal(key, position)
         momentum = backend.linear_combination(
-            (1.0 - h * thermostat, momentum), (-h, here.drift), (noise_scale, noise))
+            (1.0 - h * thermostat, momentum), (-h, here.drift), (noise_scale, noise), reuse=2)
         new_position = backend.linear_combination((1.0, position), (h, momentum))
         dimension = momentum.shape[0]
         thermostat = thermostat + h * (xp.sum(momentum * momentum) / dimension - 1.0)
@@ -674,10 +673,10 @@ def mala(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
         position = state.position
         xp = backend.namespace(position)
         proposal_key, first_key, second_key = backend.split(key, 3)
-        here = posterior.evaluate(position, batch)
+        here = posterior.evaluate(position, batch, keep_grad=False)
         proposal = backend.linear_combination(
             (1.0, position), (-half_step, here.drift),
-            (noise_scale, backend.normal(proposal_key, position)))
+            (noise_scale, backend.normal(proposal_key, position)), reuse=2)
         proposal_loss, _, proposal_drift = posterior.potential_gradient(proposal, batch)
         log_ratio = _langevin_log_ratio(posterior, step_size, position, here.loss, here.drift,
                                         proposal, proposal_loss, proposal_drift)

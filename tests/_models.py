@@ -52,13 +52,13 @@ class FailingChains:
     """Wrap ``loss_fn`` so that chosen chains fail from a chosen step on.
 
     ``fail = {chain: (step, "nan" | "raise")}``. The runner calls ``loss_fn`` once for the
-    probe, once per evaluation chunk of L_n(w*) (``initial_calls``), then once per healthy
-    chain per step in chain order (with ``mala_every=None``, ``baseline="full"``); a chain that
+    probe, once per batch of L_n(w*) (``initial_calls``: 1 + ⌈n / batch_size⌉), then once
+    per healthy chain per step in chain order (with ``mala_every=None``, ``baseline="full"``); a chain that
     raises is not called again, a chain that returns NaN is until the next flush (≥ 200 steps).
     """
 
     def __init__(self, loss_fn: Any, num_chains: int, fail: dict[int, tuple[int, str]],
-                 initial_calls: int = 2) -> None:
+                 initial_calls: int) -> None:
         self.loss_fn, self.fail, self.initial = loss_fn, fail, initial_calls
         self.active = list(range(num_chains))
         self.calls = 0

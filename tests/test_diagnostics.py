@@ -155,7 +155,7 @@ def test_llc_above_max_tolerates_a_small_overshoot_and_mentions_a_low_nbeta() ->
 def test_non_finite_names_the_diverged_and_raising_chains() -> None:
     _, params = SMALL.setup(2000, seed=0)
     flaky = FailingChains(SMALL.loss_and_grad, 4, {1: (56, "nan"), 2: (4, "raise")},
-                          initial_calls=3)  # the probe and L_n(w*) in two chunks of 1024
+                          initial_calls=11)  # the probe and L_n(w*) in 10 batches of 200
     result = run(loss_fn=flaky, num_chains=4, num_draws=100, num_burnin=50, mala_every=None,
                  baseline="full")
     assert list(result.failed_chains) == [False, True, True, False]

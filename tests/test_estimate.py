@@ -67,6 +67,25 @@ def test_linear_combination_is_the_expression_and_a_new_array(backend) -> None:
         np.testing.assert_array_equal(bk.to_numpy(x), original)
 
 
+def test_linear_combination_with_a_reusable_term_is_the_expression(backend) -> None:
+    """``reuse=i``: the same sum (the framework may write it into term i's array, which the
+    caller gives up), every other input left as it was."""
+    bk = backend.backend
+    rng = np.random.default_rng(2)
+    arrays = [rng.standard_normal(7) for _ in range(3)]
+    rtol = 1e-12 if backend.dtype == "float64" else 1e-6
+    for reuse in range(3):
+        xs = [backend.asarray(array) for array in arrays]
+        combined = bk.linear_combination((1.0, xs[0]), (-0.5, xs[1]), (3.0, xs[2]), reuse=reuse)
+        assert bk.describe(combined)["dtype"] == backend.dtype
+        np.testing.assert_allclose(bk.to_numpy(combined),
+                                   arrays[0] - 0.5 * arrays[1] + 3 * arrays[2], rtol=rtol,
+                                   atol=rtol)
+        for index, (x, original) in enumerate(zip(xs, arrays)):
+            if index != reuse:
+                np.testing.assert_allclose(bk.to_numpy(x), original, rtol=rtol)
+
+
 def test_row_buffer_keeps_every_value_exactly_and_nan_elsewhere(backend) -> None:
     """The sequential runner's per-step table: rows of different lengths, written in any
     order, come back as float64 with the values unrounded and NaN where nothing was written."""
@@ -173,7 +192,7 @@ def test_init_loss_batches_uses_a_stated_number_of_batches(backend64) -> None:
     partial = llc.estimate(loss_fn, params, data, init_loss_batches=1, **SHORT)
     x, y = backend64.to_numpy(data)
     w = backend64.to_numpy(params)["weight"]
-    first = slice(0, 1024)
+    first = slice(0, 256)  # one batch of the default batch_size, min(256, n)
     expected = 0.5 * np.mean(np.sum((x[first] @ w.T - y[first]) ** 2, 1))
     assert partial.init_loss == pytest.approx(expected, rel=1e-12)
     assert partial.init_loss != pytest.approx(full.init_loss, rel=1e-6)

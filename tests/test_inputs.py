@@ -168,7 +168,8 @@ def test_numpy_loss_fn_cannot_write_into_the_sampler_state() -> None:
 def test_a_diverging_chain_is_left_out_with_a_warning(backend64) -> None:
     skip_if_compiled(backend64)
     loss_fn, params, data = linear_problem(backend64)
-    flaky = FailingChains(loss_fn, 3, {1: (14, "nan")})  # chain 1 turns NaN at step 14
+    flaky = FailingChains(loss_fn, 3, {1: (14, "nan")},  # chain 1 turns NaN at step 14
+                          initial_calls=3)  # the probe and L_n(w*) in 2 batches of 256
     with pytest.warns(llc.ChainFailureWarning, match="chain 1 diverged at step 14"):
         result = llc.estimate(flaky, params, data, num_chains=3, num_draws=30, num_burnin=10,
                               step_size=1e-4, progress=False, seed=1, mala_every=None)
@@ -184,7 +185,8 @@ def test_a_diverging_chain_is_left_out_with_a_warning(backend64) -> None:
 def test_a_raising_chain_keeps_its_draws_and_the_others_finish(backend64) -> None:
     skip_if_compiled(backend64)
     loss_fn, params, data = linear_problem(backend64)
-    flaky = FailingChains(loss_fn, 2, {0: (25, "raise")})
+    flaky = FailingChains(loss_fn, 2, {0: (25, "raise")},
+                          initial_calls=3)  # the probe and L_n(w*) in 2 batches of 256
     with pytest.warns(llc.ChainFailureWarning, match="chain 0 raised ValueError: boom"):
         result = llc.estimate(flaky, params, data, num_chains=2, num_draws=30, num_burnin=10,
                               step_size=1e-4, progress=False, seed=1, mala_every=None)

@@ -355,8 +355,8 @@ def _doubled_drift(posterior: LocalizedPosterior) -> LocalizedPosterior:
             loss, grad, drift = super().potential_gradient(position, batch)
             return loss, grad, 2 * drift
 
-        def evaluate(self, position, batch):
-            here = super().evaluate(position, batch)
+        def evaluate(self, position, batch, keep_grad=True):
+            here = super().evaluate(position, batch, keep_grad)
             return here._replace(drift=2 * here.drift)
 
     return Doubled(posterior.loss_and_grad, posterior.center, posterior.nbeta,
