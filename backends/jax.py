@@ -37,8 +37,9 @@ class JaxTransforms:
     def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
         return jax.lax.cond(pred, true_fn, false_fn)
 
-    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        return jax.jit(fn)
+    def jit(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...] = ()
+            ) -> Callable[..., Any]:
+        return jax.jit(fn, donate_argnums=donate_argnums)
 
     def worthwhile(self, num_chains: int, like: Any) -> bool:
         return True  # one compiled program per block beats a dispatch per chain and step

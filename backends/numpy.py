@@ -96,7 +96,7 @@ class NumpyBackend:
         shapes = [array.shape for array in arrays]
         sizes = [math.prod(shape) for shape in shapes]
         offsets = np.cumsum([0, *sizes])
-        flat = np.concatenate([array.astype(dtype).ravel() for array in arrays])
+        flat = np.concatenate([array.astype(dtype, copy=False).ravel() for array in arrays])
 
         def unravel(vector: np.ndarray) -> Any:
             views = []

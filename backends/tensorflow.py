@@ -451,7 +451,8 @@ class TensorFlowTransforms:
         """``tf.cond``; pfor keeps a predicate shared by all chains as one ``tf.cond``."""
         return tf.cond(pred, true_fn, false_fn)
 
-    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def jit(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...] = ()
+            ) -> Callable[..., Any]:
         """``fn`` as a ``tf.function`` run on the arguments' accelerator, if any.
 
         ``reduce_retracing`` relaxes only what changes between calls (the number of steps of

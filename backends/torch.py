@@ -117,7 +117,8 @@ class TorchTransforms:
     def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
         return true_fn() if bool(pred) else false_fn()
 
-    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def jit(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...] = ()
+            ) -> Callable[..., Any]:
         return fn
 
     def worthwhile(self, num_chains: int, like: torch.Tensor) -> bool:
@@ -216,7 +217,7 @@ class TorchBackend:
         dtypes = [leaf.dtype for leaf in leaves]
         sizes = [math.prod(shape) for shape in shapes]
         with torch.no_grad():
-            flat = torch.cat([leaf.detach().reshape(-1).to(dtype) for leaf in leaves]).clone()
+            flat = torch.cat([leaf.detach().reshape(-1).to(dtype) for leaf in leaves])  # a copy
 
         build = tree_builder(treedef)
         if all(leaf_dtype == dtype for leaf_dtype in dtypes):
@@ -480,7 +481,12 @@ def from_module(
                                "a dict with the keys of from_module's params") from None
             for parameters, attribute in places:
                 parameters[attribute] = value
-        return criterion(replica(*inputs), targets)
+        try:
+            return criterion(replica(*inputs), targets)
+        finally:  # hold no sampled tensor (a chain's position) beyond the call
+            for name, places in slots:
+                for parameters, attribute in places:
+                    parameters[attribute] = params[name]
 
     return loss_fn, params
 

@@ -13,9 +13,10 @@
                   chains, vectorized or not), ``bench.profile_step`` (where a step's time
                   goes), ``bench.torch_chains`` (torch.func.vmap against the loop),
                   ``bench.memory`` (memory of long runs, peak memory against SGD, scaling
-                  with chains and parameters, the plot docs/img/scaling.png) and
-                  ``bench.devinterp`` (llc against devinterp end to end, when devinterp is
-                  installed: see that module).
+                  with chains and parameters, the plot docs/img/scaling.png),
+                  ``bench.param_memory`` (parameter-sized arrays alive at a step's peak, on
+                  a 16.8 M-parameter layer) and ``bench.devinterp`` (llc against devinterp
+                  end to end, when devinterp is installed: see that module).
 
 ``all`` (the default, ``make bench``) runs every one of them, with OMP_NUM_THREADS=1.
 
@@ -281,7 +282,7 @@ def main() -> None:
 
 PERFORMANCE_MODULES = (("bench.speed", ()), ("bench.profile_step", ()), ("bench.torch_chains", ()),
                        ("bench.memory", ("--plot", str(ROOT / "docs" / "img" / "scaling.png"))),
-                       ("bench.devinterp", ()))
+                       ("bench.param_memory", ()), ("bench.devinterp", ()))
 
 
 def bench_performance() -> None:

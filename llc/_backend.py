@@ -61,8 +61,11 @@ class ChainTransforms(Protocol):
     def cond(self, pred: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
         """``true_fn()`` if the traced boolean ``pred`` else ``false_fn()`` (same structure)."""
 
-    def jit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` compiled (retraced only for new shapes)."""
+    def jit(self, fn: Callable[..., Any], donate_argnums: tuple[int, ...] = ()
+            ) -> Callable[..., Any]:
+        """``fn`` compiled (retraced only for new shapes). The arguments at
+        ``donate_argnums`` are temporaries the caller gives up: a framework may reuse their
+        memory for the outputs (JAX does; the others ignore it)."""
 
     def worthwhile(self, num_chains: int, like: Array) -> bool:
         """Whether ``chain_method="auto"`` should vectorize ``num_chains`` chains of the flat

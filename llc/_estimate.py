@@ -411,7 +411,8 @@ def _full_loss_and_grad_norm(backend: Backend, loss_and_grad: Callable[..., Any]
     for batch, size in dataset.evaluation_batches(max_batches):
         loss, grad = loss_and_grad(center, batch)
         total_loss += float(backend.to_numpy(loss)) * size
-        total_grad = grad * size if total_grad is None else total_grad + grad * size
+        total_grad = (backend.linear_combination((size, grad), reuse=0) if total_grad is None
+                      else backend.linear_combination((1.0, total_grad), (size, grad), reuse=0))
         count += size
     if count == 0:
         raise ValueError("`data` yielded no batches for the loss at w*")
@@ -421,7 +422,8 @@ def _full_loss_and_grad_norm(backend: Backend, loss_and_grad: Callable[..., Any]
             f"the loss at w* (`params`) on the data is {init_loss}: check params and data for "
             "NaN/inf and that loss_fn is finite at w*"
         )
-    grad_norm = float(np.linalg.norm(backend.to_numpy(total_grad).astype(np.float64))) / count
+    xp = backend.namespace(total_grad)
+    grad_norm = float(backend.to_numpy(xp.linalg.vector_norm(total_grad))) / count
     return init_loss, grad_norm
 
 

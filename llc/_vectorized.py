@@ -44,7 +44,7 @@ class BlockKernel:
         self.num_chains = len(chain_keys)
         self._orders: Any = None
         self._next_step: int | None = None
-        self._block = transforms.jit(self._make_block(transforms))
+        self._block = transforms.jit(self._make_block(transforms), donate_argnums=(2,))
         self._first_orders = transforms.jit(transforms.vmap(self._epoch_order, (0, None)))
 
     # ---- traced code --------------------------------------------------------------------

@@ -116,8 +116,8 @@ def test_vectorized_blocks_trace_at_most_twice_and_batch_every_op(
     jit = transforms.jit
     calls = []
 
-    def recording(self, fn):
-        compiled = jit(self, fn)
+    def recording(self, fn, donate_argnums=()):
+        compiled = jit(self, fn, donate_argnums)
 
         def run(*args):
             calls.append((compiled, args))
