@@ -176,7 +176,7 @@ def estimate(
         inputs). ``"sequential"``: a Python loop over steps and chains, one compiled step
         each, the reference path (any backend, any data). ``"auto"`` (default): vectorized
         where the backend measured it faster: JAX and TensorFlow with array data; PyTorch
-        stays sequential (on a CPU its vectorized step cost 0.54–0.58× the sequential one
+        stays sequential (on a CPU its vectorized step cost 0.55× the sequential one
         for 16 chains of a tiny model, about as much for a 784-128-10 MLP, and more for 4
         chains, docs/benchmarks.md: pass ``"vectorized"`` for many chains of small models).
         Both draw the same random numbers: their results agree to rounding.
