@@ -169,6 +169,11 @@ class JaxBackend:
         device = self._device(like)
         return order if device is None else jax.device_put(order, device)
 
+    def integers(self, key: jax.Array, n: int, size: int, like: jax.Array) -> jax.Array:
+        rows = jax.random.randint(key, (size,), 0, n)
+        device = self._device(like)
+        return rows if device is None else jax.device_put(rows, device)
+
     @contextlib.contextmanager
     def isolated_global_rng(self, seed: int) -> Iterator[None]:
         yield  # JAX has no global random state

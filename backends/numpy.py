@@ -171,6 +171,9 @@ class NumpyBackend:
     def permutation(self, key: int, n: int, like: np.ndarray) -> np.ndarray:
         return self._generator(key).permutation(n)
 
+    def integers(self, key: int, n: int, size: int, like: np.ndarray) -> np.ndarray:
+        return self._generator(key).integers(0, n, size)
+
     @contextlib.contextmanager
     def isolated_global_rng(self, seed: int) -> Iterator[None]:
         yield  # the core already isolates NumPy's and Python's global generators

@@ -310,13 +310,15 @@ def _function(fn: Callable[..., Any], **options: Any) -> Any:
 
 # ---- vectorized chains ---------------------------------------------------------------------
 
-# The stateless random ops that llc's keys go through (fold_in, normal, permutation). pfor has
-# no batched kernel for them (one seed per op): with a different seed per chain it runs each in
-# a tf.while_loop over the chains, tens of µs per op and step on a CPU, which made 2 chains of
-# a small model cost 2-3x more per step than with the ops unrolled. They are marked so that
-# pfor unrolls them instead (one op per chain, the same numbers), see _per_chain_converter.
+# The stateless random ops that llc's keys go through (fold_in, normal, permutation,
+# integers). pfor has no batched kernel for them (one seed per op): with a different seed per
+# chain it runs each in a tf.while_loop over the chains, tens of µs per op and step on a CPU,
+# which made 2 chains of a small model cost 2-3x more per step than with the ops unrolled.
+# They are marked so that pfor unrolls them instead (one op per chain, the same numbers), see
+# _per_chain_converter.
 _RANDOM_OPS = frozenset({"StatelessRandomGetKeyCounter", "StatelessRandomNormalV2",
-                         "StatelessRandomUniformFullIntV2", "StatelessShuffle"})
+                         "StatelessRandomUniformFullIntV2", "StatelessRandomUniformIntV2",
+                         "StatelessShuffle"})
 _THROUGH_OPS = _RANDOM_OPS | {"Pack", "Mul", "AddV2"}  # between those ops and the result
 
 
@@ -649,6 +651,11 @@ class TensorFlowBackend:
         with _on(like):
             return _unrolled_under_pfor(tf.random.experimental.stateless_shuffle(
                 tf.range(n, dtype=tf.int64), seed=key, alg=_ALG))
+
+    def integers(self, key: tf.Tensor, n: int, size: int, like: tf.Tensor) -> tf.Tensor:
+        with _on(like):
+            return _unrolled_under_pfor(tf.random.stateless_uniform(
+                (size,), seed=key, minval=0, maxval=n, dtype=tf.int64, alg=_ALG))
 
     @contextlib.contextmanager
     def isolated_global_rng(self, seed: int) -> Iterator[None]:

@@ -312,6 +312,15 @@ class TorchBackend:
 
         return _per_chain(key, draw) if _is_batched(key) else draw(int(key))
 
+    def integers(self, key: Any, n: int, size: int, like: torch.Tensor) -> torch.Tensor:
+        device = like.device
+
+        def draw(one_key: int) -> torch.Tensor:
+            return torch.randint(n, (size,), generator=self._generator(one_key, device),
+                                 device=device)
+
+        return _per_chain(key, draw) if _is_batched(key) else draw(int(key))
+
     @contextlib.contextmanager
     def isolated_global_rng(self, seed: int) -> Iterator[None]:
         # CUDA generators are forked and seeded only when CUDA is already in use: touching
@@ -335,14 +344,12 @@ class _TensorRows:
         self._host: np.ndarray | None = None
 
     def set(self, index: int, values: list[torch.Tensor]) -> None:
+        if self._host is None and self._table is None and values[0].device.type == "cpu":
+            self._host = np.full(self._shape, np.nan)
         if self._host is not None:
             self._host[index, :len(values)] = [value.item() for value in values]
             return
         if self._table is None:
-            if values[0].device.type == "cpu":
-                self._host = np.full(self._shape, np.nan)
-                self.set(index, values)
-                return
             dtype = torch.float32
             for value in values:
                 dtype = torch.promote_types(dtype, value.dtype)

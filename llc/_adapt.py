@@ -14,7 +14,9 @@ step bias** of λ̂ at a step ε is
         + n\beta^2 \operatorname{tr}\Sigma_B\Big),
 
 with :math:`\operatorname{tr}\Sigma_B` the summed variance of the minibatch gradient at w*,
-measured on 16 minibatches before the burn-in. The next step is the largest that keeps the
+measured on 16 minibatches before the burn-in; the second term counts only with
+``trace_batch="own"`` (see below), and with the default independent batches
+:math:`\hat b(\epsilon) = \tfrac{\epsilon}{8}\overline{G}`. The next step is the largest that keeps the
 bias within a fraction τ = 2.5 % of d/2 (d parameters; the regular model's λ, an upper bound
 of any λ), under two safeguards:
 
@@ -60,19 +62,19 @@ covariance N independent of w, the stationary covariance S of SGLD solves
 So the chain's own gradients measure its discretization bias: :math:`\tfrac{\epsilon}{8}
 \operatorname{tr}(n\beta H_L)` from the curvature and :math:`\tfrac{\epsilon}{8}n\beta^2
 \operatorname{tr}\Sigma_B` from independent minibatch noise (γ's share, about
-:math:`\tfrac{\epsilon\gamma d}{8}`, is left out: γ ≪ nβ h here). llc draws the minibatches
-without replacement, a shuffled epoch at a time (so does a shuffling ``DataLoader``). Then the
-noise of an epoch sums to zero, so it hardly inflates the stationary spread of the slow
-directions; instead the trace's loss :math:`L_{B_t}(w_t)` is taken on a batch the earlier
-batches of the epoch have pushed :math:`w_t` away from, which adds about
-:math:`\tfrac{\epsilon}{4}n\beta^2\operatorname{tr}\Sigma_B` to λ̂ (measured on the regular
-model at ε = 5e-5: the trace sat 0.30 above :math:`n\beta(L_n(w_t) - L_n(w^*))` at the same
-points; this formula says 0.39 before the relaxation between batches). Counting the noise once
-in :math:`\overline G` and once more explicitly, :math:`\hat b` is the sum of the two:
+:math:`\tfrac{\epsilon\gamma d}{8}`, is left out: γ ≪ nβ h here). With the default
+``trace_batch="independent"`` the minibatches are independent of the position (drawn with
+replacement), the trace is an unbiased estimate of L_n(w_t), and :math:`\hat b(\epsilon) =
+\tfrac{\epsilon}{8}\overline G` with the noise inside Ḡ. With ``trace_batch="own"`` the
+minibatches are drawn without replacement, a shuffled epoch at a time. Then the noise of an
+epoch sums to zero, so it hardly inflates the stationary spread of the slow directions;
+instead the trace's loss :math:`L_{B_t}(w_t)` is taken on a batch the earlier batches of the
+epoch have pushed :math:`w_t` away from, which adds about
+:math:`\tfrac{\epsilon}{4}n\beta^2\operatorname{tr}\Sigma_B` to λ̂. Counting the noise once
+in :math:`\overline G` and once more explicitly, :math:`\hat b` is then the sum of the two,
 :math:`\tfrac{\epsilon}{8}\operatorname{tr}(n\beta H_L) + \tfrac{\epsilon}{4}n\beta^2
-\operatorname{tr}\Sigma_B`. On the regular ``LinearRegression(4, 3)`` of the known-λ suite the
-slope of λ̂ in ε fitted over 4 seeds × 4 steps (1e-5 to 5e-5) is 0.265 per 3e-5, and
-:math:`\hat b(3\cdot10^{-5})` = 0.267; leaving out the explicit noise term would predict 0.151.
+\operatorname{tr}\Sigma_B` (the formula above). docs/step_size_auto.md has the measurements
+behind both.
 
 **Why d/2 and not λ̂.** A bound relative to the λ̂ of the burn-in locks the step small (chains
 near w* show a small λ̂ and mostly noise in their gradients, which caps ε, which keeps them
@@ -158,21 +160,24 @@ def adapt_step_size(
     target: float,
     window: int,
     compile_step: Callable[[Callable[..., Any]], Callable[..., Any]],
+    own_batch: bool = False,
 ) -> StepSizeAdaptation:
-    """Run the burn-in of every chain, adapting the step size (module docs)."""
+    """Run the burn-in of every chain, adapting the step size (module docs). ``own_batch``:
+    the trace takes each loss on the step's own batch of a shuffled epoch, whose bias
+    (ε/4) nβ² tr Σ_B the estimate then includes."""
     tau = _BIAS_TARGET
     noise = minibatch_gradient_variance(posterior, backend, dataset, chain_keys[0])
     nbeta = posterior.nbeta
     dimension = int(posterior.center.shape[0])
-    power = _GradientPower(settings, posterior, backend, noise)
+    power = _GradientPower(settings, posterior, backend, noise if own_batch else None)
     bias_budget = 8.0 * tau * 0.5 * dimension  # ε · (Ḡ + nβ² tr Σ_B) may be at most this
 
     def log_bias_bound(mean_power: float) -> float:
         return math.log(bias_budget / mean_power) if mean_power > 0 else math.inf
 
-    noise_term = 0.0 if power.weighted else nbeta**2 * float(noise.sum())
+    noise_term = 0.0 if power.weighted or not own_batch else nbeta**2 * float(noise.sum())
     log_step = min(math.log(settings.step_size),  # Ḡ = nβ² tr Σ_B before the first window
-                   log_bias_bound(2.0 * nbeta**2 * float(noise.sum())))
+                   log_bias_bound((2.0 if own_batch else 1.0) * nbeta**2 * float(noise.sum())))
     log_ceiling = math.inf  # below every step at which a chain diverged
     log_low, log_high = -math.inf, math.inf  # steps last seen meeting / missing the target
     split = [backend.split(key, 2) for key in chain_keys]
@@ -256,14 +261,14 @@ class _GradientPower:
     included): the quantity whose window mean is Ḡ in the module docs."""
 
     def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
-                 noise: np.ndarray) -> None:
+                 noise: np.ndarray | None) -> None:
         self.nbeta2 = posterior.nbeta**2
         self.weighted = isinstance(settings, RMSPropSGLD)
         if self.weighted:
             self.beta2 = float(settings.beta2)
             self.eps_stability = float(settings.eps_stability)
             self.bias_correction = bool(settings.bias_correction)
-            self.noise = backend.asarray(noise, like=posterior.center)
+            self.noise = None if noise is None else backend.asarray(noise, like=posterior.center)
         self.backend = backend
 
     def of_step(self, old: Any, new: Any, info: Any) -> Any:
@@ -276,7 +281,7 @@ class _GradientPower:
             if beta2 > 0 else new.square_avg
         weight = 1.0 / rmsprop_denominator(xp, new.square_avg, new.count, beta2,
                                            self.eps_stability, self.bias_correction)  # ε_i / ε
-        return self.nbeta2 * xp.sum(weight * (square + self.noise))
+        return self.nbeta2 * xp.sum(weight * (square if self.noise is None else square + self.noise))
 
 
 def minibatch_gradient_variance(posterior: LocalizedPosterior, backend: Backend, dataset: Any,

@@ -167,6 +167,10 @@ class Backend(Protocol):
     def permutation(self, key: Key, n: int, like: Array) -> Array:
         """A random permutation of ``range(n)`` on ``like``'s device."""
 
+    def integers(self, key: Key, n: int, size: int, like: Array) -> Array:
+        """``size`` independent uniform integers in ``[0, n)`` (rows drawn with replacement),
+        on ``like``'s device."""
+
     def isolated_global_rng(self, seed: int) -> AbstractContextManager[None]:
         """Run a block with the framework's global RNG seeded from ``seed``, then restore it.
 

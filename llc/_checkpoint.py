@@ -19,7 +19,7 @@ from ._runner import ChainPlan, ChainRun, RunnerState, write_atomically
 from .result import LLCResult, _netcdf_attrs
 
 _COMPARED_APPROXIMATELY = ("init_loss", "init_grad_norm")
-_NOT_COMPARED = ("inference_library_version",)
+_NOT_COMPARED = ("inference_library_version", "loss_repeat_difference")
 
 
 def _engine(path: Path) -> str:
@@ -115,6 +115,8 @@ def restore(path: Path, plan: ChainPlan, attrs: dict[str, Any]) -> tuple[RunnerS
             run.warmup_loss[:] = warmup["loss"].values[chain]
         if run.params is not None and "parameters" in tree.children:
             run.params[:] = tree["parameters"].to_dataset()["w"].values[chain]
+        if run.full_loss is not None and "full_loss" in tree.children:
+            run.full_loss[:] = tree["full_loss"].to_dataset()["loss"].values[chain]
         if chain in failed:
             run.failure = errors[chain] or "failed before the checkpoint"
         runs.append(run)

@@ -17,22 +17,57 @@ __all__ = ["ArrayData", "IterableData", "make_data"]
 class ArrayData:
     """A tuple of arrays sharing the leading dimension n, batched by llc.
 
-    Each chain walks through its own random permutation of the rows per epoch (sampling
-    without replacement within an epoch, like a shuffling ``DataLoader`` with
-    ``drop_last=True``); the permutation of epoch e is a pure function of the chain's key
-    and e, so any step can be recomputed from the seed.
+    Two ways to draw a chain's minibatches, each a pure function of the chain's key and the
+    step (or epoch), so any step can be recomputed from the seed:
+
+    - ``with_replacement=True`` (the default of :func:`llc.estimate`): the b rows of step t
+      are b independent uniform draws from the n rows, ``integers(fold_in(key, t), n, b)``.
+      The batch of step t is then independent of the chain's position w_t (which depends
+      only on earlier batches), so its loss is an unbiased estimate of L_n(w_t). With b = n
+      every step takes all the rows, in order (full batch: exact gradients).
+    - ``with_replacement=False``: a random permutation of the rows per epoch, cut into
+      ⌊n / b⌋ batches (a shuffling ``DataLoader`` with ``drop_last=True``); the
+      permutation of epoch e is ``permutation(fold_in(key, e), n)``. A batch then holds none
+      of the rows the chain fitted earlier in the epoch, so its loss at w_t overestimates
+      L_n(w_t) (the own-batch bias, docs/estimator.md).
     """
 
-    def __init__(self, arrays: tuple[Array, ...], batch_size: int, backend: Backend):
+    def __init__(self, arrays: tuple[Array, ...], batch_size: int, backend: Backend,
+                 with_replacement: bool = True):
         self.arrays = arrays
         self.num_data = int(arrays[0].shape[0])
         self.batch_size = batch_size
         self.backend = backend
+        self.with_replacement = with_replacement
+
+    @property
+    def full_batch(self) -> bool:
+        """Whether every with-replacement step takes all the rows, in order."""
+        return self.with_replacement and self.batch_size == self.num_data
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches per permutation (``with_replacement=False``)."""
+        return self.num_data // self.batch_size
+
+    def rows(self, key: Key, step: int) -> Array:
+        """The row indices of step ``step`` drawn with replacement (traceable in ``step``)."""
+        return self.backend.integers(self.backend.fold_in(key, step), self.num_data,
+                                     self.batch_size, self.arrays[0])
 
     def stream(self, key: Key, start: int = 0) -> Iterator[tuple[Array, ...]]:
         """Endless minibatches for one chain, from its ``start``-th batch on."""
         backend = self.backend
-        batches_per_epoch = self.num_data // self.batch_size
+        if self.full_batch:
+            while True:
+                yield self.arrays
+        if self.with_replacement:
+            step = start
+            while True:
+                rows = self.rows(key, step)
+                yield tuple(backend.take(array, rows) for array in self.arrays)
+                step += 1
+        batches_per_epoch = self.batches_per_epoch
         epoch, first = divmod(start, batches_per_epoch)
         while True:
             order = backend.permutation(backend.fold_in(key, epoch), self.num_data, self.arrays[0])
@@ -54,7 +89,12 @@ class ArrayData:
 
 
 class IterableData:
-    """The user's re-iterable of batches (a ``DataLoader``, a list), used as it comes."""
+    """The user's re-iterable of batches (a ``DataLoader``, a list), used as it comes.
+
+    Every :meth:`stream` is a pass of its own over the iterable: a second stream of a
+    reshuffling ``DataLoader`` draws its batches independently of the first, which is how
+    the trace's losses are taken on batches the chain did not step on.
+    """
 
     def __init__(self, batches: Iterable[Any], num_data: int, backend: Backend, like: Array):
         self.batches = batches
@@ -104,8 +144,10 @@ def make_data(
     batch_size: int | None,
     backend: Backend,
     like: Array,
+    with_replacement: bool = True,
 ) -> ArrayData | IterableData:
-    """Validate ``data`` and wrap it as :class:`ArrayData` or :class:`IterableData`."""
+    """Validate ``data`` and wrap it as :class:`ArrayData` (drawn ``with_replacement`` or
+    in shuffled epochs) or :class:`IterableData`."""
     if _is_any_array(data):
         raise TypeError(
             "`data` must be a tuple of arrays sharing the leading dimension, e.g. (x, y), or "
@@ -151,7 +193,7 @@ def make_data(
                     and not np.isfinite(array).all():
                 raise ValueError(f"`data[{index}]` contains NaN or infinite values")
         arrays = tuple(backend.asarray(array, like=like) for array in data)
-        return ArrayData(arrays, batch_size, backend)
+        return ArrayData(arrays, batch_size, backend, with_replacement)
 
     if not isinstance(data, Iterable):
         raise TypeError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from . import _checkpoint
 from ._adapt import _BIAS_TARGET, StepSizeAdaptation, adapt_step_size, with_step_size
 from ._backend import Backend, backend_for
 from ._data import ArrayData, make_data
+from ._tree import tree_flatten
 from ._runner import ChainPlan, ChainRun, RunnerState, run_chains
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from ._version import __version__
@@ -55,7 +57,9 @@ def estimate(
     thin: int = 1,
     seed: int = 0,
     init_loss_batches: int | None = None,
-    baseline: str = "full",
+    baseline: str = "minibatch",
+    trace_batch: str = "independent",
+    full_loss_every: int | None = None,
     mala_every: int | None = 20,
     health_thresholds: HealthThresholds | None = None,
     keep_params_every: int | None = None,
@@ -104,9 +108,10 @@ def estimate(
         (``llc._adapt`` has the rule). The burn-in is cut into windows of 25 steps; after
         each, with Ḡ the window's mean of :math:`n\beta^2\lVert\nabla L_B(w)\rVert^2` and
         tr Σ_B the minibatch-gradient variance at w*, the estimated bias is
-        :math:`\hat b(\epsilon) = \tfrac{\epsilon}{8}(\overline G + n\beta^2
-        \operatorname{tr}\Sigma_B)` (exact for a quadratic posterior, plus the correlation
-        of a without-replacement epoch), and ε is the largest step with
+        :math:`\hat b(\epsilon) = \tfrac{\epsilon}{8}\overline G` (exact for a quadratic
+        posterior; with ``trace_batch="own"`` plus :math:`\tfrac{\epsilon}{8}n\beta^2
+        \operatorname{tr}\Sigma_B` for the own-batch bias of a without-replacement epoch),
+        and ε is the largest step with
         :math:`\hat b(\epsilon) \le 0.025\, d/2`, kept where the windows' MALA acceptance
         is at least ``target_acceptance`` and below any step at which a chain diverged. The
         frozen ε uses the second half of the windows. Every burn-in step also scores its
@@ -141,10 +146,32 @@ def estimate(
         Evaluate :math:`L_n(w^*)` on this many batches instead of the full data (a noisy
         baseline is multiplied by nβ: prefer the default full pass).
     baseline
-        ``"full"``: the per-draw estimate is nβ (L_Bt(w_t) − L_n(w*)), the estimator of Lau
-        et al. ``"minibatch"``: nβ (L_Bt(w_t) − L_Bt(w*)), subtracting the loss of w* on the
-        same minibatch (one extra forward pass per draw); the same expectation, since every
-        row is equally likely in a batch, with far less minibatch noise in the trace.
+        ``"minibatch"`` (default): the per-draw estimate is nβ (L_Bt(w_t) − L_Bt(w*)),
+        subtracting the loss of w* on the same minibatch (one extra forward pass per draw);
+        its expectation is that of ``"full"``, since every row is equally likely in a batch,
+        with far less minibatch noise in the trace (the noise of L_Bt at w_t and at w*
+        nearly cancels). ``"full"``: nβ (L_Bt(w_t) − L_n(w*)), the estimator of Lau et al.,
+        no extra pass; with independent batches its trace carries the whole minibatch noise,
+        so it needs many times more draws for the same error (docs/estimator.md).
+    trace_batch
+        Which minibatch a draw's loss :math:`L_{B_t}(w_t)` is taken on. ``"independent"``
+        (default): a batch independent of the chain's position, so that the trace is an
+        unbiased estimate of :math:`L_n(w_t)`. With array data llc draws every minibatch's
+        rows with replacement, and the step's own batch is independent of :math:`w_t`
+        (which only earlier batches moved): no extra cost. With an iterable of batches the
+        loss is taken on the next batch of a separate pass over the iterable (one extra
+        forward pass per draw), which is independent when the iterable reshuffles on every
+        pass (a ``DataLoader`` with ``shuffle=True``; the ``fixed-order-batches`` health
+        check reports one that does not). ``"own"``: the step's own minibatch, with array
+        data drawn as shuffled epochs without replacement, as devinterp and Lau et al. do.
+        That trace is biased upward (a batch holds none of the rows the chain fitted earlier
+        in its epoch, docs/estimator.md); it is kept to reproduce such results.
+    full_loss_every
+        Evaluate the full-data loss :math:`L_n(w_t)` at every k-th draw (the same batches as
+        :math:`L_n(w^*)`, so ⌈n / batch size⌉ forward passes each) and keep it:
+        ``result.full_llc_trace`` and ``result.full_llc_mean`` are λ̂ from it, free of
+        minibatch noise and of any batch bias: a check of the trace where the data fit.
+        Default ``None``: off.
     mala_every
         Compute the MALA acceptance probability of the sampler's move every ``mala_every``
         draws (one extra gradient evaluation each, so a cost of 1/``mala_every`` more
@@ -207,6 +234,10 @@ def estimate(
         raise ValueError(f"`baseline` must be 'full' or 'minibatch'; got {baseline!r}")
     if init_loss_batches is not None:
         init_loss_batches = positive_int("init_loss_batches", init_loss_batches)
+    if not isinstance(trace_batch, str) or trace_batch not in ("independent", "own"):
+        raise ValueError(f"`trace_batch` must be 'independent' or 'own'; got {trace_batch!r}")
+    if full_loss_every is not None:
+        full_loss_every = positive_int("full_loss_every", full_loss_every)
     if mala_every is not None:
         mala_every = positive_int("mala_every", mala_every)
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
@@ -237,7 +268,8 @@ def estimate(
     leaves = backend.leaves(params)
     center, unravel = backend.ravel(params)
     dataset = make_data(data, num_data=num_data, batch_size=batch_size, backend=backend,
-                        like=center)
+                        like=center, with_replacement=trace_batch == "independent")
+    separate_trace = trace_batch == "independent" and not isinstance(dataset, ArrayData)
     n = dataset.num_data
     nbeta = default_nbeta(n) if nbeta is None else positive_float("nbeta", nbeta)
     if progress is None:
@@ -246,11 +278,13 @@ def estimate(
 
     with _isolated_global_rng(backend, seed):
         loss_and_grad = backend.value_and_grad(loss_fn, unravel)
-        _probe(backend, loss_and_grad, center, dataset)
+        repeat_difference = _probe(backend, loss_and_grad, center, dataset)
+        reshuffles = _reshuffles(backend, dataset) if separate_trace else None
         loss_only = backend.value(loss_fn, unravel)
-        init_loss, init_grad_norm = _full_loss_and_grad_norm(
-            backend, loss_and_grad, center, dataset, init_loss_batches)
-        posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend)
+        init = _full_loss_and_grad(backend, loss_and_grad, center, dataset, init_loss_batches)
+        init_loss = init.loss
+        posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend,
+                                       slope=init.grad)
         chain_keys = backend.split(backend.key(seed), num_chains)
         adaptation = None
         history = "off"
@@ -262,7 +296,8 @@ def estimate(
             step_bias = saved.get("step_size_bias", "missing")
         elif adapt:
             adaptation = _adapt_or_explain(settings, posterior, backend, dataset, chain_keys,
-                                           num_burnin, target_acceptance)
+                                           num_burnin, target_acceptance,
+                                           own_batch=trace_batch == "own")
             settings = with_step_size(settings, adaptation.step_size)
             history = json.dumps([[start, size, round(acceptance, 6),
                                    round(bias, 6) if math.isfinite(bias) else None]
@@ -275,6 +310,11 @@ def estimate(
             batch_baseline=loss_only if baseline == "minibatch" else None,
             mala_every=mala_every,
             keep_params_every=keep_params_every,
+            trace_loss=loss_only if separate_trace else None,
+            first_order=True,
+            full_loss=(None if full_loss_every is None else functools.partial(
+                _full_loss, backend, loss_only, dataset, init_loss_batches)),
+            full_loss_every=full_loss_every,
         )
         attrs = {
             "inference_library": "llc",
@@ -286,10 +326,16 @@ def estimate(
             "nbeta": nbeta,
             "localization": localization,
             "init_loss": init_loss,
-            "init_grad_norm": init_grad_norm,
+            "init_grad_norm": init.grad_norm,
+            "init_loss_rows": init.rows,
+            "loss_repeat_difference": repeat_difference,
             "baseline": baseline,
             "init_loss_batches": "all" if init_loss_batches is None else init_loss_batches,
             "batch_size": "iterable" if dataset.batch_size is None else dataset.batch_size,
+            "trace_batch": trace_batch,
+            "minibatches": _minibatch_description(dataset, separate_trace),
+            **({} if reshuffles is None else {"iterable_reshuffles": int(reshuffles)}),
+            "full_loss_every": "off" if full_loss_every is None else full_loss_every,
             "sampler": settings.name,
             **{f"sampler_{key}": value for key, value in settings.settings().items()
                if key != "name"},
@@ -352,7 +398,7 @@ _AUTO_START = 1e-4  # the first step size tried by step_size="auto"
 
 def _adapt_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
                       dataset: Any, chain_keys: list[Any], num_burnin: int,
-                      target: float) -> StepSizeAdaptation:
+                      target: float, own_batch: bool) -> StepSizeAdaptation:
     """The step set during the burn-in (``llc._adapt``), with a clear error for a sampler
     that reports no acceptance."""
     if not hasattr(settings, "step_size"):
@@ -360,7 +406,7 @@ def _adapt_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, 
                         f"{settings!r} has none")
     adaptation = adapt_step_size(settings, posterior, backend, dataset, chain_keys,
                                  num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
-                                 compile_step=backend.compile)
+                                 compile_step=backend.compile, own_batch=own_batch)
     if all(row[2] == 0 for row in adaptation.history):
         raise RuntimeError(
             "`step_size='auto'`: every chain diverged at every step size tried (from "
@@ -402,9 +448,16 @@ def _isolated_global_rng(backend: Backend, seed: int) -> Iterator[None]:
         random.setstate(python_state)
 
 
-def _full_loss_and_grad_norm(backend: Backend, loss_and_grad: Callable[..., Any], center: Any,
-                            dataset: Any, max_batches: int | None) -> tuple[float, float]:
-    """L_n(w*) and ‖∇L_n(w*)‖ over the data in order (or its first ``max_batches`` batches)."""
+class _LossAtCenter(NamedTuple):
+    loss: float  # L_n(w*)
+    grad: Any  # ∇L_n(w*), a flat framework vector
+    grad_norm: float
+    rows: int  # rows the batches held
+
+
+def _full_loss_and_grad(backend: Backend, loss_and_grad: Callable[..., Any], center: Any,
+                        dataset: Any, max_batches: int | None) -> _LossAtCenter:
+    """L_n(w*) and ∇L_n(w*) over the data in order (or its first ``max_batches`` batches)."""
     total_loss = 0.0
     total_grad = None
     count = 0
@@ -422,14 +475,54 @@ def _full_loss_and_grad_norm(backend: Backend, loss_and_grad: Callable[..., Any]
             f"the loss at w* (`params`) on the data is {init_loss}: check params and data for "
             "NaN/inf and that loss_fn is finite at w*"
         )
-    xp = backend.namespace(total_grad)
-    grad_norm = float(backend.to_numpy(xp.linalg.vector_norm(total_grad))) / count
-    return init_loss, grad_norm
+    mean_grad = backend.linear_combination((1.0 / count, total_grad), reuse=0)
+    xp = backend.namespace(mean_grad)
+    grad_norm = float(backend.to_numpy(xp.linalg.vector_norm(mean_grad)))
+    return _LossAtCenter(init_loss, mean_grad, grad_norm, count)
 
 
-def _probe(backend: Backend, loss_and_grad: Callable[..., Any], center: Any, dataset: Any) -> None:
-    """Call ``loss_fn`` once at w*, so a broken loss fails here with its own traceback."""
+def _full_loss(backend: Backend, loss_only: Callable[..., Any], dataset: Any,
+               max_batches: int | None, position: Any) -> float:
+    """L_n(position) over the batches of L_n(w*)."""
+    total, count = 0.0, 0
+    for batch, size in dataset.evaluation_batches(max_batches):
+        total += float(backend.to_numpy(loss_only(position, batch))) * size
+        count += size
+    return total / count
+
+
+def _minibatch_description(dataset: Any, separate_trace: bool) -> str:
+    if isinstance(dataset, ArrayData):
+        return "with replacement" if dataset.with_replacement else "shuffled epochs"
+    return "iterable; trace on a separate pass" if separate_trace else "iterable"
+
+
+def _reshuffles(backend: Backend, dataset: Any) -> bool:
+    """Whether two passes over an iterable of batches start with different batches."""
+    def first_batch() -> Any:
+        stream = dataset.stream(None)
+        try:
+            return next(stream)
+        finally:
+            stream.close()  # ends the pass (a DataLoader's workers)
+
+    first, second = first_batch(), first_batch()
+    leaves = [(backend.to_numpy(a), backend.to_numpy(b))
+              for a, b in zip(tree_flatten(first)[0], tree_flatten(second)[0])]
+    return not all(a.shape == b.shape and np.array_equal(a, b) for a, b in leaves)
+
+
+def _probe(backend: Backend, loss_and_grad: Callable[..., Any], center: Any, dataset: Any
+           ) -> float:
+    """Call ``loss_fn`` at w*, so a broken loss fails here with its own traceback; then again
+    on the same batch. Returns the relative difference of the two losses (0 for a
+    deterministic loss; dropout or a random augmentation make it large)."""
     batch = next(dataset.stream(backend.key(0)))
     loss, grad = loss_and_grad(center, batch)
     if tuple(grad.shape) != tuple(center.shape):
         raise ValueError("the gradient of `loss_fn` does not match the shape of `params`")
+    again, _ = loss_and_grad(center, batch)
+    first, second = float(backend.to_numpy(loss)), float(backend.to_numpy(again))
+    if not (math.isfinite(first) and math.isfinite(second)):
+        return 0.0  # a non-finite loss is reported by the loss at w*
+    return abs(first - second) / max(abs(first), abs(second), 1e-30)

@@ -32,7 +32,14 @@ _FLUSH_EVERY = 200  # steps per block: the per-step scalars reach the host once 
 
 @dataclass(frozen=True)
 class ChainPlan:
-    """What every chain of one call shares."""
+    """What every chain of one call shares.
+
+    ``trace_loss`` (set for an iterable of batches with the independent trace): the recorded
+    loss of a draw is ``trace_loss(w_t, batch)`` on the next batch of a separate pass over the
+    data instead of the step's own minibatch loss. ``first_order``: the steps report
+    nβ ∇L_n(w*)·(w_t − w*) (``SampleInfo.first_order``), recorded at every draw. ``full_loss``: w ↦ L_n(w) on all the data, evaluated at every
+    ``full_loss_every``-th draw.
+    """
 
     backend: Backend
     algorithm: Any
@@ -46,6 +53,10 @@ class ChainPlan:
     batch_baseline: Callable[..., Any] | None
     mala_every: int | None
     keep_params_every: int | None = None
+    trace_loss: Callable[..., Any] | None = None
+    first_order: bool = False
+    full_loss: Callable[[Any], float] | None = None
+    full_loss_every: int | None = None
 
     @property
     def steps(self) -> int:
@@ -54,8 +65,9 @@ class ChainPlan:
     @property
     def fields(self) -> tuple[str, ...]:
         """Per-draw statistics recorded on every draw."""
-        return ("loss", "distance", "grad_norm") + (
-            ("baseline_loss",) if self.batch_baseline else ())
+        return (("loss", "distance", "grad_norm")
+                + (("first_order",) if self.first_order else ())
+                + (("baseline_loss",) if self.batch_baseline else ()))
 
     @property
     def recorded_fields(self) -> tuple[str, ...]:
@@ -67,6 +79,11 @@ class ChainPlan:
         """Parameter draws kept per chain (every ``keep_params_every``-th draw)."""
         return 0 if not self.keep_params_every else -(-self.num_draws // self.keep_params_every)
 
+    @property
+    def num_full_losses(self) -> int:
+        """Full-data losses per chain (every ``full_loss_every``-th draw)."""
+        return 0 if not self.full_loss_every else -(-self.num_draws // self.full_loss_every)
+
     def draws_before(self, step: int) -> int:
         """Number of draws taken at steps < ``step``."""
         return max(0, -(-(step - self.num_burnin) // self.thin))
@@ -75,13 +92,27 @@ class ChainPlan:
         """Whether ``step`` is recorded as a draw."""
         return step >= self.num_burnin and (step - self.num_burnin) % self.thin == 0
 
-    def next_kept_step(self, step: int) -> int | None:
-        """The first step ≥ ``step`` whose position is kept (``keep_params_every``)."""
-        if not self.keep_params_every:
+    def _next_step_every(self, step: int, every: int | None) -> int | None:
+        """The first step ≥ ``step`` whose draw index is a multiple of ``every``."""
+        if not every:
             return None
         draw = self.draws_before(step)
-        draw = -(-draw // self.keep_params_every) * self.keep_params_every
+        draw = -(-draw // every) * every
         return self.num_burnin + draw * self.thin if draw < self.num_draws else None
+
+    def next_kept_step(self, step: int) -> int | None:
+        """The first step ≥ ``step`` whose position is kept (``keep_params_every``)."""
+        return self._next_step_every(step, self.keep_params_every)
+
+    def next_full_loss_step(self, step: int) -> int | None:
+        """The first step ≥ ``step`` where L_n(w_t) is evaluated (``full_loss_every``)."""
+        return self._next_step_every(step, self.full_loss_every if self.full_loss else None)
+
+    def next_host_step(self, step: int) -> int | None:
+        """The first step ≥ ``step`` that needs the host (a kept position or L_n(w_t))."""
+        steps = [s for s in (self.next_kept_step(step), self.next_full_loss_step(step))
+                 if s is not None]
+        return min(steps) if steps else None
 
 
 @dataclass
@@ -94,13 +125,15 @@ class ChainRun:
     error: BaseException | None = None
     failure: str | None = None  # a failure restored from a checkpoint
     params: np.ndarray | None = None  # (kept draw, param) when keep_params_every is set
+    full_loss: np.ndarray | None = None  # L_n(w_t) of every full_loss_every-th draw
 
     @classmethod
     def empty(cls, plan: ChainPlan) -> ChainRun:
         kept = (np.full((plan.num_kept_params, int(plan.center.shape[0])), np.nan)
                 if plan.keep_params_every else None)
+        full = np.full(plan.num_full_losses, np.nan) if plan.num_full_losses else None
         draws = {name: np.full(plan.num_draws, np.nan) for name in plan.recorded_fields}
-        return cls(np.full(plan.num_burnin, np.nan), draws, params=kept)
+        return cls(np.full(plan.num_burnin, np.nan), draws, params=kept, full_loss=full)
 
     @property
     def failed(self) -> bool:
@@ -126,12 +159,14 @@ class BlockRecord:
 
     ``steps`` are the recorded steps in increasing order (burn-in steps and draws); the
     per-draw fields are NaN at burn-in steps, and ``mala_acceptance`` is NaN where the step
-    was not diagnosed. ``positions`` maps a draw index to its kept position w_t.
+    was not diagnosed. ``positions`` maps a draw index to its kept position w_t, and
+    ``full_losses`` a draw index to L_n(w_t).
     """
 
     steps: np.ndarray
     values: dict[str, np.ndarray]
     positions: dict[int, np.ndarray] = field(default_factory=dict)
+    full_losses: dict[int, float] = field(default_factory=dict)
 
     def record_into(self, plan: ChainPlan, run: ChainRun) -> None:
         """Write into ``run``; set ``run.diverged_at`` at the first non-finite value.
@@ -150,10 +185,15 @@ class BlockRecord:
         draws = (steps[~warmup] - plan.num_burnin) // plan.thin
         for name in run.draws:
             run.draws[name][draws] = self.values[name][:count][~warmup]
+        done = plan.draws_before(steps[-1] + 1 if steps.size else 0)
         if run.params is not None and plan.keep_params_every:
             for draw, position in self.positions.items():
-                if draw < plan.draws_before(steps[-1] + 1 if steps.size else 0):
+                if draw < done:
                     run.params[draw // plan.keep_params_every] = position
+        if run.full_loss is not None and plan.full_loss_every:
+            for draw, value in self.full_losses.items():
+                if draw < done:
+                    run.full_loss[draw // plan.full_loss_every] = value
 
 
 @dataclass
@@ -178,6 +218,24 @@ class SequentialChains:
         self.plan = plan
         self.noise_keys = [keys[0] for keys in split]
         self.streams = [plan.dataset.stream(keys[1], start) for keys in split]
+        # the trace's batches: a pass of their own, one batch per draw
+        self.trace_streams = [plan.dataset.stream(backend.fold_in(keys[1], 1),
+                                                  plan.draws_before(start))
+                              for keys in split] if plan.trace_loss else None
+
+    def _draw_row(self, chain: int, position: Any, batch: Any, info: Any) -> dict[str, Any]:
+        """The per-draw fields of a chain at its position w_t (before the step)."""
+        plan = self.plan
+        row = {"loss": info.loss, "distance": info.distance, "grad_norm": info.grad_norm}
+        if self.trace_streams is not None:
+            batch = next(self.trace_streams[chain])
+            row["loss"] = plan.trace_loss(position, batch)
+        if plan.first_order:  # NaN from a sampler that does not report it
+            row["first_order"] = (info.loss * float("nan") if info.first_order is None
+                                  else info.first_order)
+        if plan.batch_baseline:
+            row["baseline_loss"] = plan.batch_baseline(plan.center, batch)
+        return row
 
     def advance(self, state: RunnerState, stop: int) -> None:
         """Advance every healthy chain to ``stop`` and record the steps on the host.
@@ -190,6 +248,7 @@ class SequentialChains:
         tables = [backend.row_buffer(stop - state.step, columns) for _ in state.runs]
         steps: list[list[int]] = [[] for _ in state.runs]
         positions: list[dict[int, Any]] = [{} for _ in state.runs]
+        full_losses: list[dict[int, float]] = [{} for _ in state.runs]
         try:
             while state.step < stop:
                 step = state.step
@@ -203,19 +262,21 @@ class SequentialChains:
                         continue
                     try:
                         batch = next(self.streams[chain])
+                        position = state.states[chain].position  # w_t
                         states[chain], info = algorithm.step(
                             backend.fold_in(self.noise_keys[chain], step), states[chain], batch,
                             diagnose)
                         if step < plan.num_burnin:
                             round_rows.append((chain, [info.loss, info.distance]))
                         elif recorded:
-                            extra = ([plan.batch_baseline(plan.center, batch)]
-                                     if plan.batch_baseline else [])
-                            row = [info.loss, info.distance, info.grad_norm, *extra]
-                            round_rows.append((chain, row + ([info.mala_acceptance]
-                                                             if diagnose else [])))
+                            row = self._draw_row(chain, position, batch, info)
+                            values = [row[name] for name in plan.fields]
+                            round_rows.append((chain, values + ([info.mala_acceptance]
+                                                                if diagnose else [])))
                             if plan.keep_params_every and draw % plan.keep_params_every == 0:
-                                positions[chain][draw] = state.states[chain].position  # w_t
+                                positions[chain][draw] = position
+                            if plan.full_loss and draw % plan.full_loss_every == 0:
+                                full_losses[chain][draw] = plan.full_loss(position)
                     except Exception as error:  # a failing chain never loses the others' work
                         run.error = error
                 for chain, row in round_rows:
@@ -226,17 +287,19 @@ class SequentialChains:
         finally:
             for chain, run in enumerate(state.runs):
                 if steps[chain] and run.recording:
-                    self._record(steps[chain], tables[chain], positions[chain], run)
+                    self._record(steps[chain], tables[chain], positions[chain],
+                                 full_losses[chain], run)
 
     def _record(self, steps: list[int], table: RowBuffer, positions: dict[int, Any],
-                run: ChainRun) -> None:
+                full_losses: dict[int, float], run: ChainRun) -> None:
         """Copy a block's rows to the host: burn-in rows hold the loss and the distance only
         (the other fields stay NaN), and ``mala_acceptance`` is NaN where not diagnosed."""
         plan = self.plan
         host = table.to_numpy()[:len(steps)]
         values = {name: host[:, column] for column, name in enumerate(plan.recorded_fields)}
         kept = {draw: plan.backend.to_numpy(position) for draw, position in positions.items()}
-        BlockRecord(np.array(steps, dtype=np.int64), values, kept).record_into(plan, run)
+        BlockRecord(np.array(steps, dtype=np.int64), values, kept,
+                    full_losses).record_into(plan, run)
 
 
 class VectorizedChains:
@@ -271,26 +334,34 @@ class VectorizedChains:
         steps = np.arange(start, stop)
         keep = np.array([step < plan.num_burnin or plan.is_draw(step)
                          for step in range(start, stop)])
-        kept_step = plan.next_kept_step(start)
+        kept_step, full_loss_step = plan.next_kept_step(start), plan.next_full_loss_step(start)
+        first_draw = plan.draws_before(start)
         for chain, run in enumerate(state.runs):
             if not run.recording or run.error is not None:
                 continue
             chain_values = {name: column[keep, chain] for name, column in values.items()
                             if name in run.draws or name in ("loss", "distance")}
-            positions = {}
-            if kept_step == start:  # a block starts at each kept draw: w_t is its start state
-                positions[plan.draws_before(start)] = backend.to_numpy(
-                    state.states[chain].position)
-            BlockRecord(steps[keep], chain_values, positions).record_into(plan, run)
+            positions, full_losses = {}, {}
+            position = state.states[chain].position  # a block starts at each kept draw
+            if kept_step == start:
+                positions[first_draw] = backend.to_numpy(position)
+            if full_loss_step == start:
+                try:
+                    full_losses[first_draw] = plan.full_loss(position)
+                except Exception as error:  # noqa: BLE001  (like a raising loss)
+                    run.error = error
+                    continue
+            BlockRecord(steps[keep], chain_values, positions, full_losses).record_into(plan, run)
         state.states = states
         state.step = stop
 
 
 def _block_stop(plan: ChainPlan, step: int, vectorized: bool) -> int:
     """Where the block starting at ``step`` ends: the next multiple of ``_FLUSH_EVERY``, the
-    end of the run, or (vectorized) the next kept draw, which starts a block of its own."""
+    end of the run, or (vectorized) the next draw whose position the host needs (kept, or
+    its full-data loss evaluated), which starts a block of its own."""
     stop = min((step // _FLUSH_EVERY + 1) * _FLUSH_EVERY, plan.steps)
-    kept = plan.next_kept_step(step + 1) if vectorized else None
+    kept = plan.next_host_step(step + 1) if vectorized else None
     return stop if kept is None else min(stop, kept)
 
 

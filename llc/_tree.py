@@ -66,7 +66,7 @@ def tree_builder(treedef: TreeDef) -> Callable[[list[Any]], Any]:
             and all(child.kind == "leaf" for child in treedef.children):
         keys = treedef.meta[1]
         return lambda leaves: dict(zip(keys, leaves))
-    return lambda leaves: _build(treedef, iter(leaves))
+    return lambda leaves: tree_unflatten(treedef, leaves)
 
 
 def _build(node: TreeDef, leaves: Iterator[Any]) -> Any:

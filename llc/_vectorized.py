@@ -3,9 +3,11 @@
 Written once against the backend's :class:`~llc._backend.ChainTransforms` (``vmap``,
 ``scan``, ``cond``, ``jit``) and its array operations, so any adapter that offers the
 transforms gets the fast path. Per step and chain it does exactly what the sequential
-runner does, with the same keys: the minibatch is rows ``[i·b, (i+1)·b)`` of the permutation
-``permutation(fold_in(data_key, epoch), n)``, the noise key is ``fold_in(noise_key, step)``,
-so the two paths draw the same numbers and the tests compare them.
+runner does, with the same keys: the minibatch is the rows
+``integers(fold_in(data_key, step), n, b)`` (drawn with replacement) or rows
+``[i·b, (i+1)·b)`` of the permutation ``permutation(fold_in(data_key, epoch), n)`` (shuffled
+epochs), the noise key is ``fold_in(noise_key, step)``, so the two paths draw the same numbers
+and the tests compare them.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class BlockKernel:
     # ---- traced code --------------------------------------------------------------------
     def _epoch_order(self, data_key: Any, epoch: Any) -> Any:
         backend, dataset = self.plan.backend, self.plan.dataset
+        if dataset.with_replacement:  # no permutation to carry: a placeholder of one row
+            return backend.namespace(epoch).reshape(epoch, (1,))
         return backend.permutation(backend.fold_in(data_key, epoch), dataset.num_data,
                                    self.arrays[0])
 
@@ -61,12 +65,18 @@ class BlockKernel:
 
         def chain_step(noise_key: Any, data_key: Any, state: Any, order: Any, arrays: Any,
                        step: Any) -> tuple[Any, Any, dict[str, Any]]:
-            epoch, index = step // per_epoch, step % per_epoch
-            order = transforms.cond(index == 0, lambda: self._epoch_order(data_key, epoch),
-                                    lambda: order)
-            xp = backend.namespace(order)
-            rows = backend.take(order, index * batch_size + xp.arange(batch_size))
-            batch = tuple(backend.take(array, rows) for array in arrays)
+            if plan.dataset.full_batch:
+                rows = None
+            elif plan.dataset.with_replacement:
+                rows = plan.dataset.rows(data_key, step)
+            else:
+                epoch, index = step // per_epoch, step % per_epoch
+                order = transforms.cond(index == 0, lambda: self._epoch_order(data_key, epoch),
+                                        lambda: order)
+                xp = backend.namespace(order)
+                rows = backend.take(order, index * batch_size + xp.arange(batch_size))
+            batch = (tuple(arrays) if rows is None
+                     else tuple(backend.take(array, rows) for array in arrays))
             key = backend.fold_in(noise_key, step)
             offset = step - plan.num_burnin
             recorded = (offset >= 0) & (offset % plan.thin == 0)
@@ -87,6 +97,9 @@ class BlockKernel:
                 new_state, info = transforms.cond(diagnose, move(True), move(False))
             values = {"loss": info.loss, "distance": info.distance, "grad_norm": info.grad_norm,
                       "mala_acceptance": info.mala_acceptance}
+            if plan.first_order:  # NaN from a sampler that does not report it
+                values["first_order"] = (info.loss * float("nan") if info.first_order is None
+                                         else info.first_order)
             if plan.batch_baseline is not None:
                 values["baseline_loss"] = transforms.cond(
                     recorded, lambda: plan.batch_baseline(plan.center, batch),

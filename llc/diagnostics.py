@@ -20,7 +20,16 @@ code                         fires when
 ``low-mala-acceptance``      mean MALA acceptance < 0.9 (pooled or for a chain)
 ``step-too-small``           MALA acceptance ≥ 0.999 and the chains mix slowly or still
                              diffuse like a free random walk
-``not-critical-point``       nβ ‖∇L_n(w*)‖ · (median ‖w − w*‖) > max(1, |λ̂|)
+``not-critical-point``       the first-order term nβ ∇L_n(w*)·(w − w*), measured at the
+                             draws, exceeds 10 % of the rest of λ̂ (and 2 of its MCSE)
+``chain-means-disagree``     the chains' means spread more than 2× what their own MCSEs
+                             allow (χ² test, p < 0.001): the autocorrelation MCSE is too
+                             small
+``stochastic-loss``          ``loss_fn`` gave two different values on one batch at w*
+``num-data-mismatch``        the batches of L_n(w*) held a number of rows other than
+                             ``num_data``
+``fixed-order-batches``      an iterable yields the same batches on every pass, so the
+                             trace's separate pass is not independent of the chain
 ===========================  =====================================================
 
 The statistics (R-hat, ESS, MCSE) come from arviz-stats, through the result's properties
@@ -150,13 +159,33 @@ class HealthThresholds:
         diffusing at any sensible step (0.63–0.67 for the deep linear network of the known-λ
         suite at its well-sized step), hence the acceptance condition as well.
     max_first_order
-        1.0: ``not-critical-point`` fires when nβ‖∇L_n(w*)‖·D, D the median ‖w − w*‖ of the
-        draws, exceeds this many times max(1, |λ̂|). By Cauchy–Schwarz it bounds the
-        first-order term nβ ∇L_n(w*)·(w − w*) of a typical draw's llc; λ̂ is defined by the
-        second-order (and higher) behaviour around a critical point, so a linear term that
-        can be as large as λ̂ itself (or as one unit of nβ·loss when λ̂ is small) makes
-        λ̂ measure the slope. It is an upper bound (the gradient need not point along the
-        draws), so a margin below 1 would report converged models.
+        0.1: ``not-critical-point`` fires when the mean F of the first-order term
+        nβ ∇L_n(w*)·(w_t − w*) over the draws (recorded at every draw: one dot product)
+        exceeds this fraction of max(1, |λ̂ − F|), the rest of λ̂, by more than
+        ``significance_z`` of its MCSE. λ̂ is defined by the behaviour of the loss around a
+        critical point; a slope that carries 10 % of it moves λ̂ by as much as the step-size
+        errors llc aims to stay within. The bound nβ‖∇L_n(w*)‖·‖w − w*‖ used before
+        overstated the term 10²–10³× in high dimension (the gradient hardly points along
+        the draws) and fired on converged networks.
+    chain_disagreement_p
+        0.001: ``chain-means-disagree`` fires when the healthy chains' means are further
+        apart than their own autocorrelation MCSEs allow, at this p-value of the χ² test
+        Σ_c (x̄_c − x̄)² / MCSE_c² ~ χ²(chains − 1). Such chains move on a time scale the
+        autocorrelation estimate cannot see, and only the spread of the chain means measures
+        the error (which :attr:`~llc.LLCResult.llc_mcse` then reports). The test runs on
+        every call, so the false-alarm rate is kept at 0.1 %.
+    chain_disagreement_ratio
+        2.0: ``chain-means-disagree`` also needs the chain means to spread more than this
+        many times what their MCSEs allow (√(χ² / (chains − 1))). Singular models mix
+        slowly along their flat directions, so the autocorrelation MCSE of a single chain is
+        often a little low, and with 8 chains the χ² test sees a 1.5× shortfall that the
+        reported MCSE (the larger of the two estimates) already covers; a factor of 2 is an
+        error bar off by as much as the check is meant to catch.
+    max_loss_repeat_difference
+        1e-5: ``stochastic-loss`` fires when two evaluations of ``loss_fn`` on the same
+        batch at w* differ by more than this relative amount. A deterministic loss repeats
+        exactly on a CPU; non-deterministic GPU reductions differ by about float32's
+        rounding (1e-7); dropout and random augmentations by percents.
     """
 
     significance_z: float = 2.0
@@ -172,15 +201,19 @@ class HealthThresholds:
     step_too_small_acceptance: float = 0.999
     room_acceptance: float = 0.99
     diffusion_ratio: float = 0.5
-    max_first_order: float = 1.0
+    max_first_order: float = 0.1
+    chain_disagreement_p: float = 0.001
+    chain_disagreement_ratio: float = 2.0
+    max_loss_repeat_difference: float = 1e-5
 
     def __post_init__(self) -> None:
         for name in ("significance_z", "max_llc_margin", "max_rhat", "min_ess_per_chain",
-                     "drift_z", "max_first_order", "diffusion_ratio"):
+                     "drift_z", "max_first_order", "diffusion_ratio",
+                     "max_loss_repeat_difference", "chain_disagreement_ratio"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"`{name}` must be a finite number >= 0; got {value!r}")
-        for name in ("drift_first", "drift_last", "min_mala_acceptance",
+        for name in ("drift_first", "drift_last", "min_mala_acceptance", "chain_disagreement_p",
                      "target_mala_acceptance", "step_too_small_acceptance", "room_acceptance"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value <= 1):
@@ -297,15 +330,6 @@ class _Run:
             warnings.simplefilter("ignore", RuntimeWarning)  # a chain without diagnosed draws
             per_chain = np.nanmean(values, axis=1)
         return float(np.nanmean(values)), per_chain, count
-
-    @cached_property
-    def median_distance(self) -> float | None:
-        distance = self.result.sample_stats.get("distance")
-        if distance is None or self.num_healthy == 0:
-            return None
-        values = np.asarray(distance, dtype=np.float64)[self.healthy]
-        values = values[np.isfinite(values)]
-        return float(np.median(values)) if values.size else None
 
     @cached_property
     def diffusion_ratio(self) -> float | None:
@@ -510,8 +534,8 @@ def _check_drift(run: _Run, t: HealthThresholds) -> Finding | None:
 def _check_low_mala_acceptance(run: _Run, t: HealthThresholds) -> Finding | None:
     """Mean MALA acceptance (pooled or per healthy chain) below ``min_mala_acceptance``."""
     acceptance = run.acceptance
-    if acceptance is None:
-        return None
+    if acceptance is None or _stochastic_difference(run, t) is not None:
+        return None  # a random loss lowers the acceptance at any step: stochastic-loss says so
     pooled, per_chain, count = acceptance
     low = [i for i, a in enumerate(per_chain) if math.isfinite(a) and a < t.min_mala_acceptance]
     if pooled >= t.min_mala_acceptance and not low:
@@ -572,36 +596,137 @@ def _check_step_too_small(run: _Run, t: HealthThresholds) -> Finding | None:
 
 
 def _check_not_critical_point(run: _Run, t: HealthThresholds) -> Finding | None:
-    """nβ‖∇L_n(w*)‖ × median draw distance above ``max_first_order`` × max(1, |λ̂|)."""
+    """The mean first-order term F = nβ ∇L_n(w*)·(w_t − w*) of the draws above
+    ``max_first_order`` × max(1, |λ̂ − F|) by more than ``significance_z`` MCSE."""
+    values = run.result.sample_stats.get("first_order")
+    if values is None or not run.usable:
+        return None
+    values = np.asarray(values, dtype=np.float64)[run.healthy]
+    if values.size == 0 or not np.isfinite(values).all():
+        return None
+    first_order = float(values.mean())
+    error = _array_mcse(values) if values.shape[1] >= 4 else 0.0
+    error = error if math.isfinite(error) else 0.0
+    rest = run.llc_mean - first_order
+    scale = max(1.0, abs(rest))
+    if abs(first_order) - t.significance_z * error <= t.max_first_order * scale:
+        return None
     grad = _number(run.attrs.get("init_grad_norm"))
-    distance = run.median_distance
-    if grad is None or distance is None or not run.usable:
-        return None
-    nbeta = float(run.result.nbeta)
-    first_order = nbeta * grad * distance
-    scale = max(1.0, abs(run.llc_mean))
-    if first_order <= t.max_first_order * scale:
-        return None
     batches = run.attrs.get("init_loss_batches")
     partial = batches not in (None, "all")
-    message = (f"‖∇L_n(w*)‖ = {_fmt(grad)}"
-               + (f" (on {batches} batches, so partly minibatch noise)" if partial else "")
-               + f": the first-order term of the loss around w*, nβ·‖∇L_n(w*)‖·‖w − w*‖, "
-                 f"reaches {_fmt(first_order)} at the median draw distance {_fmt(distance)} "
-                 f"(nβ = {_fmt(nbeta)}), more than max(1, |λ̂|) = {_fmt(scale)}: w* is not a "
-                 "critical point of L_n, and λ̂ measures the slope rather than the geometry "
-                 "around a minimum.")
-    target = t.max_first_order * scale / (nbeta * distance)
-    suggestion = (f"train longer or use a converged checkpoint (‖∇L_n(w*)‖ below ~{_fmt(target, 2)} "
-                  "at this nβ and distance)")
+    nbeta = float(run.result.nbeta)
+    message = (f"the first-order term nβ ∇L_n(w*)·(w − w*) averages {_fmt(first_order)} "
+               f"± {_fmt(error, 2)} over the draws, {_fmt(100 * abs(first_order) / scale, 2)} % "
+               f"of the rest of λ̂ ({_fmt(rest)}; λ̂ = {_fmt(run.llc_mean)}, nβ = {_fmt(nbeta)}"
+               + (f", ‖∇L_n(w*)‖ = {_fmt(grad)}" if grad is not None else "")
+               + (f" on {batches} batches, so partly minibatch noise" if partial else "")
+               + "): w* is not a critical point of L_n, and λ̂ measures the slope along "
+                 "which the chains move as well as the geometry around w*.")
+    gamma = _number(run.attrs.get("localization"))
+    suggestion = ("use a checkpoint closer to convergence (train longer, or finish with "
+                  "full-batch steps)")
+    if gamma is not None:
+        suggestion += (f", or raise `localization` from {_fmt(gamma)} to ~{_fmt(max(10 * gamma, 1.0))}"
+                       " so the chains move less far along the slope")
     if partial:
         suggestion += "; compute L_n(w*) and its gradient on all the data (`init_loss_batches=None`)"
     return Finding("not-critical-point", message, (), suggestion + ".")
 
 
+def _check_chain_means_disagree(run: _Run, t: HealthThresholds) -> Finding | None:
+    """The chains' means further apart than their own MCSEs allow (χ² test)."""
+    if not run.usable or run.num_healthy < 2 or run.num_draws < t.drift_min_draws:
+        return None
+    errors = run.chain_mcse
+    if not (np.isfinite(errors).all() and (errors > 0).all()):
+        return None
+    from scipy import stats
+
+    weights = 1.0 / errors ** 2
+    means = run.chain_means
+    centre = float((weights * means).sum() / weights.sum())
+    statistic = float((weights * (means - centre) ** 2).sum())
+    dof = run.num_healthy - 1
+    p_value = float(stats.chi2.sf(statistic, dof))
+    ratio = math.sqrt(statistic / dof)
+    if p_value >= t.chain_disagreement_p or ratio <= t.chain_disagreement_ratio:
+        return None
+    result = run.result
+    message = (f"the chain means ({', '.join(_fmt(m) for m in means)}) spread {_fmt(ratio, 2)}× "
+               f"more than their autocorrelation MCSEs allow (χ² = {_fmt(statistic)} on {dof} "
+               f"degrees of freedom, p = {p_value:.1g}): the chains move on a time scale the "
+               "autocorrelation estimate cannot see, so its MCSE "
+               f"({_fmt(result.llc_mcse_autocorr, 2)}) understates the error; the reported MCSE "
+               f"is the between-chain standard error {_fmt(result.llc_chain_se, 2)}, itself "
+               f"uncertain with {run.num_healthy} chains.")
+    draws = _number(run.attrs.get("num_draws")) or run.num_draws
+    gamma = _number(run.attrs.get("localization"))
+    suggestion = (f"run more chains (the error of the between-chain estimate shrinks with "
+                  f"their number) and longer: raise `num_draws` from {int(draws)} to "
+                  f"~{int(4 * draws)}")
+    if gamma is not None:
+        suggestion += (f"; if the chains settle in different places, raise `localization` "
+                       f"from {_fmt(gamma)} to ~{_fmt(max(10 * gamma, 1.0))}")
+    return Finding("chain-means-disagree", message, (), suggestion + ".")
+
+
+def _stochastic_difference(run: _Run, t: HealthThresholds) -> float | None:
+    difference = _number(run.attrs.get("loss_repeat_difference"))
+    return difference if difference is not None and difference > t.max_loss_repeat_difference \
+        else None
+
+
+def _check_stochastic_loss(run: _Run, t: HealthThresholds) -> Finding | None:
+    """Two evaluations of ``loss_fn`` on one batch at w* differed."""
+    difference = _stochastic_difference(run, t)
+    if difference is None:
+        return None
+    message = (f"`loss_fn` gave two values {_fmt(100 * difference, 2)} % apart on the same batch "
+               "at w*: it is random (dropout or batch norm in training mode, a random "
+               "augmentation, sampling inside the model). The chains then follow a noisy "
+               "potential, its noise adds to the loss they measure, and λ̂ is inflated; the "
+               "MALA acceptance and the step-size advice do not apply.")
+    suggestion = ("make `loss_fn` deterministic: call `model.eval()` (or pass `train=False`, "
+                  "`deterministic=True`) inside it, and move random augmentations out of it")
+    return Finding("stochastic-loss", message, (), suggestion + ".")
+
+
+def _check_num_data_mismatch(run: _Run, t: HealthThresholds) -> Finding | None:
+    """The batches of L_n(w*) held a number of rows other than ``num_data``."""
+    rows, num_data = _number(run.attrs.get("init_loss_rows")), _number(run.attrs.get("num_data"))
+    if rows is None or num_data is None or run.attrs.get("init_loss_batches") not in (None, "all"):
+        return None
+    if int(rows) == int(num_data):
+        return None
+    message = (f"one pass over `data` yielded {int(rows)} rows, but `num_data` = {int(num_data)}: "
+               f"L_n(w*) is the mean over the {int(rows)} rows the iterable yielded"
+               + (" (a DataLoader with `drop_last=True` leaves out the last partial batch; "
+                  "with shuffling a different subset each pass)" if rows < num_data else "")
+               + ", while nβ = n / log n uses `num_data`.")
+    suggestion = ("pass an iterable that yields every row once per pass (`drop_last=False`), "
+                  "or set `num_data` to the number of rows it yields")
+    return Finding("num-data-mismatch", message, (), suggestion + ".")
+
+
+def _check_fixed_order_batches(run: _Run, t: HealthThresholds) -> Finding | None:
+    """An iterable that repeats its batches in one order, under the independent trace."""
+    if run.attrs.get("iterable_reshuffles") not in (0, "0", False):
+        return None
+    message = ("`data` yields the same batches in the same order on every pass, so the "
+               "separate pass on which the trace's losses are taken is in step with the "
+               "chains' own: a trace batch can be one the chain fitted a few steps before, and "
+               "λ̂ can be biased.")
+    suggestion = ("shuffle on every pass (`DataLoader(..., shuffle=True)`), or pass the data "
+                  "as a tuple of arrays, which llc draws itself")
+    return Finding("fixed-order-batches", message, (), suggestion + ".")
+
+
 #: The checks :func:`check_health` runs, in order: ``(code, function)``.
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("non-finite", _check_non_finite),
+    ("stochastic-loss", _check_stochastic_loss),
+    ("num-data-mismatch", _check_num_data_mismatch),
+    ("fixed-order-batches", _check_fixed_order_batches),
     ("not-critical-point", _check_not_critical_point),
     ("negative-llc", _check_negative_llc),
     ("llc-above-max", _check_llc_above_max),
@@ -609,6 +734,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("step-too-small", _check_step_too_small),
     ("drift-after-burnin", _check_drift),
     ("high-rhat", _check_high_rhat),
+    ("chain-means-disagree", _check_chain_means_disagree),
     ("low-ess", _check_low_ess),
 )
 

@@ -18,6 +18,7 @@ class PotentialEvaluation(NamedTuple):
     drift: Array  # ∇U(w) = nβ ∇L_B(w) + γ (w − w*)
     distance: Array  # ‖w − w*‖ (0-d)
     grad_norm: Array  # ‖∇L_B(w)‖ (0-d)
+    first_order: Array | None = None  # nβ ∇L_n(w*)·(w − w*) (0-d), with a known slope
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class LocalizedPosterior:
         The strength γ ≥ 0 of the pull back to w*.
     backend
         The adapter that owns the arrays (noise, norms).
+    slope
+        ∇L_n(w*) as a flat vector, or ``None``. When given, every evaluation also reports
+        the first-order term nβ ∇L_n(w*)·(w − w*) of the loss increase (one dot product).
     """
 
     loss_and_grad: LossAndGrad
@@ -50,6 +54,7 @@ class LocalizedPosterior:
     nbeta: float
     localization: float
     backend: Backend
+    slope: Array | None = None
 
     def potential_gradient(self, position: Array, batch: Any) -> tuple[Array, Array, Array]:
         """``(L_B(w), ∇L_B(w), ∇U(w))`` at ``position`` on ``batch``."""
@@ -70,14 +75,17 @@ class LocalizedPosterior:
         grad_norm = xp.linalg.vector_norm(grad)
         offset = position - self.center
         distance = xp.linalg.vector_norm(offset)
-        drift = self._drift(grad, offset, reuse_offset=True)
-        return PotentialEvaluation(loss, grad if keep_grad else None, drift, distance, grad_norm)
+        first_order = None if self.slope is None else self.nbeta * xp.sum(self.slope * offset)
+        drift = self._drift(grad, offset)
+        return PotentialEvaluation(loss, grad if keep_grad else None, drift, distance, grad_norm,
+                                   first_order)
 
-    def _drift(self, grad: Array, offset: Array, reuse_offset: bool = False) -> Array:
+    def _drift(self, grad: Array, offset: Array) -> Array:
+        """nβ ∇L_B(w) + γ (w − w*), written over ``offset``, a temporary of the caller's."""
         if self.localization == 0:
             return self.backend.linear_combination((self.nbeta, grad))
         return self.backend.linear_combination((self.nbeta, grad), (self.localization, offset),
-                                               reuse=1 if reuse_offset else None)
+                                               reuse=1)
 
     def potential(self, position: Array, loss: Array) -> Array:
         """U_B(w) = nβ L_B(w) + (γ/2)‖w − w*‖² from the minibatch loss at ``position``."""
@@ -94,7 +102,7 @@ class LocalizedPosterior:
             a = \min\Big(1, \exp\big(U(w) - U(w') + \log q(w \mid w') - \log q(w' \mid w)\big)\Big),
             \quad q(w' \mid w) = \mathcal N\big(w';\, w - \tfrac{\epsilon}{2}\nabla U(w),\, \epsilon I\big)
 
-        with U and ∇U on the same minibatch at both points (DESIGN §2). Costs one gradient
+        with U and ∇U on the same minibatch at both points (docs/design.md). Costs one gradient
         evaluation at the proposal. On the known-λ problems the accurate SGLD steps gave
         a ≥ 0.98 (docs/trust.md).
         """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,9 @@ class LLCResult:
         With ``keep_params_every=k``: the flat parameter vector w_t of every k-th draw,
         shape (chain, draw // k, num_params), in the params' dtype (leaves in the params'
         flattening order, each raveled; ``attrs["param_shapes"]`` lists their shapes).
+    full_loss_trace
+        With ``full_loss_every=k``: the full-data loss L_n(w_t) of every k-th draw, shape
+        (chain, ⌈draws / k⌉); else ``None``.
     """
 
     llc_trace: np.ndarray
@@ -79,6 +83,7 @@ class LLCResult:
     elapsed: float = float("nan")
     findings: list[Finding] = field(default_factory=list)
     param_draws: np.ndarray | None = None
+    full_loss_trace: np.ndarray | None = None
     _first_error: BaseException | None = field(default=None, repr=False, compare=False)
 
     # ---- construction -------------------------------------------------------------------
@@ -115,6 +120,9 @@ class LLCResult:
             chain_errors=[run.failure_message() for run in runs],
             param_draws=None if runs[0].params is None
             else np.stack([np.asarray(run.params) for run in runs]),
+            full_loss_trace=None if runs[0].full_loss is None
+            else np.stack([run.full_loss for run in runs])[
+                :, :None if num_draws is None else -(-num_draws // int(attrs["full_loss_every"]))],
             attrs=attrs,
             elapsed=elapsed,
             _first_error=next((run.error for run in runs if run.error is not None), None),
@@ -161,10 +169,70 @@ class LLCResult:
 
     @property
     def llc_mcse(self) -> float:
-        """Monte Carlo standard error of λ̂ from the bulk ESS of the trace (arviz-stats)."""
+        """The standard error of λ̂ that llc reports: the larger of
+        :attr:`llc_mcse_autocorr` and :attr:`llc_chain_se` (the first alone with one
+        healthy chain).
+
+        The autocorrelation MCSE misses motion slower than the chains' autocorrelation
+        window can see; the spread of independent chains' means sees it, but from few
+        chains it is itself noisy. On trained networks the first alone can be several times
+        smaller than the seed-to-seed spread of λ̂ (docs/estimator.md).
+        """
+        autocorr = self.llc_mcse_autocorr
+        between = self.llc_chain_se
+        return autocorr if not math.isfinite(between) else max(autocorr, between)
+
+    @property
+    def llc_mcse_autocorr(self) -> float:
+        """Monte Carlo standard error of the trace's mean from its bulk ESS (arviz-stats'
+        ``mcse``, the ``mcse_mean`` of ArviZ's summary)."""
         import arviz_stats
 
         return float(arviz_stats.mcse(self._healthy_posterior(), var_names=["llc"])["llc"])
+
+    @property
+    def llc_chain_se(self) -> float:
+        """Between-chain standard error: the standard deviation (ddof=1) of the healthy
+        chains' means over √(healthy chains); NaN with one healthy chain."""
+        return self.llc_std / math.sqrt(len(self.healthy_chains))
+
+    def llc_interval(self, prob: float = 0.95) -> tuple[float, float]:
+        """A ``prob`` confidence interval for λ̂'s Monte Carlo error (its expectation over
+        seeds at these settings, not the true λ).
+
+        Half-width: the larger of z·:attr:`llc_mcse_autocorr` (z the normal quantile) and
+        t·:attr:`llc_chain_se` with t Student's quantile at (healthy chains − 1) degrees of
+        freedom, exact for independent chains whose means are normal; with few chains t is
+        large (4 chains: 3.18 for 95 %).
+        """
+        from scipy import stats
+
+        if not (isinstance(prob, float) and 0 < prob < 1):
+            raise ValueError(f"`prob` must be a float in (0, 1); got {prob!r}")
+        upper = 0.5 + prob / 2
+        half = stats.norm.ppf(upper) * self.llc_mcse_autocorr
+        chains = len(self.healthy_chains)
+        if chains > 1:
+            half = max(half, stats.t.ppf(upper, chains - 1) * self.llc_chain_se)
+        return self.llc_mean - half, self.llc_mean + half
+
+    @property
+    def full_llc_trace(self) -> np.ndarray | None:
+        """nβ (L_n(w_t) − L_n(w*)) at every ``full_loss_every``-th draw, (chain, kept);
+        ``None`` without ``full_loss_every``."""
+        if self.full_loss_trace is None:
+            return None
+        return self.nbeta * (self.full_loss_trace - self.init_loss)
+
+    @property
+    def full_llc_mean(self) -> float:
+        """λ̂ from the full-data losses of the healthy chains (NaN without them)."""
+        trace = self.full_llc_trace
+        if trace is None:
+            return float("nan")
+        values = trace[self.healthy_chains]
+        values = values[np.isfinite(values)]
+        return float(values.mean()) if values.size else float("nan")
 
     @property
     def ess_bulk(self) -> float:
@@ -224,6 +292,16 @@ class LLCResult:
                 coords={"chain": np.arange(self.param_draws.shape[0]),
                         "kept_draw": every * np.arange(self.param_draws.shape[1])},
             ))
+        if self.full_loss_trace is not None:
+            import xarray as xr
+
+            every = int(self.attrs.get("full_loss_every", 1))
+            tree["full_loss"] = xr.DataTree(xr.Dataset(
+                {"loss": (("chain", "draw"), self.full_loss_trace),
+                 "llc": (("chain", "draw"), self.full_llc_trace)},
+                coords={"chain": np.arange(self.full_loss_trace.shape[0]),
+                        "draw": every * np.arange(self.full_loss_trace.shape[1])},
+            ))
         tree.attrs.update(_netcdf_attrs(self.attrs))
         tree.attrs["elapsed_seconds"] = float(self.elapsed)
         tree.attrs["failed_chains"] = json.dumps([int(c) for c in np.flatnonzero(self.failed_chains)])
@@ -260,6 +338,8 @@ class LLCResult:
         failed_chains[failed] = True
         param_draws = (np.asarray(tree["parameters"].to_dataset()["w"].values)
                        if "parameters" in tree.children else None)
+        full_loss = (np.asarray(tree["full_loss"].to_dataset()["loss"].values, dtype=np.float64)
+                     if "full_loss" in tree.children else None)
         if not attrs.get("complete", 1):  # a checkpoint: keep the draws taken so far
             burnin, thin = int(attrs.get("num_burnin", 0)), int(attrs.get("thin", 1))
             done = max(0, -(-(int(attrs.get("steps_done", 0)) - burnin) // thin))
@@ -268,6 +348,8 @@ class LLCResult:
             if param_draws is not None:
                 every = int(attrs.get("keep_params_every", 1))
                 param_draws = param_draws[:, :-(-done // every)]
+            if full_loss is not None:
+                full_loss = full_loss[:, :-(-done // int(attrs.get("full_loss_every", 1)))]
         return cls(
             llc_trace=llc_trace,
             loss_trace=np.asarray(posterior["loss"].values, dtype=np.float64)[:, :llc_trace.shape[1]],
@@ -281,6 +363,7 @@ class LLCResult:
             elapsed=elapsed,
             findings=findings,
             param_draws=param_draws,
+            full_loss_trace=full_loss,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -298,7 +381,9 @@ class LLCResult:
         """One row ``llc``: the estimate's statistics and the settings that produced it.
 
         Columns: ``mean``, ``sd``, ``mcse_mean``, ``ess_bulk``, ``ess_tail``, ``r_hat`` (from
-        arviz-stats, on the healthy chains), ``chain_std`` (spread of chain means),
+        arviz-stats, on the healthy chains, with ArviZ's definitions), ``chain_std`` (spread
+        of chain means), ``chain_se`` (:attr:`llc_chain_se`), ``mcse`` (:attr:`llc_mcse`,
+        the error llc reports: the larger of ``mcse_mean`` and ``chain_se``),
         ``mala_acceptance`` (mean), ``healthy_chains``, ``draws``, then the settings:
         ``sampler``, ``step_size``, ``nbeta``, ``localization``, ``batch_size``, ``num_data``,
         ``num_burnin``, ``baseline``, ``backend``, and ``findings`` (the health-check codes).
@@ -310,6 +395,8 @@ class LLCResult:
         table = table[["mean", "sd", "mcse_mean", "ess_bulk", "r_hat"]].copy()
         table.insert(4, "ess_tail", self.ess_tail)
         table["chain_std"] = self.llc_std
+        table["chain_se"] = self.llc_chain_se
+        table["mcse"] = self.llc_mcse
         table["mala_acceptance"] = self.mala_acceptance
         table["healthy_chains"] = len(self.healthy_chains)
         table["draws"] = self.llc_trace.shape[1]
@@ -335,10 +422,14 @@ class LLCResult:
             f"step_size={_short(attrs.get('sampler_step_size'))}, nbeta={self.nbeta:.5g} "
             f"(n={attrs.get('num_data')}), localization={attrs.get('localization')}, "
             f"batch_size={attrs.get('batch_size')}, burn-in={attrs.get('num_burnin')}, "
-            f"thin={attrs.get('thin')}, baseline={attrs.get('baseline')}, seed={attrs.get('seed')}",
+            f"thin={attrs.get('thin')}, baseline={attrs.get('baseline')}, "
+            f"trace_batch={attrs.get('trace_batch', 'own')}, seed={attrs.get('seed')}",
             f"L_n(w*) = {self.init_loss:.6g}, ‖∇L_n(w*)‖ = {attrs.get('init_grad_norm', float('nan')):.3g}"
             f", {self.elapsed:.1f} s",
         ]
+        if self.full_loss_trace is not None:
+            lines.append(f"λ̂ from L_n(w_t) at every {attrs.get('full_loss_every')}th draw: "
+                         f"{self.full_llc_mean:.4g}")
         lines += [f"chain {chain}: {error}" for chain, error in enumerate(self.chain_errors) if error]
         lines += [f"health: {finding}" for finding in self.findings] or ["health: no findings"]
         return "\n".join(lines)

@@ -68,12 +68,16 @@ class SampleInfo(NamedTuple):
         :func:`rmsprop_sgld` that of the preconditioned Langevin move. The momentum samplers
         (:func:`sghmc`, :func:`sgnht`) make no Langevin move in the position alone, so they
         report NaN when asked to diagnose (a NaN, not ``None``, so the runner can buffer it).
+    first_order
+        nβ ∇L_n(w*)·(w_t − w*), the first-order term of the loss increase, when the
+        posterior knows ∇L_n(w*) (:attr:`LocalizedPosterior.slope`); else ``None``.
     """
 
     loss: Array
     distance: Array
     grad_norm: Array
     mala_acceptance: Array | None = None
+    first_order: Array | None = None
 
 
 class SamplingAlgorithm(NamedTuple):
@@ -140,7 +144,7 @@ def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
             (1.0, position), (-half_step, here.drift), (noise_scale, noise), reuse=2)
         acceptance = posterior.langevin_acceptance(
             step_size, position, here.loss, here.drift, new_position, batch) if diagnose else None
-        return SGLDState(position=new_position), _describe(backend, here, acceptance)
+        return SGLDState(position=new_position), _describe(here, acceptance)
 
     return SamplingAlgorithm(init, step)
 
@@ -175,9 +179,9 @@ def _zero_scalar(backend: Any, position: Array) -> Array:
     return backend.namespace(position).sum(position * 0)
 
 
-def _describe(backend: Any, here: PotentialEvaluation, acceptance: Array | None) -> SampleInfo:
+def _describe(here: PotentialEvaluation, acceptance: Array | None) -> SampleInfo:
     return SampleInfo(loss=here.loss, distance=here.distance, grad_norm=here.grad_norm,
-                      mala_acceptance=acceptance)
+                      mala_acceptance=acceptance, first_order=here.first_order)
 
 
 def _langevin_log_ratio(posterior: LocalizedPosterior, step_size: Any, position: Array,
@@ -341,8 +345,7 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float =
             log_ratio = _langevin_log_ratio(posterior, local_step, position, loss, drift,
                                             new_position, proposal_loss, proposal_drift)
             acceptance = xp.exp(xp.clip(log_ratio, max=0.0))
-        return RMSPropSGLDState(new_position, square_avg, count), _describe(
-            backend, here, acceptance)
+        return RMSPropSGLDState(new_position, square_avg, count), _describe(here, acceptance)
 
     return SamplingAlgorithm(init, step)
 
@@ -475,7 +478,7 @@ def sghmc(posterior: LocalizedPosterior, step_size: float, friction: float = 0.1
         noise = backend.normal(key, position)
         momentum = backend.linear_combination(
             (decay, state.momentum), (-step_size, here.drift), (noise_scale, noise), reuse=2)
-        info = _describe(backend, here,
+        info = _describe(here,
                          _zero_scalar(backend, position) + math.nan if diagnose else None)
         return SGHMCState(position + momentum, momentum), info
 
@@ -580,7 +583,7 @@ def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float = 1.
         new_position = backend.linear_combination((1.0, position), (h, momentum))
         dimension = momentum.shape[0]
         thermostat = thermostat + h * (xp.sum(momentum * momentum) / dimension - 1.0)
-        info = _describe(backend, here,
+        info = _describe(here,
                          _zero_scalar(backend, position) + math.nan if diagnose else None)
         return SGNHTState(new_position, momentum, thermostat), info
 
@@ -684,7 +687,7 @@ def mala(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
         first, second = backend.normal(first_key, zero), backend.normal(second_key, zero)
         accept = log_ratio + 0.5 * (first * first + second * second) > 0.0  # NaN: reject
         new_position = xp.where(accept, proposal, position)
-        info = _describe(backend, here,
+        info = _describe(here,
                          xp.exp(xp.clip(log_ratio, max=0.0)) if diagnose else None)
         return MALAState(new_position), info
 

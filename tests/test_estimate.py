@@ -161,8 +161,12 @@ def test_burnin_and_thinning_select_the_right_steps(backend64) -> None:
 
 def test_estimator_formula(backend64) -> None:
     loss_fn, params, data = linear_problem(backend64)
-    result = llc.estimate(loss_fn, params, data, **SHORT)
-    np.testing.assert_allclose(result.llc_trace, result.nbeta * (result.loss_trace - result.init_loss))
+    result = llc.estimate(loss_fn, params, data, **SHORT)  # baseline="minibatch"
+    np.testing.assert_allclose(result.llc_trace, result.nbeta * (
+        result.loss_trace - result.sample_stats["baseline_loss"]))
+    full = llc.estimate(loss_fn, params, data, **{**SHORT, "baseline": "full"})
+    np.testing.assert_allclose(full.llc_trace, full.nbeta * (full.loss_trace - full.init_loss))
+    np.testing.assert_array_equal(full.loss_trace, result.loss_trace)  # the same chains
     assert result.llc_mean == pytest.approx(result.llc_trace.mean())
     np.testing.assert_allclose(result.llc_chains, result.llc_trace.mean(axis=1))
     assert result.llc_std == pytest.approx(np.std(result.llc_trace.mean(axis=1), ddof=1))

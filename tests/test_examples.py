@@ -21,13 +21,13 @@ def test_torch_quickstart_runs_healthy() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "torch_quickstart.py")],
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    # The README prints λ̂ = 8.652 ± 0.19. The training is full-batch Adam, whose result was the
-    # same to the printed digits under MKL's AVX2 and AVX-512 kernels; other CPUs or builds may
-    # round differently, so the check allows 4 MCSE of the two runs combined.
+    # The README prints λ̂ = 8.572 ± 0.31. The training is full-batch Adam, whose end point
+    # differs between CPUs (its ‖∇L_n(w*)‖ was 0.000183 on one and 0.00326 on another), so the
+    # check allows 4 MCSE of the two runs combined.
     match = re.search(r"λ̂ = ([0-9.]+) ± ([0-9.]+) \(MCSE\)", out.stdout)
     assert match, out.stdout
     estimate, mcse = float(match[1]), float(match[2])
-    assert abs(estimate - 8.652) <= 4 * math.hypot(mcse, 0.19), out.stdout
+    assert abs(estimate - 8.572) <= 4 * math.hypot(mcse, 0.31), out.stdout
     assert "health: no findings" in out.stdout
     readme = (ROOT / "README.md").read_text()
     assert (ROOT / "examples" / "torch_quickstart.py").read_text().split('"""', 2)[2].strip() \
@@ -40,7 +40,7 @@ def test_jax_quickstart_runs_healthy() -> None:
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     if jax.__version__ == "0.10.2":  # the pinned build: the README's exact numbers
-        assert "λ̂ = 7.3 ± 0.11 (MCSE)" in out.stdout
+        assert "λ̂ = 7.082 ± 0.19 (MCSE)" in out.stdout
     assert "health: no findings" in out.stdout
     readme = (ROOT / "README.md").read_text()
     assert (ROOT / "examples" / "jax_quickstart.py").read_text().split('"""', 2)[2].strip() \
@@ -109,8 +109,48 @@ def test_tensorflow_quickstart_runs_healthy() -> None:
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     if (tf.__version__, keras.__version__) == ("2.21.0", "3.15.1"):  # the README's exact numbers
-        assert "λ̂ = 13.32 ± 0.29 (MCSE)" in out.stdout
+        assert "λ̂ = 13.23 ± 0.29 (MCSE)" in out.stdout
     assert "health: no findings" in out.stdout
     readme = (ROOT / "README.md").read_text()
     assert (ROOT / "examples" / "tensorflow_quickstart.py").read_text().split('"""', 2)[2] \
         .strip() in readme
+
+
+def _load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.statistical
+def test_digits_classifier_is_healthy_only_with_strong_localization() -> None:
+    """docs/classifiers.md: at γ = 1 every run is flagged and λ̂ grows with the step; at
+    γ = 100 the runs with acceptance ≥ 0.96 are healthy and λ̂ changes by less than 20 % per
+    threefold step, and the largest step is flagged for its acceptance."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    results = _load_example("digits_classifier").main()
+    weak, strong = results[:4], results[4:]
+    assert all(result.findings for result in weak)
+    assert weak[-1].llc_mean > 2 * weak[0].llc_mean
+    healthy = [result for result in strong if result.mala_acceptance >= 0.96]
+    assert len(healthy) == 3 and all(result.findings == [] for result in healthy)
+    for smaller, larger in zip(healthy, healthy[1:]):
+        assert abs(larger.llc_mean / smaller.llc_mean - 1) < 0.2
+    assert "low-mala-acceptance" in [finding.code for finding in strong[-1].findings]
+    assert "examples/digits_classifier.py" in (ROOT / "docs" / "classifiers.md").read_text()
+
+
+def test_transformer_lm_conventions_quick() -> None:
+    """docs/language_models.md: the sequence and token conventions for n give nβ of the
+    documented sizes and λ̂ in the documented order; the pitfall is far hotter."""
+    pytest.importorskip("torch")
+    example = _load_example("transformer_lm")
+    results = list(example.main(quick=True).values())
+    sequences, tokens, pitfall = results
+    count = example.SEQUENCES * (example.LENGTH - 1)
+    assert sequences.nbeta == pytest.approx(example.SEQUENCES / math.log(example.SEQUENCES))
+    assert tokens.nbeta == pytest.approx(count / math.log(count))
+    assert pitfall.nbeta == sequences.nbeta
+    assert sequences.llc_mean > tokens.llc_mean > 2 * pitfall.llc_mean > 0

@@ -169,10 +169,11 @@ def test_a_diverging_chain_is_left_out_with_a_warning(backend64) -> None:
     skip_if_compiled(backend64)
     loss_fn, params, data = linear_problem(backend64)
     flaky = FailingChains(loss_fn, 3, {1: (14, "nan")},  # chain 1 turns NaN at step 14
-                          initial_calls=3)  # the probe and L_n(w*) in 2 batches of 256
+                          initial_calls=4)  # the probe twice, L_n(w*) in 2 batches of 256
     with pytest.warns(llc.ChainFailureWarning, match="chain 1 diverged at step 14"):
         result = llc.estimate(flaky, params, data, num_chains=3, num_draws=30, num_burnin=10,
-                              step_size=1e-4, progress=False, seed=1, mala_every=None)
+                              step_size=1e-4, progress=False, seed=1, mala_every=None,
+                              baseline="full")
     assert list(result.failed_chains) == [False, True, False]
     assert result.sample_stats["diverging"][1, 4:].all()
     assert not result.sample_stats["diverging"][1, :4].any()
@@ -186,10 +187,11 @@ def test_a_raising_chain_keeps_its_draws_and_the_others_finish(backend64) -> Non
     skip_if_compiled(backend64)
     loss_fn, params, data = linear_problem(backend64)
     flaky = FailingChains(loss_fn, 2, {0: (25, "raise")},
-                          initial_calls=3)  # the probe and L_n(w*) in 2 batches of 256
+                          initial_calls=4)  # the probe twice, L_n(w*) in 2 batches of 256
     with pytest.warns(llc.ChainFailureWarning, match="chain 0 raised ValueError: boom"):
         result = llc.estimate(flaky, params, data, num_chains=2, num_draws=30, num_burnin=10,
-                              step_size=1e-4, progress=False, seed=1, mala_every=None)
+                              step_size=1e-4, progress=False, seed=1, mala_every=None,
+                              baseline="full")
     assert list(result.failed_chains) == [True, False]
     assert np.isfinite(result.loss_trace[0, :15]).all() and np.isnan(result.loss_trace[0, 15:]).all()
     assert np.isfinite(result.loss_trace[1]).all()
