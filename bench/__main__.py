@@ -1,4 +1,4 @@
-"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|perf|all]``.
+"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|honest|perf|all]``.
 
 ``demo``          the ``llc demo`` run per installed backend: λ̂, error, R-hat, ESS, seconds.
 ``known-lambda``  the known-λ suite at the test settings (tests/test_known_lambda.py) per
@@ -8,6 +8,9 @@
 ``samplers``      each sampler's λ̂ error on a DLN and an RRR over a grid of step sizes at a
                   matched number of per-sample gradient evaluations, and the range of steps
                   within 10 % of λ.
+``honest``        the trace against L_n(w_t) at the same draws on singular deep linear
+                  networks, and the error bars against the spread over seeds on a trained
+                  classifier (``bench.honest``).
 ``perf``          the performance benchmarks, each its own module (also runnable alone):
                   ``bench.speed`` (llc against plain SGD and SGD + noise per backend, 1/4/16
                   chains, vectorized or not), ``bench.profile_step`` (where a step's time
@@ -128,7 +131,8 @@ def bench_auto(seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5),
 
     choices = (*grid, "auto")
     print("\n### `step_size=\"auto\"` against fixed step sizes (NumPy backend)\n")
-    print(f"n = {NUM_DATA}, settings as the known-λ suite except the step; seeds {seeds}; "
+    print(f"n = {NUM_DATA}, settings as the known-λ suite except the step and 4 chains; "
+          f"seeds {seeds}; "
           "|error| is |λ̂/λ − 1|, its mean over the seeds ± its standard error; for auto, "
           "b̂ is the rule's estimated step bias at the frozen step (`attrs[\"step_size_bias\"]`)\n")
     print("| problem | λ | step | step used | λ̂ per seed | mean abs error | mean signed error "
@@ -145,7 +149,7 @@ def bench_auto(seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5),
             sign = signed[step].setdefault(name, [])
             for seed in seeds:
                 settings = {**SETTINGS, **OVERRIDES.get(name, {}), "step_size": step,
-                            "seed": seed}
+                            "seed": seed, "num_chains": 4}
                 started = time.process_time()  # CPU s: robust to a shared machine
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -265,7 +269,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="all",
-                        choices=("demo", "known-lambda", "auto", "samplers", "perf", "all"))
+                        choices=("demo", "known-lambda", "auto", "samplers", "honest", "perf",
+                                 "all"))
     args = parser.parse_args()
     print(f"machine: {_machine()}; llc {llc.__version__}; backends {llc.available_backends()}")
     if args.which in ("demo", "all"):
@@ -276,6 +281,10 @@ def main() -> None:
         bench_auto()
     if args.which in ("samplers", "all"):
         bench_samplers()
+    if args.which in ("honest", "all"):
+        from bench.honest import main as bench_honest
+
+        bench_honest()
     if args.which in ("perf", "all"):
         bench_performance()
 

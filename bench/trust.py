@@ -1,7 +1,8 @@
 """Figures and findings for docs/trust.md: ``python -m bench.trust`` (writes docs/img/trust_*.png).
 
 Three runs on the deep linear network of the demo (λ = 7): healthy, a too-large step, and a
-w* that is not a minimum (a checkpoint before convergence).
+w* that is not a minimum (a checkpoint before convergence); then λ̂ and the MALA acceptance
+over a range of step sizes (the table "acceptance is necessary, not sufficient").
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def main() -> None:
         print(f"## {name} {override}\n")
         print(result)
         print()
+    print("| step size | λ̂ | error | MALA acceptance |")
+    print("|---|---|---|---|")
+    for step_size in (1e-5, 3e-5, 5e-5, 1e-4, 3e-4):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = llc.estimate(problem.loss_and_grad, params, data, progress=False,
+                                  **{**settings, "step_size": step_size})
+        error = result.llc_mean / problem.true_lambda - 1
+        print(f"| {step_size:g} | {result.llc_mean:.2f} | {100 * error:+.1f} % | "
+              f"{result.mala_acceptance:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
