@@ -162,7 +162,8 @@ def estimate(
         loss is taken on the next batch of a separate pass over the iterable (one extra
         forward pass per draw), which is independent when the iterable reshuffles on every
         pass (a ``DataLoader`` with ``shuffle=True``; the ``fixed-order-batches`` health
-        check reports one that does not). ``"own"``: the step's own minibatch, with array
+        check reports one that does not); an iterable of one batch (the full data, or
+        sufficient statistics) needs no second pass. ``"own"``: the step's own minibatch, with array
         data drawn as shuffled epochs without replacement, as devinterp and Lau et al. do.
         That trace is biased upward (a batch holds none of the rows the chain fitted earlier
         in its epoch, docs/estimator.md); it is kept to reproduce such results.
@@ -269,7 +270,7 @@ def estimate(
     center, unravel = backend.ravel(params)
     dataset = make_data(data, num_data=num_data, batch_size=batch_size, backend=backend,
                         like=center, with_replacement=trace_batch == "independent")
-    separate_trace = trace_batch == "independent" and not isinstance(dataset, ArrayData)
+    iterable = not isinstance(dataset, ArrayData)
     n = dataset.num_data
     nbeta = default_nbeta(n) if nbeta is None else positive_float("nbeta", nbeta)
     if progress is None:
@@ -279,9 +280,11 @@ def estimate(
     with _isolated_global_rng(backend, seed):
         loss_and_grad = backend.value_and_grad(loss_fn, unravel)
         repeat_difference = _probe(backend, loss_and_grad, center, dataset)
-        reshuffles = _reshuffles(backend, dataset) if separate_trace else None
         loss_only = backend.value(loss_fn, unravel)
         init = _full_loss_and_grad(backend, loss_and_grad, center, dataset, init_loss_batches)
+        # an iterable of one batch per pass trains and traces on the whole of it: no second pass
+        separate_trace = trace_batch == "independent" and iterable and init.batches > 1
+        reshuffles = _reshuffles(backend, dataset) if separate_trace else None
         init_loss = init.loss
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend,
                                        slope=init.grad)
@@ -334,6 +337,8 @@ def estimate(
             "batch_size": "iterable" if dataset.batch_size is None else dataset.batch_size,
             "trace_batch": trace_batch,
             "minibatches": _minibatch_description(dataset, separate_trace),
+            **({"batches_per_pass": init.batches} if iterable and init_loss_batches is None
+               else {}),
             **({} if reshuffles is None else {"iterable_reshuffles": int(reshuffles)}),
             "full_loss_every": "off" if full_loss_every is None else full_loss_every,
             "sampler": settings.name,
@@ -453,6 +458,7 @@ class _LossAtCenter(NamedTuple):
     grad: Any  # ∇L_n(w*), a flat framework vector
     grad_norm: float
     rows: int  # rows the batches held
+    batches: int
 
 
 def _full_loss_and_grad(backend: Backend, loss_and_grad: Callable[..., Any], center: Any,
@@ -460,8 +466,9 @@ def _full_loss_and_grad(backend: Backend, loss_and_grad: Callable[..., Any], cen
     """L_n(w*) and ∇L_n(w*) over the data in order (or its first ``max_batches`` batches)."""
     total_loss = 0.0
     total_grad = None
-    count = 0
+    count = batches = 0
     for batch, size in dataset.evaluation_batches(max_batches):
+        batches += 1
         loss, grad = loss_and_grad(center, batch)
         total_loss += float(backend.to_numpy(loss)) * size
         total_grad = (backend.linear_combination((size, grad), reuse=0) if total_grad is None
@@ -478,7 +485,7 @@ def _full_loss_and_grad(backend: Backend, loss_and_grad: Callable[..., Any], cen
     mean_grad = backend.linear_combination((1.0 / count, total_grad), reuse=0)
     xp = backend.namespace(mean_grad)
     grad_norm = float(backend.to_numpy(xp.linalg.vector_norm(mean_grad)))
-    return _LossAtCenter(init_loss, mean_grad, grad_norm, count)
+    return _LossAtCenter(init_loss, mean_grad, grad_norm, count, batches)
 
 
 def _full_loss(backend: Backend, loss_only: Callable[..., Any], dataset: Any,

@@ -26,8 +26,8 @@ code                         fires when
                              allow (χ² test, p < 0.001): the autocorrelation MCSE is too
                              small
 ``stochastic-loss``          ``loss_fn`` gave two different values on one batch at w*
-``num-data-mismatch``        the batches of L_n(w*) held a number of rows other than
-                             ``num_data``
+``num-data-mismatch``        the batches of one pass over an iterable (two or more)
+                             held a number of rows other than ``num_data``
 ``fixed-order-batches``      an iterable yields the same batches on every pass, so the
                              trace's separate pass is not independent of the chain
 ===========================  =====================================================
@@ -696,8 +696,9 @@ def _check_stochastic_loss(run: _Run, t: HealthThresholds) -> Finding | None:
 def _check_num_data_mismatch(run: _Run, t: HealthThresholds) -> Finding | None:
     """The batches of L_n(w*) held a number of rows other than ``num_data``."""
     rows, num_data = _number(run.attrs.get("init_loss_rows")), _number(run.attrs.get("num_data"))
-    if rows is None or num_data is None or run.attrs.get("init_loss_batches") not in (None, "all"):
-        return None
+    batches = _number(run.attrs.get("batches_per_pass"))
+    if rows is None or num_data is None or batches is None or batches < 2:
+        return None  # array data, a partial pass, or one batch (which may hold statistics)
     if int(rows) == int(num_data):
         return None
     message = (f"one pass over `data` yielded {int(rows)} rows, but `num_data` = {int(num_data)}: "

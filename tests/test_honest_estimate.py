@@ -204,6 +204,19 @@ def test_iterable_trace_is_taken_on_a_separate_pass() -> None:
     assert "fixed-order-batches" in [finding.code for finding in result.findings]
 
 
+def test_an_iterable_of_one_batch_is_traced_on_that_batch() -> None:
+    loss_fn, params, data = DLN.in_backend("numpy", 400, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.LLCHealthWarning)
+        result = llc.estimate(loss_fn, params, [data], num_data=10_000, step_size=1e-5,
+                              num_draws=20, num_burnin=5, baseline="full", num_chains=1,
+                              mala_every=None, seed=0)
+    assert result.attrs["minibatches"] == "iterable"  # no second pass
+    assert result.attrs["batches_per_pass"] == 1 and "iterable_reshuffles" not in result.attrs
+    codes = [finding.code for finding in result.findings]
+    assert "fixed-order-batches" not in codes and "num-data-mismatch" not in codes
+
+
 def _synthetic_result(trace: np.ndarray) -> llc.LLCResult:
     chains, draws = trace.shape
     return llc.LLCResult(llc_trace=trace, loss_trace=trace, init_loss=0.0, nbeta=1.0,
