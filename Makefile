@@ -19,7 +19,7 @@ demo: install
 	$(VENV)/bin/llc demo --out out/demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: install
 	$(PY) -m bench
