@@ -37,8 +37,9 @@ class ChainPlan:
     ``trace_loss`` (set for an iterable of batches with the independent trace): the recorded
     loss of a draw is ``trace_loss(w_t, batch)`` on the next batch of a separate pass over the
     data instead of the step's own minibatch loss. ``first_order``: the steps report
-    nβ ∇L_n(w*)·(w_t − w*) (``SampleInfo.first_order``), recorded at every draw. ``full_loss``: w ↦ L_n(w) on all the data, evaluated at every
-    ``full_loss_every``-th draw.
+    nβ ∇L_n(w*)·(w_t − w*) (``SampleInfo.first_order``), recorded at every draw.
+    ``full_loss``: w ↦ L_n(w) on all the data, evaluated at every ``full_loss_every``-th
+    draw.
     """
 
     backend: Backend
