@@ -56,7 +56,10 @@ Settings, matched as far as the two APIs allow
   table reports both its value and the post-burn-in estimate from its ``sampling_loss``
   array (the same estimator as llc's). The uncertainty of both is llc's MCSE (arviz-stats'
   ``mcse`` of the per-draw λ traces, chains × draws).
-- Minibatches: llc draws its own (a per-chain permutation per epoch, independent streams).
+- Minibatches: llc draws its own (a per-chain permutation per epoch, independent streams:
+  ``trace_batch="own"``, the shuffled-epoch own-batch trace that devinterp computes too;
+  llc's default since 2026-12-07 draws rows with replacement for an unbiased trace, which
+  would make the λ̂ of the two libraries differ by the own-batch bias).
   devinterp 2.x takes a map-style dataset, builds its own shuffling ``DataLoader`` per
   chain and cycles it; ``match_sampling_input_ids_across_chains=False`` gives each chain its
   own shuffle (its default, True, feeds every chain the same batches).
@@ -283,8 +286,8 @@ def llc_call(p: Problem, num_burnin: int, num_draws: int) -> tuple[float, float]
                           sampler="sgld", step_size=p.step_size, nbeta=p.nbeta,
                           localization=p.localization, num_chains=NUM_CHAINS,
                           num_draws=num_draws, num_burnin=num_burnin, seed=SEED,
-                          baseline="full", mala_every=None, chain_method="sequential",
-                          progress=False)
+                          baseline="full", trace_batch="own", mala_every=None,
+                          chain_method="sequential", progress=False)
     return result.llc_mean, result.llc_mcse
 
 
