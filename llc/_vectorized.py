@@ -60,7 +60,7 @@ class BlockKernel:
     def _make_block(self, transforms: Any) -> Any:
         plan, backend = self.plan, self.plan.backend
         batch_size = plan.dataset.batch_size
-        per_epoch = plan.dataset.num_data // batch_size
+        per_epoch = plan.dataset.batches_per_epoch
         step_fn = plan.algorithm.step
 
         def chain_step(noise_key: Any, data_key: Any, state: Any, order: Any, arrays: Any,
@@ -127,7 +127,7 @@ class BlockKernel:
         (step, chain)."""
         plan, backend = self.plan, self.plan.backend
         like = plan.center
-        per_epoch = plan.dataset.num_data // plan.dataset.batch_size
+        per_epoch = plan.dataset.batches_per_epoch
         if self._next_step != start:
             self._orders = self._first_orders(
                 self.data_keys, backend.asarray(np.asarray(start // per_epoch), like=like))

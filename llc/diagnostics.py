@@ -182,9 +182,9 @@ class HealthThresholds:
         2.0: ``chain-means-disagree`` also needs the chain means to spread more than this
         many times what their MCSEs allow (√(χ² / (chains − 1))). Singular models mix
         slowly along their flat directions, so the autocorrelation MCSE of a single chain is
-        often a little low, and with 8 chains the χ² test sees a 1.5× shortfall that the
-        reported MCSE (the larger of the two estimates) already covers; a factor of 2 is an
-        error bar off by as much as the check is meant to catch.
+        often a little low, and with many chains the χ² test alone detects small shortfalls
+        that the reported MCSE (the larger of the two estimates) already covers; a factor of
+        2 is an error bar off by as much as the check is meant to catch.
     max_loss_repeat_difference
         1e-5: ``stochastic-loss`` fires when two evaluations of ``loss_fn`` on the same
         batch at w* differ by more than this relative amount. A deterministic loss repeats

@@ -102,7 +102,7 @@ class LocalizedPosterior:
             a = \min\Big(1, \exp\big(U(w) - U(w') + \log q(w \mid w') - \log q(w' \mid w)\big)\Big),
             \quad q(w' \mid w) = \mathcal N\big(w';\, w - \tfrac{\epsilon}{2}\nabla U(w),\, \epsilon I\big)
 
-        with U and ∇U on the same minibatch at both points (docs/design.md). Costs one gradient
+        with U and ∇U on the same minibatch at both points (docs/estimator.md). Costs one gradient
         evaluation at the proposal. On the known-λ problems the accurate SGLD steps gave
         a ≥ 0.98 (docs/trust.md).
         """
