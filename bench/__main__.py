@@ -1,4 +1,4 @@
-"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|honest|perf|all]``.
+"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|dln_scale|honest|perf|all]``.
 
 ``demo``          the ``llc demo`` run per installed backend: λ̂, error, R-hat, ESS, seconds.
 ``known-lambda``  the known-λ suite at the test settings (tests/test_known_lambda.py) per
@@ -8,6 +8,9 @@
 ``samplers``      each sampler's λ̂ error on a DLN and an RRR over a grid of step sizes at a
                   matched number of per-sample gradient evaluations, and the range of steps
                   within 10 % of λ.
+``dln_scale``     Furman & Lau's random deep linear networks of a size class (1K–100M
+                  parameters): λ̂ at the paper's step and with ``step_size="auto"``
+                  (``bench.dln_scale``; arguments after it are passed on, e.g. ``--size 10K``).
 ``honest``        the trace against L_n(w_t) at the same draws on singular deep linear
                   networks, and the error bars against the spread over seeds on a trained
                   classifier (``bench.honest``).
@@ -269,9 +272,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="all",
-                        choices=("demo", "known-lambda", "auto", "samplers", "honest", "perf",
-                                 "all"))
-    args = parser.parse_args()
+                        choices=("demo", "known-lambda", "auto", "samplers", "dln_scale", "honest",
+                                 "perf", "all"))
+    args, rest = parser.parse_known_args()
+    if args.which == "dln_scale":  # not part of "all": its classes take minutes to hours
+        from bench.dln_scale import main as bench_dln_scale
+
+        bench_dln_scale(rest)
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     print(f"machine: {_machine()}; llc {llc.__version__}; backends {llc.available_backends()}")
     if args.which in ("demo", "all"):
         bench_demo()

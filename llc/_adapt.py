@@ -16,32 +16,43 @@ step bias** of λ̂ at a step ε is
 with :math:`\operatorname{tr}\Sigma_B` the summed variance of the minibatch gradient at w*,
 measured on 16 minibatches before the burn-in; the second term counts only with
 ``trace_batch="own"`` (see below), and with the default independent batches
-:math:`\hat b(\epsilon) = \tfrac{\epsilon}{8}\overline{G}`. The next step is the largest that keeps the
-bias within a fraction τ = 2.5 % of d/2 (d parameters; the regular model's λ, an upper bound
-of any λ), under two safeguards:
+:math:`\hat b(\epsilon) = \tfrac{\epsilon}{8}\overline{G}`. With :math:`\hat\lambda` the
+burn-in's estimate over the most recent half of the windows (n β times the mean of
+:math:`L_B(w_t) - L_B(w^*)`, both on the step's batch: one forward pass per step), the next
+step is the largest that keeps the bias within a fraction τ = 3 % of λ̂, under safeguards:
 
 .. math::
 
     \log\epsilon \leftarrow \min\Big(
-        \log\frac{4\tau d}{\overline{G} + n\beta^2\operatorname{tr}\Sigma_B},\;
+        \log\frac{8\tau\hat\lambda}{\overline{G} + n\beta^2\operatorname{tr}\Sigma_B},\;
         \log\epsilon + \tfrac12\,\operatorname{clip}\Big(\log\frac{1-\delta}{1-\bar a},
             -\log 4, \log 4\Big),\;
-        \log\epsilon_{\max}\Big).
+        \log\epsilon + \log 2,\;
+        \log\epsilon_{\max}\Big), \quad\text{at least } \log\epsilon - \log 4.
+
+While the latest window's λ̂ is more than 10 % above the recent windows before it, the chains
+are still leaving w*, and the bias bound may stop ε from growing but not lower it: near w*
+λ̂ grows like ε·t whatever ε, so a bound relative to it would lock ε small (the reason the
+previous rule used d/2, the regular model's λ, which is 10–30× too loose on neural networks).
 
 The second term is the acceptance floor: ā is the window's mean MALA acceptance and δ
 (``target_acceptance``, default 0.98, :func:`llc.calibrate`'s rule 2) its floor, moved by the
 law that the rejection rate grows about in proportion to the step (half-way, at most ×2 or ÷2
 per window); where that law overshoots (the acceptance stays near 1 up to the stability
-limit), the last steps seen meeting and missing δ bracket ε and the step bisects the bracket.
+limit), the steps of the recent half of the windows seen meeting and missing δ bracket ε and
+the step bisects the bracket (early windows expire: chains start at w*, and one noisy early
+window must not fix a bracket for good).
 The third is the divergence ceiling: a chain whose window turns non-finite, or runs away
 (mean acceptance below 0.1: an unstable step can carry a chain to 10⁴⁰ in 25 finite steps),
 is put back where the window began and counts as acceptance 0, and from then on ε stays at
 least 2× below that step, so a too-large first guess shrinks ε instead of killing chains.
 Before the first window ε is capped by the bias bound with :math:`\overline{G}` =
-nβ² tr Σ_B (the noise at w*). The frozen step of the draws is the smaller of the bias bound
-with :math:`\overline{G}` pooled over the second half of the windows and the geometric mean
-of the second half's steps that met δ (if none did: the last step that met it, or else the
-smallest step of the second half), and at most the ceiling.
+nβ² tr Σ_B (the noise at w*) and λ̂ = d/2 (an upper bound of any λ). The frozen step of the
+draws is the smaller of the bias bound with :math:`\overline{G}` and λ̂ pooled over the
+second half of the windows and the geometric mean of the second half's steps that met δ (if
+none did: the smallest step of the second half), and at most the ceiling; if λ̂ still rose
+in the last window, the bound is not applied below that mean and the result says so
+(``attrs["step_size_settled"]``).
 
 For ``rmsprop_sgld`` the per-coordinate steps :math:`\epsilon_i = \epsilon / (\sqrt{\hat v_i}
 + a)` enter as weights: :math:`\overline G` averages
@@ -76,18 +87,17 @@ in :math:`\overline G` and once more explicitly, :math:`\hat b` is then the sum 
 \operatorname{tr}\Sigma_B` (the formula above). docs/step_size_auto.md has the measurements
 behind both.
 
-**Why d/2 and not λ̂.** A bound relative to the λ̂ of the burn-in locks the step small (chains
-near w* show a small λ̂ and mostly noise in their gradients, which caps ε, which keeps them
-near w*), and d/2 does not depend on the run. Relative to a singular model's smaller λ the
-bound is looser by d/(2λ). The numbers behind τ and what the rule gives on the known-λ suite
-are in docs/step_size_auto.md.
+**On singular models b̂ undercounts**: the step's extra spread carries the chains to larger
+weights, where curvature and minibatch noise are larger (docs/step_size_auto.md: on a DLN
+with λ = 8 % of d/2, b̂ grew from 5 % of λ̂ at the end of the burn-in to 17 % over the
+draws). The health check ``step-too-large`` reads b̂ over the draws for that reason.
 
 The acceptance is a floor, not the target, because it measures a different thing: it is
 scored on one minibatch and cannot see the minibatch noise, and no single target fits the
 known-λ suite (at the steps that turned out accurate it was 0.9995 on the regular model,
 0.996–0.997 on the two RRR problems, 0.985 on the deep linear network). Targeting an
-acceptance of 0.995 gave a mean |error| of 4.6 ± 0.4 % over the suite's 4 problems × 6 seeds;
-this rule gives 2.9 ± 0.4 %, the best fixed step of the grid {1e-5, 3e-5, 1e-4} 3.5 ± 0.4 %.
+acceptance of 0.995 gave a mean |error| of 4.6 ± 0.4 % over the suite's 4 problems × 6 seeds
+(docs/step_size_auto.md has what this rule gives).
 
 The steps use the same random streams as the runner (noise keys ``fold_in(chain key,
 step)``, minibatch streams from step 0), so the draws continue them.
@@ -109,10 +119,12 @@ from .samplers import RMSPropSGLD, rmsprop_denominator
 
 __all__ = ["StepSizeAdaptation", "adapt_step_size"]
 
-_BIAS_TARGET = 0.025  # τ: the estimated step bias of λ̂ allowed, as a fraction of d/2
+_BIAS_TARGET = 0.03  # τ: the estimated step bias of λ̂ allowed, as a fraction of λ̂
 _DAMPING = 0.5  # fraction of the log step change the rejection law asks for, per window
 _MAX_LOG_CHANGE = math.log(4.0)  # at most ×4 or ÷4 per window (before damping: ×2, ÷2)
 _TINY_REJECTION = 1e-4  # an all-accepted window counts as this rejection rate
+_RISE = 0.1  # a window's λ̂ this far above the recent ones before it: still rising
+_MAX_GROWTH = math.log(2.0)  # at most ×2 per window: λ̂ must catch up with a larger step
 _CEILING_MARGIN = math.log(2.0)  # steps stay at least 2× below one where a chain diverged
 _NOISE_PROBES = 16  # minibatch gradients at w* that estimate tr Σ_B
 _RUNAWAY_ACCEPTANCE = 0.1  # a chain's window below this mean acceptance is undone, as diverged
@@ -127,14 +139,20 @@ class StepSizeAdaptation:
     step_size
         The frozen ε̄ used for the draws.
     history
-        ``(first step of the window, ε used in it, mean acceptance, estimated bias b̂(ε))``
-        per window (b̂ in units of λ; module docs).
+        ``(first step of the window, ε used in it, mean acceptance, estimated bias b̂(ε),
+        λ̂ of the recent windows)`` per window (b̂ and λ̂ in units of λ; module docs).
     states
         Each chain's sampler state at the end of the burn-in.
     warmup_loss
         (chain, step) minibatch losses of the burn-in (NaN where a window was undone).
     bias
         b̂(ε̄): the estimated step bias of λ̂ at the frozen step (pooled second half).
+    llc
+        λ̂ of the second half of the burn-in (the reference of the bias budget).
+    settled
+        False when λ̂ still rose in the last window (more than 10 % above the second half
+        before it): the bias bound was then not applied below the acceptance's step, and
+        b̂ ≤ τ λ̂ is not established.
     """
 
     step_size: float
@@ -142,6 +160,8 @@ class StepSizeAdaptation:
     states: list[Any]
     warmup_loss: np.ndarray
     bias: float = math.nan
+    llc: float = math.nan
+    settled: bool = True
 
 
 def with_step_size(settings: Any, step_size: float) -> Any:
@@ -160,50 +180,59 @@ def adapt_step_size(
     target: float,
     window: int,
     compile_step: Callable[[Callable[..., Any]], Callable[..., Any]],
+    center_loss: Callable[[Any], Any],
     own_batch: bool = False,
 ) -> StepSizeAdaptation:
-    """Run the burn-in of every chain, adapting the step size (module docs). ``own_batch``:
-    the trace takes each loss on the step's own batch of a shuffled epoch, whose bias
+    """Run the burn-in of every chain, adapting the step size (module docs).
+
+    ``center_loss(batch)`` is L_B(w*) on a minibatch (one forward pass per burn-in step: the
+    windows' λ̂ is then paired by batch, as the minibatch baseline is). ``own_batch``: the
+    trace takes each loss on the step's own batch of a shuffled epoch, whose bias
     (ε/4) nβ² tr Σ_B the estimate then includes."""
     tau = _BIAS_TARGET
     noise = minibatch_gradient_variance(posterior, backend, dataset, chain_keys[0])
     nbeta = posterior.nbeta
     dimension = int(posterior.center.shape[0])
     power = _GradientPower(settings, posterior, backend, noise if own_batch else None)
-    bias_budget = 8.0 * tau * 0.5 * dimension  # ε · (Ḡ + nβ² tr Σ_B) may be at most this
 
-    def log_bias_bound(mean_power: float) -> float:
-        return math.log(bias_budget / mean_power) if mean_power > 0 else math.inf
+    def log_bias_bound(llc: float, mean_power: float) -> float:
+        """log of the largest ε with (ε/8)·mean_power ≤ τ·llc."""
+        if not (mean_power > 0 and math.isfinite(mean_power)):
+            return math.inf
+        return math.log(8.0 * tau * llc / mean_power) if llc > 0 else -math.inf
 
     noise_term = 0.0 if power.weighted or not own_batch else nbeta**2 * float(noise.sum())
-    log_step = min(math.log(settings.step_size),  # Ḡ = nβ² tr Σ_B before the first window
-                   log_bias_bound((2.0 if own_batch else 1.0) * nbeta**2 * float(noise.sum())))
+    # before the first window: λ̂ ≤ d/2 (the regular model's λ) and Ḡ ≥ nβ² tr Σ_B
+    log_step = min(math.log(settings.step_size), log_bias_bound(
+        0.5 * dimension, (2.0 if own_batch else 1.0) * nbeta**2 * float(noise.sum())))
     log_ceiling = math.inf  # below every step at which a chain diverged
-    log_low, log_high = -math.inf, math.inf  # steps last seen meeting / missing the target
     split = [backend.split(key, 2) for key in chain_keys]
     noise_keys = [keys[0] for keys in split]
     streams = [dataset.stream(keys[1], 0) for keys in split]
     states = [settings.build(posterior).init(posterior.center) for _ in chain_keys]
     warmup_loss = np.full((len(chain_keys), num_steps), np.nan)
     history = []
-    powers = []  # the windows' mean Ḡ + noise term
+    windows: list[_Window] = []
     for start in range(0, num_steps, window):
         stop = min(start + window, num_steps)
         step_size = math.exp(log_step)
         step = compile_step(settings_step(settings, step_size, posterior))
-        acceptances, chain_powers = [], []
+        acceptances, chain_powers, increases = [], [], []
         diverged = False
         for chain in range(len(chain_keys)):
             state = states[chain]
-            losses, accepted, squares = [], [], []
+            losses, centers, accepted, squares = [], [], [], []
             for step_index in range(start, stop):
+                batch = next(streams[chain])
                 new_state, info = step(backend.fold_in(noise_keys[chain], step_index), state,
-                                       next(streams[chain]), True)
+                                       batch, True)
                 losses.append(info.loss)
+                centers.append(center_loss(batch))
                 accepted.append(info.mala_acceptance)
                 squares.append(power.of_step(state, new_state, info))
                 state = new_state
             loss = backend.to_numpy(backend.stack(losses)).astype(np.float64)
+            center = backend.to_numpy(backend.stack(centers)).astype(np.float64)
             acceptance = backend.to_numpy(backend.stack(accepted)).astype(np.float64)
             square = backend.to_numpy(backend.stack(squares)).astype(np.float64)
             position = backend.to_numpy(state.position)
@@ -219,41 +248,85 @@ def adapt_step_size(
                 warmup_loss[chain, start:stop] = loss
                 acceptances.append(acceptance.mean())
                 chain_powers.append(square.mean())
+                increases.append(nbeta * float(np.mean(loss - center)))
             else:
                 acceptances.append(0.0)
                 diverged = True
-        mean_acceptance = float(np.mean(acceptances))
-        mean_power = (float(np.mean(chain_powers)) + noise_term) if chain_powers else math.nan
-        powers.append(mean_power)
-        history.append((start, step_size, mean_acceptance, step_size * mean_power / 8.0))
+        current = _Window(
+            log_step=log_step, acceptance=float(np.mean(acceptances)),
+            power=(float(np.mean(chain_powers)) + noise_term) if chain_powers else math.nan,
+            llc=float(np.mean(increases)) if increases else math.nan)
+        windows.append(current)
         if diverged:
-            log_ceiling = min(log_ceiling, math.log(step_size) - _CEILING_MARGIN)
-        if mean_acceptance >= target:  # ε is small enough: a lower end of the bracket
-            log_low = math.log(step_size)
-            log_high = log_high if log_high > log_low else math.inf  # contradicted: drop it
-        else:
-            log_high = math.log(step_size)
-            log_low = log_low if log_low < log_high else -math.inf
-        rejection = max(1.0 - mean_acceptance, _TINY_REJECTION)
-        log_accept = log_step + _DAMPING * min(
-            max(math.log((1.0 - target) / rejection), -_MAX_LOG_CHANGE), _MAX_LOG_CHANGE)
-        if math.isfinite(log_low) and math.isfinite(log_high) \
-                and not log_low < log_accept < log_high:
-            log_accept = 0.5 * (log_low + log_high)  # the law overshoots: bisect the bracket
-        log_bias = log_bias_bound(mean_power) if math.isfinite(mean_power) else log_step
-        log_step = min(log_accept, log_bias, log_ceiling)
-    second_half = history[len(history) // 2:]
-    met = [math.log(size) for _, size, acceptance, _ in second_half if acceptance >= target]
-    fallback = (log_low if math.isfinite(log_low)
-                else min(math.log(row[1]) for row in second_half))
-    settled = met or [fallback]
-    late_powers = [p for p in powers[len(powers) // 2:] if math.isfinite(p)]
-    pooled = float(np.mean(late_powers)) if late_powers else math.nan
-    log_frozen = min(sum(settled) / len(settled), log_ceiling,
-                     log_bias_bound(pooled) if math.isfinite(pooled) else math.inf)
+            log_ceiling = min(log_ceiling, log_step - _CEILING_MARGIN)
+        recent = windows[len(windows) // 2:]  # early windows, still leaving w*, expire
+        recent_llc = _pooled([w.llc for w in recent])
+        history.append((start, step_size, current.acceptance, step_size * current.power / 8.0,
+                        recent_llc))
+        log_bias = (log_bias_bound(recent_llc, current.power) if math.isfinite(current.power)
+                    else log_step)
+        if _still_rising(recent):  # λ̂ not settled: the bound may stop ε, not lower it
+            log_bias = max(log_bias, log_step)
+        log_step = min(_acceptance_law(recent, log_step, current.acceptance, target),
+                       log_bias, log_step + _MAX_GROWTH, log_ceiling)
+        # at most ÷4 per window: one noisy window's λ̂ near 0 must not send ε to nothing
+        log_step = max(log_step, min(current.log_step - _MAX_LOG_CHANGE, log_ceiling))
+    second_half = windows[len(windows) // 2:]
+    met = [w.log_step for w in second_half if w.acceptance >= target]
+    settled = met or [min(w.log_step for w in second_half)]
+    late_llc = _pooled([w.llc for w in second_half])
+    late_power = _pooled([w.power for w in second_half])
+    log_settled = sum(settled) / len(settled)
+    rising = _still_rising(second_half)
+    log_bias = log_bias_bound(late_llc, late_power)
+    if rising:
+        log_bias = max(log_bias, log_settled)
+    log_frozen = min(log_settled, log_ceiling, log_bias)
+    if not math.isfinite(log_frozen):  # no positive λ̂ in the second half: the smallest step
+        log_frozen = min(min(w.log_step for w in second_half), log_ceiling)
     frozen = math.exp(log_frozen)
     return StepSizeAdaptation(frozen, history, states, warmup_loss,
-                              bias=frozen * pooled / 8.0)
+                              bias=frozen * late_power / 8.0, llc=late_llc, settled=not rising)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One burn-in window: log ε, the mean acceptance, Ḡ (+ the noise term), and λ̂ from the
+    window's minibatch losses paired with L_B(w*) (NaN when every chain was undone)."""
+
+    log_step: float
+    acceptance: float
+    power: float
+    llc: float
+
+
+def _still_rising(recent: list[_Window]) -> bool:
+    """The latest window's λ̂ is more than ``_RISE`` above the recent windows before it: the
+    chains are still leaving w*, and a bias bound relative to their λ̂ would be too tight
+    (near w* λ̂ grows like ε·t whatever ε, so lowering ε would not settle it)."""
+    before = _pooled([w.llc for w in recent[:-1]])
+    latest = recent[-1].llc
+    return math.isfinite(latest) and (not math.isfinite(before) or latest > (1 + _RISE) * before)
+
+
+def _pooled(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _acceptance_law(recent: list[_Window], log_step: float, acceptance: float,
+                    target: float) -> float:
+    """The next log ε the acceptance floor allows: the proportional law, damped, inside the
+    bracket of the recent windows' steps that met and missed the floor (if they agree)."""
+    rejection = max(1.0 - acceptance, _TINY_REJECTION)
+    log_next = log_step + _DAMPING * min(
+        max(math.log((1.0 - target) / rejection), -_MAX_LOG_CHANGE), _MAX_LOG_CHANGE)
+    low = max((w.log_step for w in recent if w.acceptance >= target), default=-math.inf)
+    high = min((w.log_step for w in recent if w.acceptance < target), default=math.inf)
+    if math.isfinite(low) and math.isfinite(high) and low < high \
+            and not low < log_next < high:
+        log_next = 0.5 * (low + high)  # the law overshoots: bisect the bracket
+    return log_next
 
 
 class _GradientPower:

@@ -111,15 +111,18 @@ def estimate(
         :math:`\hat b(\epsilon) = \tfrac{\epsilon}{8}\overline G` (exact for a quadratic
         posterior; with ``trace_batch="own"`` plus :math:`\tfrac{\epsilon}{8}n\beta^2
         \operatorname{tr}\Sigma_B` for the own-batch bias of a without-replacement epoch),
-        and ε is the largest step with
-        :math:`\hat b(\epsilon) \le 0.025\, d/2`, kept where the windows' MALA acceptance
-        is at least ``target_acceptance`` and below any step at which a chain diverged. The
-        frozen ε uses the second half of the windows. Every burn-in step also scores its
-        move (one more gradient per burn-in step). It starts from 1e-4 (or the step size of
-        a ``sampler`` settings object). The chosen ε is ``attrs["sampler_step_size"]``, its
-        estimated bias ``attrs["step_size_bias"]``, and the windows' (first step, ε,
-        acceptance, b̂) are ``attrs["step_size_history"]`` (JSON). Needs a sampler that
-        reports the MALA acceptance (``sgld``, ``rmsprop_sgld``, ``mala``) and
+        and ε is the largest step with :math:`\hat b(\epsilon) \le 0.03\,\hat\lambda`,
+        λ̂ measured on the recent half of the windows (paired with L_B(w*) on each step's
+        batch: one forward pass per burn-in step); while λ̂ still rises the bound may stop
+        ε but not lower it. ε is kept where the windows' MALA acceptance is at least
+        ``target_acceptance`` and below any step at which a chain diverged. The frozen ε
+        uses the second half of the windows. Every burn-in step also scores its move (one
+        more gradient per burn-in step). It starts from 1e-4 (or the step size of a
+        ``sampler`` settings object). The chosen ε is ``attrs["sampler_step_size"]``, its
+        estimated bias ``attrs["step_size_bias"]``, whether λ̂ had settled
+        ``attrs["step_size_settled"]``, and the windows' (first step, ε, acceptance, b̂, λ̂)
+        are ``attrs["step_size_history"]`` (JSON). Needs a sampler that reports the MALA
+        acceptance (``sgld``, ``rmsprop_sgld``, ``mala``) and
         ``num_burnin`` ≥ 100. docs/step_size_auto.md compares it with fixed steps.
     target_acceptance
         δ for ``step_size="auto"``: the floor of the windows' mean MALA acceptance (default
@@ -292,20 +295,27 @@ def estimate(
         adaptation = None
         history = "off"
         step_bias: float | str = "missing"
+        step_settled = "missing"
         if adapt and resume_path is not None:  # the checkpoint holds the frozen step
             saved = _checkpoint.saved_attrs(resume_path)
             settings = with_step_size(settings, float(saved.get("sampler_step_size", math.nan)))
             history = saved.get("step_size_history", "missing")
             step_bias = saved.get("step_size_bias", "missing")
+            step_settled = saved.get("step_size_settled", "missing")
         elif adapt:
             adaptation = _adapt_or_explain(settings, posterior, backend, dataset, chain_keys,
                                            num_burnin, target_acceptance,
+                                           lambda batch: loss_only(center, batch),
                                            own_batch=trace_batch == "own")
             settings = with_step_size(settings, adaptation.step_size)
             history = json.dumps([[start, size, round(acceptance, 6),
-                                   round(bias, 6) if math.isfinite(bias) else None]
-                                  for start, size, acceptance, bias in adaptation.history])
+                                   round(bias, 6) if math.isfinite(bias) else None,
+                                   round(llc, 6) if math.isfinite(llc) else None]
+                                  for start, size, acceptance, bias, llc in adaptation.history])
             step_bias = adaptation.bias
+            step_settled = "yes" if adaptation.settled else (
+                "no: the burn-in's λ̂ still rose in its last window, so the bias bound "
+                "b̂ <= τ λ̂ is not established; run a longer burn-in")
         algorithm = settings.build(posterior)
         algorithm = algorithm._replace(step=backend.compile(algorithm.step))
         plan = ChainPlan(
@@ -352,10 +362,11 @@ def estimate(
             "keep_params_every": "off" if keep_params_every is None else keep_params_every,
             "chain_method": "vectorized" if vectorized else "sequential",
             "step_size_adaptation": (
-                f"burn-in: estimated step bias <= {_BIAS_TARGET:g} d/2, MALA "
+                f"burn-in: estimated step bias <= {_BIAS_TARGET:g} λ̂, MALA "
                 f"acceptance >= {target_acceptance}" if adapt else "off"),
             "step_size_history": history,
-            **({"step_size_bias": step_bias} if adapt else {}),
+            **({"step_size_bias": step_bias, "step_size_settled": step_settled}
+               if adapt else {}),
             "param_shapes": json.dumps([list(leaf.shape) for leaf in leaves]),
             "seed": seed,
         }
@@ -403,7 +414,8 @@ _AUTO_START = 1e-4  # the first step size tried by step_size="auto"
 
 def _adapt_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
                       dataset: Any, chain_keys: list[Any], num_burnin: int,
-                      target: float, own_batch: bool) -> StepSizeAdaptation:
+                      target: float, center_loss: Callable[[Any], Any],
+                      own_batch: bool) -> StepSizeAdaptation:
     """The step set during the burn-in (``llc._adapt``), with a clear error for a sampler
     that reports no acceptance."""
     if not hasattr(settings, "step_size"):
@@ -411,7 +423,8 @@ def _adapt_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, 
                         f"{settings!r} has none")
     adaptation = adapt_step_size(settings, posterior, backend, dataset, chain_keys,
                                  num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
-                                 compile_step=backend.compile, own_batch=own_batch)
+                                 compile_step=backend.compile, center_loss=center_loss,
+                                 own_batch=own_batch)
     if all(row[2] == 0 for row in adaptation.history):
         raise RuntimeError(
             "`step_size='auto'`: every chain diverged at every step size tried (from "

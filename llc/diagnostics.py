@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._adapt import _BIAS_TARGET
+
 if TYPE_CHECKING:  # pragma: no cover
     from .result import LLCResult
 
@@ -185,6 +187,15 @@ class HealthThresholds:
         often a little low, and with many chains the χ² test alone detects small shortfalls
         that the reported MCSE (the larger of the two estimates) already covers; a factor of
         2 is an error bar off by as much as the check is meant to catch.
+    max_step_bias
+        0.1: ``step-too-large`` fires when the step's estimated bias of λ̂ over the draws,
+        b̂ = (ε/8) nβ² · mean ‖∇L_B(w_t)‖² (SGLD, from the recorded gradient norms), exceeds
+        this fraction of λ̂. For SGLD on a quadratic posterior with gradient noise independent
+        of w, E_ε[U − U*] = d/2 + (ε/8) E_ε‖∇U_B‖² exactly (docs/step_size_auto.md), so b̂
+        is the bias of the regular part of the model; on singular models it undercounts (the
+        bias also moves the chains to stiffer regions), so a b̂ of 10 % is already a large step.
+        ``step_size="auto"`` aims at 3 % during the burn-in. Acceptance cannot see this: on a singular
+        network λ̂ was 5× λ at a MALA acceptance of 0.976.
     max_loss_repeat_difference
         1e-5: ``stochastic-loss`` fires when two evaluations of ``loss_fn`` on the same
         batch at w* differ by more than this relative amount. A deterministic loss repeats
@@ -209,10 +220,11 @@ class HealthThresholds:
     chain_disagreement_p: float = 0.001
     chain_disagreement_ratio: float = 2.0
     max_loss_repeat_difference: float = 1e-5
+    max_step_bias: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("significance_z", "max_llc_margin", "max_rhat", "min_ess_per_chain",
-                     "drift_z", "max_first_order", "diffusion_ratio",
+                     "drift_z", "max_first_order", "diffusion_ratio", "max_step_bias",
                      "max_loss_repeat_difference", "chain_disagreement_ratio"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -359,6 +371,22 @@ class _Run:
         if not np.isfinite(moved).all():
             return None
         return float(moved.sum() / (distance.shape[0] * steps.sum() * self.step_size * dim))
+
+    @cached_property
+    def step_bias(self) -> tuple[float, float] | None:
+        """SGLD's estimated step bias of λ̂ over the draws, (b̂, b̂ / λ̂), or None where it
+        does not apply (another sampler, λ̂ ≤ 0, no gradient norms)."""
+        if self.attrs.get("sampler") != "sgld" or not self.usable or self.llc_mean <= 0:
+            return None
+        nbeta = _number(self.attrs.get("nbeta"))
+        norms = self.result.sample_stats.get("grad_norm")
+        if not self.step_size or not nbeta or norms is None:
+            return None
+        norms = np.asarray(norms, dtype=np.float64)[self.healthy]
+        if not np.isfinite(norms).all():
+            return None
+        bias = self.step_size / 8.0 * nbeta**2 * float(np.mean(norms**2))
+        return bias, bias / self.llc_mean
 
     def setting(self, key: str, default: str = "?") -> str:
         value = self.attrs.get(key)
@@ -571,6 +599,8 @@ def _check_step_too_small(run: _Run, t: HealthThresholds) -> Finding | None:
     pooled = acceptance[0]
     if pooled < t.step_too_small_acceptance:
         return None
+    if run.step_bias is not None and run.step_bias[1] > t.max_step_bias:
+        return None  # step-too-large: the high acceptance does not mean the step is small
     reasons = []
     if run.num_draws >= 4:
         per_chain = run.ess_bulk / run.num_healthy
@@ -597,6 +627,26 @@ def _check_step_too_small(run: _Run, t: HealthThresholds) -> Finding | None:
     else:
         suggestion = f"raise the step size until MALA acceptance is about {t.room_acceptance}."
     return Finding("step-too-small", message, (), suggestion)
+
+
+def _check_step_too_large(run: _Run, t: HealthThresholds) -> Finding | None:
+    """SGLD's estimated step bias b̂ over the draws above ``max_step_bias`` · λ̂."""
+    if run.step_bias is None:
+        return None
+    bias, ratio = run.step_bias
+    step = run.step_size
+    if ratio <= t.max_step_bias:
+        return None
+    message = (f"the step's estimated bias of λ̂ is {_fmt(bias)} = {100 * ratio:.0f} % of "
+               f"λ̂ = {_fmt(run.llc_mean)} (b̂ = (ε/8)·nβ²·mean ‖∇L_B‖² over the draws; "
+               f"above {100 * t.max_step_bias:.0f} %): λ̂ is biased upward, by at least that "
+               "much on a singular model, whatever the MALA acceptance says.")
+    target = min(_BIAS_TARGET, t.max_step_bias)
+    suggestion = (f"lower `step_size` from {_fmt(step)} to ~{_fmt(step * target / ratio, 2)} "
+                  f"(b̂ is about proportional to the step; this aims at {100 * target:.0f} %, "
+                  "as `step_size=\"auto\"` does), and give the chains the longer burn-in a "
+                  "smaller step needs")
+    return Finding("step-too-large", message, (), suggestion + ".")
 
 
 def _check_not_critical_point(run: _Run, t: HealthThresholds) -> Finding | None:
@@ -735,6 +785,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("llc-above-max", _check_llc_above_max),
     ("low-mala-acceptance", _check_low_mala_acceptance),
     ("step-too-small", _check_step_too_small),
+    ("step-too-large", _check_step_too_large),
     ("drift-after-burnin", _check_drift),
     ("high-rhat", _check_high_rhat),
     ("chain-means-disagree", _check_chain_means_disagree),

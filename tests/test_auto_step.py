@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import numpy as np
@@ -27,25 +28,29 @@ def _quiet(*args, **kwargs) -> llc.LLCResult:
 
 @pytest.mark.statistical
 def test_auto_step_recovers_the_known_lambda() -> None:
-    """Within 10 % of λ with 4·MCSE < 10 % (the known-λ suite's criterion), at a step whose
-    estimated bias is the rule's 2.5 % of d/2; with a bias target 40× looser and an
-    acceptance floor of 0.9 the step is larger and λ̂ far off, so the test can tell."""
+    """Within 10 % of λ with 3·MCSE < 10 %, at a step whose
+    estimated bias is the rule's 3 % of the burn-in's λ̂; with a bias target 33× looser and
+    an acceptance floor of 0.9 the step is larger and λ̂ far off, so the test can tell."""
     from llc import _adapt
 
     data, params = DLN.setup(10_000, seed=0)
     result = _quiet(DLN.loss_and_grad, params, data, step_size="auto", **SETTINGS)
     error = result.llc_mean / DLN.true_lambda - 1
-    assert 4 * result.llc_mcse < 0.1 * DLN.true_lambda
+    # the step is smaller than a d/2 budget gave, and the chains mix more slowly: the MCSE
+    # (the larger of the autocorrelation and between-chain estimates) is 2.5 % of λ here
+    assert 3 * result.llc_mcse < 0.1 * DLN.true_lambda
     assert abs(error) < 0.10, f"λ̂ = {result.llc_mean:.3f}, error {100 * error:+.1f} %"
+    assert result.attrs["step_size_settled"] == "yes"
     chosen = float(result.attrs["sampler_step_size"])
     history = json.loads(result.attrs["step_size_history"])
     assert len(history) == 1000 // 25 and history[0][0] == 0 and history[0][1] <= 1e-4
-    assert all(len(row) == 4 for row in history)  # first step, ε, acceptance, b̂
+    assert all(len(row) == 5 for row in history)  # first step, ε, acceptance, b̂, λ̂
     assert np.all(result.sample_stats["step_size"] == chosen)
     assert result.attrs["step_size_adaptation"] == (
-        "burn-in: estimated step bias <= 0.025 d/2, MALA acceptance >= 0.98")
-    half_dimension = 0.5 * int(result.attrs["num_params"])
-    assert float(result.attrs["step_size_bias"]) <= _adapt._BIAS_TARGET * half_dimension * 1.001
+        "burn-in: estimated step bias <= 0.03 λ̂, MALA acceptance >= 0.98")
+    late_llc = history[-1][4]  # λ̂ of the second half of the burn-in
+    assert late_llc == pytest.approx(DLN.true_lambda, rel=0.25)
+    assert float(result.attrs["step_size_bias"]) <= _adapt._BIAS_TARGET * late_llc * 1.001
     # between the step that reads -5 % and the one that reads +25 % on this problem
     assert 1e-5 < chosen < 1e-4
     # the floor holds for the burn-in windows' means; the draws, further from w*, run
@@ -72,7 +77,9 @@ def test_auto_step_is_reproducible_and_resumes(tmp_path) -> None:
 
     def interrupted(p, batch):
         calls["count"] += 1
-        if calls["count"] == 2 * 200 * 2 + 2 + 2 * 150:  # probe, L_n, burn-in, 150 draws
+        # the burn-in's steps take 3 calls (the step, its acceptance, L_B(w*)); then the
+        # probe, L_n and 150 draws of 2 chains
+        if calls["count"] == 2 * 200 * 3 + 2 + 2 * 150:
             raise KeyboardInterrupt
         return DLN.loss_and_grad(p, batch)
 
@@ -100,10 +107,10 @@ def _exact_sgld_bias(step: float, h: np.ndarray, localization: float) -> float:
 
 def test_auto_step_in_every_backend(backend64) -> None:
     """The same adaptation through every adapter, on a Gaussian posterior with nβ = 10⁴ and
-    full batches (no minibatch noise): the start 1e-4 is accepted at about 0.82 and is cut
-    at once by the bias bound, and the frozen step is where the exact bias of λ̂ for SGLD on
-    this Gaussian, ½ Σ (1 − γ/h)(εh/4)/(1 − εh/4), is the rule's τ·d/2 — the fixed point of
-    ε = 4τd / E_ε‖nβ∇L‖², computed here from the Hessian's eigenvalues."""
+    full batches (no minibatch noise): the start 1e-4 is accepted at about 0.82, and the frozen step is where the
+    exact bias of λ̂ for SGLD on this Gaussian, b(ε) = ½ Σ (1 − γ/h)(εh/4)/(1 − εh/4), is the
+    rule's τ·λ̂(ε) — the fixed point of (ε/8) E_ε‖nβ∇L‖² = τ (λ̂(0) + b(ε)), computed here
+    from the Hessian's eigenvalues."""
     from llc import _adapt
 
     loss_fn, params, data = linear_problem(backend64)
@@ -111,15 +118,23 @@ def test_auto_step_in_every_backend(backend64) -> None:
                     num_chains=2, batch_size=512, progress=False, nbeta=1e4, mala_every=2)
     history = json.loads(result.attrs["step_size_history"])
     assert history[0][1] == pytest.approx(1e-4) and history[0][2] < 0.9
-    assert history[1][1] < 2e-5  # the bias bound, not the damped acceptance law (÷2)
+    # the first window's λ̂ has nothing to settle against: the damped acceptance law (÷2)
+    assert history[1][1] == pytest.approx(5e-5)
     h = _gaussian_curvatures(1e4, 1.0)
-    tau, dimension = _adapt._BIAS_TARGET, len(h)
-    expected = 1e-5
-    for _ in range(50):  # ε = 4τd / Σ (h − γ)²/(h(1 − εh/4))
-        expected = 4 * tau * dimension / np.sum((h - 1.0) ** 2 / (h * (1 - expected * h / 4)))
+    tau = _adapt._BIAS_TARGET
+    exact_zero = 0.5 * float(np.sum(1 - 1.0 / h))  # λ̂ of the exact posterior
+
+    def excess(step: float) -> float:  # (ε/8) E‖nβ∇L‖² − τ λ̂(ε), increasing in ε
+        power = np.sum((h - 1.0) ** 2 / (h * (1 - step * h / 4)))
+        return step / 8 * power - tau * (exact_zero + _exact_sgld_bias(step, h, 1.0))
+
+    low, high = 1e-8, 3.9 / float(h.max())
+    for _ in range(100):
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if excess(middle) < 0 else (low, middle)
     chosen = float(result.attrs["sampler_step_size"])
-    assert chosen == pytest.approx(expected, rel=0.3)  # Ḡ from 2 chains × 200 steps
-    assert _exact_sgld_bias(chosen, h, 1.0) == pytest.approx(tau * dimension / 2, rel=0.4)
+    assert chosen == pytest.approx(low, rel=0.3)  # Ḡ and λ̂ from 2 chains × 200 steps
+    assert _exact_sgld_bias(chosen, h, 1.0) == pytest.approx(tau * exact_zero, rel=0.4)
     assert result.mala_acceptance > 0.98
     assert not result.failed_chains.any() and np.isfinite(result.llc_trace).all()
 
@@ -148,7 +163,8 @@ def test_gradient_identity_predicts_the_step_bias() -> None:
 
 def test_minibatch_noise_caps_the_step() -> None:
     """nβ = 10⁴ on 512 rows in batches of 64 drawn with replacement: the minibatch noise
-    dominates Ḡ, so the step is 4τd / (nβ² tr Σ_B) — the noise counted once, in ‖∇L_B‖²
+    dominates Ḡ, so the step is 8τλ̂ / (nβ² tr Σ_B) with λ̂ ≈ d/2 = 3 (a regular model; the
+    step adds ~τ) — the noise counted once, in ‖∇L_B‖²
     (with ``trace_batch="own"`` it counts twice: the correlation of a without-replacement
     epoch biases the trace) — and far below what the acceptance allows."""
     from llc import _adapt
@@ -175,7 +191,7 @@ def test_minibatch_noise_caps_the_step() -> None:
 @pytest.mark.parametrize("sampler", ["rmsprop_sgld", "mala"])
 def test_auto_step_for_the_other_samplers(sampler: str) -> None:
     """rmsprop_sgld (per-coordinate steps as weights in Ḡ) and full-batch mala run the same
-    rule: finite chains, a step under the acceptance floor's reach, and b̂ at most τ·d/2."""
+    rule: finite chains, a step under the acceptance floor's reach, and b̂ at most τ·λ̂."""
     from llc import _adapt
 
     data, params = DLN.setup(2_000, seed=0)
@@ -185,8 +201,7 @@ def test_auto_step_for_the_other_samplers(sampler: str) -> None:
                        "batch_size": batch})
     history = json.loads(result.attrs["step_size_history"])
     assert len(history) == 12 and all(np.isfinite(row[3]) for row in history)
-    half_dimension = 0.5 * int(result.attrs["num_params"])
-    assert float(result.attrs["step_size_bias"]) <= _adapt._BIAS_TARGET * half_dimension * 1.001
+    assert float(result.attrs["step_size_bias"]) <= _adapt._BIAS_TARGET * history[-1][4] * 1.001
     assert not result.failed_chains.any() and np.isfinite(result.llc_trace).all()
     assert result.mala_acceptance > 0.9
 
@@ -232,3 +247,26 @@ def test_demo_with_auto_step(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["demo", "--step-size", "-1"])
     assert "expected a positive number or 'auto'" in capsys.readouterr().err
+
+
+@pytest.mark.statistical
+def test_step_too_large_sees_the_bias_acceptance_misses() -> None:
+    """``step-too-large`` fires where SGLD's estimated bias b̂ = (ε/8) nβ² mean‖∇L_B‖² over
+    the draws exceeds 10 % of λ̂ (the demo DLN at 1e-4, where λ̂ is ~40 % high), says so
+    with a smaller step, and stays silent at the accurate 3e-5; ``step-too-small`` does not
+    fire beside it."""
+    data, params = DLN.setup(10_000, seed=0)
+    settings = {**SETTINGS, "num_draws": 1000, "num_burnin": 500}
+    large = _quiet(DLN.loss_and_grad, params, data, step_size=1e-4, **settings)
+    codes = {f.code for f in large.findings}
+    assert large.llc_mean > 1.2 * DLN.true_lambda  # the bias is real
+    assert "step-too-large" in codes and "step-too-small" not in codes
+    finding = next(f for f in large.findings if f.code == "step-too-large")
+    assert "lower `step_size` from 0.0001 to ~" in finding.suggestion
+    power = np.asarray(large.sample_stats["grad_norm"], dtype=float) ** 2
+    ratio = 1e-4 / 8 * large.attrs["nbeta"] ** 2 * power.mean() / large.llc_mean
+    assert ratio > 0.1 and f"{100 * ratio:.0f} %" in finding.message
+    good = _quiet(DLN.loss_and_grad, params, data, step_size=3e-5, **settings)
+    assert "step-too-large" not in {f.code for f in good.findings}
+    strict = llc.check_health(good, llc.HealthThresholds(max_step_bias=0.01))
+    assert "step-too-large" in {f.code for f in strict}  # the threshold is what decides

@@ -108,7 +108,7 @@ def test_each_check_is_silent_on_the_healthy_run(healthy: llc.LLCResult, code: s
 
 def test_every_check_has_a_stable_kebab_case_code() -> None:
     names = [code for code, _ in CHECKS]
-    assert len(set(names)) == len(names) == 13
+    assert len(set(names)) == len(names) == 14
     assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", code) for code in names)
 
 
