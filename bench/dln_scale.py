@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated: 'paper' (the class's ε), 'auto'")
     parser.add_argument("--plot", default=None, help="save λ̂ against λ to this PNG")
     args = parser.parse_args(argv)
-    run(args.size, args.models, args.seed, args.device, args.plot, args.steps.split(","))
+    steps = args.steps.split(",")
+    if not set(steps) <= {"paper", "auto"}:
+        parser.error(f"--steps takes 'paper' and/or 'auto', comma-separated; got {args.steps!r}")
+    run(args.size, args.models, args.seed, args.device, args.plot, steps)
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ class StepSizeAdaptation:
     """
 
     step_size: float
-    history: list[tuple[int, float, float, float]]
+    history: list[tuple[int, float, float, float, float]]
     states: list[Any]
     warmup_loss: np.ndarray
     bias: float = math.nan
