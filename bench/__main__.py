@@ -1,4 +1,4 @@
-"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|dln_scale|honest|perf|all]``.
+"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|dln_scale|singular|honest|perf|all]``.
 
 ``demo``          the ``llc demo`` run per installed backend: λ̂, error, R-hat, ESS, seconds.
 ``known-lambda``  the known-λ suite at the test settings (tests/test_known_lambda.py) per
@@ -11,6 +11,9 @@
 ``dln_scale``     Furman & Lau's random deep linear networks of a size class (1K–100M
                   parameters): λ̂ at the paper's step and with ``step_size="auto"``
                   (``bench.dln_scale``; arguments after it are passed on, e.g. ``--size 10K``).
+``singular``      ``step_size="auto"`` against fixed steps on singular DLNs (λ ≤ 5 % of d/2)
+                  in torch and JAX, issue 17's protocol (``bench.singular``; arguments
+                  after it are passed on, e.g. ``--models 0,1 --backends torch``).
 ``honest``        the trace against L_n(w_t) at the same draws on singular deep linear
                   networks, and the error bars against the spread over seeds on a trained
                   classifier (``bench.honest``).
@@ -272,13 +275,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="all",
-                        choices=("demo", "known-lambda", "auto", "samplers", "dln_scale", "honest",
-                                 "perf", "all"))
+                        choices=("demo", "known-lambda", "auto", "samplers", "dln_scale",
+                                 "singular", "honest", "perf", "all"))
     args, rest = parser.parse_known_args()
     if args.which == "dln_scale":  # not part of "all": its classes take minutes to hours
         from bench.dln_scale import main as bench_dln_scale
 
         bench_dln_scale(rest)
+        return
+    if args.which == "singular":  # not part of "all": about an hour on one CPU core
+        from bench.singular import main as bench_singular
+
+        bench_singular(rest)
         return
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

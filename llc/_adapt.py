@@ -54,6 +54,15 @@ none did: the smallest step of the second half), and at most the ceiling; if λ�
 in the last window, the bound is not applied below that mean and the result says so
 (``attrs["step_size_settled"]``).
 
+**SGHMC and SGNHT** adapt their curvature-equivalent SGLD step ε_c
+(:func:`llc.samplers.langevin_equivalent_step`: 2η/(2 − α), h²) by the same rule, with the
+minibatch noise counted at their noise-equivalent step ε_n (2η/α; 2h/ξ̄ with ξ̄ the chains'
+mean thermostat at the end of the window, 2h/A before the first):
+:math:`\hat b(\epsilon_c) = \tfrac18\big(\epsilon_c\overline G
++ (\epsilon_n - \epsilon_c)\,n\beta^2\operatorname{tr}\Sigma_B\big)`, and the acceptance is that
+of a Langevin probe at ε_c from each position (their ``diagnose``). A change of SGNHT's step
+moves its thermostat with the diffusion tied to it (``SGNHT.carry_state``).
+
 For ``rmsprop_sgld`` the per-coordinate steps :math:`\epsilon_i = \epsilon / (\sqrt{\hat v_i}
 + a)` enter as weights: :math:`\overline G` averages
 :math:`n\beta^2\sum_i (\epsilon_i/\epsilon)\,(g_i^2 + \Sigma_{B,ii})` (the squared gradient
@@ -115,7 +124,8 @@ import numpy as np
 
 from ._backend import Backend
 from .posterior import LocalizedPosterior
-from .samplers import RMSPropSGLD, rmsprop_denominator
+from .samplers import (RMSPropSGLD, langevin_equivalent_step, langevin_noise_equivalent_step,
+                       rmsprop_denominator)
 
 __all__ = ["StepSizeAdaptation", "adapt_step_size"]
 
@@ -194,16 +204,17 @@ def adapt_step_size(
     nbeta = posterior.nbeta
     dimension = int(posterior.center.shape[0])
     power = _GradientPower(settings, posterior, backend, noise if own_batch else None)
+    scale = _EquivalentStep(settings, nbeta**2 * float(noise.sum()))
 
     def log_bias_bound(llc: float, mean_power: float) -> float:
-        """log of the largest ε with (ε/8)·mean_power ≤ τ·llc."""
+        """log of the largest ε_c with b̂(ε_c) ≤ τ·llc."""
         if not (mean_power > 0 and math.isfinite(mean_power)):
             return math.inf
-        return math.log(8.0 * tau * llc / mean_power) if llc > 0 else -math.inf
+        return scale.log_bound(tau * llc, mean_power) if llc > 0 else -math.inf
 
     noise_term = 0.0 if power.weighted or not own_batch else nbeta**2 * float(noise.sum())
     # before the first window: λ̂ ≤ d/2 (the regular model's λ) and Ḡ ≥ nβ² tr Σ_B
-    log_step = min(math.log(settings.step_size), log_bias_bound(
+    log_step = min(math.log(scale.epsilon(settings)), log_bias_bound(
         0.5 * dimension, (2.0 if own_batch else 1.0) * nbeta**2 * float(noise.sum())))
     log_ceiling = math.inf  # below every step at which a chain diverged
     split = [backend.split(key, 2) for key in chain_keys]
@@ -213,11 +224,16 @@ def adapt_step_size(
     warmup_loss = np.full((len(chain_keys), num_steps), np.nan)
     history = []
     windows: list[_Window] = []
+    window_settings = settings
     for start in range(0, num_steps, window):
         stop = min(start + window, num_steps)
-        step_size = math.exp(log_step)
-        step = compile_step(settings_step(settings, step_size, posterior))
-        acceptances, chain_powers, increases = [], [], []
+        step_size = scale.step_size(settings, math.exp(log_step))
+        previous, window_settings = window_settings, with_step_size(settings, step_size)
+        carry = getattr(window_settings, "carry_state", None)
+        if carry is not None:  # a state tied to the step (SGNHT's thermostat floor A = 0.1/h)
+            states = [carry(state, previous) for state in states]
+        step = compile_step(window_settings.build(posterior).step)
+        acceptances, chain_powers, increases, thermostats = [], [], [], []
         diverged = False
         for chain in range(len(chain_keys)):
             state = states[chain]
@@ -239,8 +255,7 @@ def adapt_step_size(
             if np.isnan(acceptance).all() and np.isfinite(loss).all():
                 raise ValueError(
                     f"`step_size='auto'` adapts to the MALA acceptance, which the sampler "
-                    f"{settings.name!r} does not report (sghmc and sgnht move a momentum): use "
-                    "sgld, rmsprop_sgld or mala, or give `step_size` as a number")
+                    f"{settings!r} does not report: give `step_size` as a number")
             if np.isfinite(loss).all() and np.isfinite(acceptance).all() \
                     and np.isfinite(position).all() and np.isfinite(square).all() \
                     and acceptance.mean() >= _RUNAWAY_ACCEPTANCE:
@@ -248,6 +263,8 @@ def adapt_step_size(
                 warmup_loss[chain, start:stop] = loss
                 acceptances.append(acceptance.mean())
                 chain_powers.append(square.mean())
+                if hasattr(state, "thermostat"):  # SGNHT: its friction sets the noise bias
+                    thermostats.append(float(backend.to_numpy(state.thermostat)))
                 increases.append(nbeta * float(np.mean(loss - center)))
             else:
                 acceptances.append(0.0)
@@ -255,14 +272,16 @@ def adapt_step_size(
         current = _Window(
             log_step=log_step, acceptance=float(np.mean(acceptances)),
             power=(float(np.mean(chain_powers)) + noise_term) if chain_powers else math.nan,
-            llc=float(np.mean(increases)) if increases else math.nan)
+            llc=float(np.mean(increases)) if increases else math.nan,
+            thermostat=float(np.mean(thermostats)) if thermostats else math.nan)
         windows.append(current)
         if diverged:
             log_ceiling = min(log_ceiling, log_step - _CEILING_MARGIN)
         recent = windows[len(windows) // 2:]  # early windows, still leaving w*, expire
         recent_llc = _pooled([w.llc for w in recent])
-        history.append((start, step_size, current.acceptance, step_size * current.power / 8.0,
-                        recent_llc))
+        scale.thermostat = current.thermostat
+        history.append((start, step_size, current.acceptance,
+                        scale.bias(math.exp(log_step), current.power), recent_llc))
         log_bias = (log_bias_bound(recent_llc, current.power) if math.isfinite(current.power)
                     else log_step)
         if _still_rising(recent):  # λ̂ not settled: the bound may stop ε, not lower it
@@ -276,6 +295,7 @@ def adapt_step_size(
     settled = met or [min(w.log_step for w in second_half)]
     late_llc = _pooled([w.llc for w in second_half])
     late_power = _pooled([w.power for w in second_half])
+    scale.thermostat = _pooled([w.thermostat for w in second_half])
     log_settled = sum(settled) / len(settled)
     rising = _still_rising(second_half)
     log_bias = log_bias_bound(late_llc, late_power)
@@ -285,8 +305,54 @@ def adapt_step_size(
     if not math.isfinite(log_frozen):  # no positive λ̂ in the second half: the smallest step
         log_frozen = min(min(w.log_step for w in second_half), log_ceiling)
     frozen = math.exp(log_frozen)
-    return StepSizeAdaptation(frozen, history, states, warmup_loss,
-                              bias=frozen * late_power / 8.0, llc=late_llc, settled=not rising)
+    return StepSizeAdaptation(scale.step_size(settings, frozen), history, states, warmup_loss,
+                              bias=scale.bias(frozen, late_power), llc=late_llc,
+                              settled=not rising)
+
+
+class _EquivalentStep:
+    """The adaptation works in the curvature-equivalent SGLD step ε_c
+    (:func:`llc.samplers.langevin_equivalent_step`): ε itself for SGLD, RMSProp-SGLD and MALA,
+    2η/(2 − α) for SGHMC, h² for SGNHT. The estimated bias at ε_c is
+    (ε_c/8)·Ḡ + ((ε_n − ε_c)/8)·nβ² tr Σ_B, with ε_n the noise-equivalent step of the same
+    setting (equal to ε_c for SGLD, 1/α-fold for SGHMC, 2h/ξ̄ for SGNHT with ξ̄ the chains'
+    mean thermostat at the end of the window: under minibatch noise it rises above A)."""
+
+    def __init__(self, settings: Any, noise_power: float) -> None:
+        self.equivalent = langevin_equivalent_step(settings) is not None
+        self.noise_power = noise_power
+        self.settings = settings
+        self.thermostat = math.nan
+
+    def epsilon(self, settings: Any) -> float:
+        return langevin_equivalent_step(settings) if self.equivalent else settings.step_size
+
+    def step_size(self, settings: Any, epsilon: float) -> float:
+        """The sampler's own step for a curvature-equivalent ε_c."""
+        if not self.equivalent:
+            return epsilon
+        return settings.with_curvature_equivalent_step(epsilon).step_size
+
+    def bias(self, epsilon: float, mean_power: float) -> float:
+        excess = 0.0
+        if self.equivalent:
+            at = self.settings.with_curvature_equivalent_step(epsilon)
+            noise_step = (at.noise_equivalent_step(thermostat=self.thermostat)
+                          if math.isfinite(self.thermostat) else langevin_noise_equivalent_step(at))
+            excess = max(noise_step - epsilon, 0.0)
+        return (epsilon * mean_power + excess * self.noise_power) / 8.0
+
+    def log_bound(self, budget: float, mean_power: float) -> float:
+        """log of the largest ε_c with bias(ε_c) ≤ budget (bias grows with ε_c)."""
+        closed = math.log(8.0 * budget / mean_power)
+        if not self.equivalent or self.bias(math.exp(closed), mean_power) <= budget * (1 + 1e-12):
+            return closed  # the noise excess is zero (SGLD): the closed form is exact
+        low, high = closed - 60.0, closed
+        for _ in range(100):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if self.bias(math.exp(middle), mean_power) <= budget \
+                else (low, middle)
+        return low
 
 
 @dataclass(frozen=True)
@@ -298,6 +364,7 @@ class _Window:
     acceptance: float
     power: float
     llc: float
+    thermostat: float = math.nan
 
 
 def _still_rising(recent: list[_Window]) -> bool:
@@ -367,9 +434,3 @@ def minibatch_gradient_variance(posterior: LocalizedPosterior, backend: Backend,
              for _ in range(_NOISE_PROBES)]
     stacked = np.stack(grads).astype(np.float64)
     return np.var(stacked, axis=0, ddof=1)
-
-
-def settings_step(settings: Any, step_size: float, posterior: LocalizedPosterior
-                  ) -> Callable[..., Any]:
-    """The pure step of ``settings`` with ``step_size``, bound to ``posterior``."""
-    return with_step_size(settings, step_size).build(posterior).step

@@ -18,17 +18,20 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _checkpoint
-from ._adapt import _BIAS_TARGET, StepSizeAdaptation, adapt_step_size, with_step_size
+from ._adapt import (_BIAS_TARGET, StepSizeAdaptation, adapt_step_size,
+                     minibatch_gradient_variance, with_step_size)
 from ._backend import Backend, backend_for
 from ._data import ArrayData, make_data
 from ._tree import tree_flatten
 from ._runner import ChainPlan, ChainRun, RunnerState, run_chains
+from ._steps import describe_per_leaf, is_per_leaf, per_coordinate_steps
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from ._version import __version__
 from .diagnostics import HealthThresholds, check_health, warn_findings
 from .posterior import LocalizedPosterior
 from .result import IncompleteRunWarning, LLCResult
-from .samplers import SamplerSettings, get_sampler
+from .samplers import (SamplerSettings, get_sampler, langevin_equivalent_step,
+                       langevin_noise_equivalent_step)
 
 __all__ = ["estimate", "default_nbeta"]
 
@@ -47,7 +50,7 @@ def estimate(
     num_data: int | None = None,
     batch_size: int | None = None,
     sampler: str | SamplerSettings = "sgld",
-    step_size: float | str = 1e-4,
+    step_size: float | str | Any = 1e-4,
     target_acceptance: float = 0.98,
     nbeta: float | None = None,
     localization: float = 1.0,
@@ -117,13 +120,25 @@ def estimate(
         ε but not lower it. ε is kept where the windows' MALA acceptance is at least
         ``target_acceptance`` and below any step at which a chain diverged. The frozen ε
         uses the second half of the windows. Every burn-in step also scores its move (one
-        more gradient per burn-in step). It starts from 1e-4 (or the step size of a
+        more gradient per burn-in step). It starts from ε_c = 1e-4 (or the step of a
         ``sampler`` settings object). The chosen ε is ``attrs["sampler_step_size"]``, its
         estimated bias ``attrs["step_size_bias"]``, whether λ̂ had settled
         ``attrs["step_size_settled"]``, and the windows' (first step, ε, acceptance, b̂, λ̂)
-        are ``attrs["step_size_history"]`` (JSON). Needs a sampler that reports the MALA
-        acceptance (``sgld``, ``rmsprop_sgld``, ``mala``) and
-        ``num_burnin`` ≥ 100. docs/step_size_auto.md compares it with fixed steps.
+        are ``attrs["step_size_history"]`` (JSON). Every sampler adapts: ``sghmc`` and
+        ``sgnht`` through their curvature-equivalent SGLD step ε_c (2η/(2 − α), h²;
+        :func:`llc.samplers.langevin_equivalent_step`), with the minibatch noise counted at
+        their larger noise-equivalent step, and the acceptance of a Langevin probe at ε_c.
+        Needs ``num_burnin`` ≥ 100. docs/step_size_auto.md compares it with fixed steps.
+
+        Or **per-leaf steps**: a pytree mirroring ``params`` (a dict with the same keys, a
+        list of the same length, …) with one positive step per leaf, or a number for a whole
+        subtree (``{"encoder": 1e-5, "head": 1e-4}``). Each coordinate then moves with its
+        leaf's step (:func:`llc.samplers.sgld`'s per-coordinate ε), which makes the sampler
+        follow a rescaling of a layer exactly: scale a layer by c and its step by c².
+        ``sgld``, ``rmsprop_sgld``, ``sghmc`` and ``mala`` take them (``sgnht``'s thermostat
+        needs one step). ``attrs["step_size_per_leaf"]`` records them (JSON, in the params'
+        leaf order) and ``attrs["sampler_step_size"]`` is the largest; ``step-too-large``,
+        which needs one ε, does not run, and the step suggestions give no numbers.
     target_acceptance
         δ for ``step_size="auto"``: the floor of the windows' mean MALA acceptance (default
         0.98, the accurate-step band of :func:`llc.calibrate`). It is a safeguard, not the
@@ -256,7 +271,9 @@ def estimate(
                          f"got {chain_method!r}")
     adapt = isinstance(step_size, str)
     if adapt and step_size != "auto":
-        raise ValueError(f"`step_size` must be a positive number or 'auto'; got {step_size!r}")
+        raise ValueError(f"`step_size` must be a positive number, 'auto', or a pytree of "
+                         f"positive numbers matching `params`; got {step_size!r}")
+    per_leaf = is_per_leaf(step_size) and isinstance(sampler, str)
     if adapt:
         target_acceptance = positive_float("target_acceptance", target_acceptance)
         if not target_acceptance < 1:
@@ -265,12 +282,17 @@ def estimate(
             raise ValueError(
                 f"`step_size='auto'` adapts the step during the burn-in: `num_burnin` must be at "
                 f"least {4 * _ADAPT_WINDOW} (windows of {_ADAPT_WINDOW} steps); got {num_burnin}")
-    settings = get_sampler(sampler, step_size=_AUTO_START if adapt else step_size) \
+    settings = get_sampler(sampler, step_size=(_AUTO_START if adapt else 1.0 if per_leaf
+                                               else step_size)) \
         if isinstance(sampler, str) else get_sampler(sampler)
 
     backend = backend_for(params, argument="params")
     leaves = backend.leaves(params)
     center, unravel = backend.ravel(params)
+    if per_leaf:
+        settings = with_step_size(settings, per_coordinate_steps(step_size, params, backend))
+    if adapt and isinstance(sampler, str) and langevin_equivalent_step(settings) is not None:
+        settings = settings.with_curvature_equivalent_step(_AUTO_START)  # SGNHT: h = 1e-2
     dataset = make_data(data, num_data=num_data, batch_size=batch_size, backend=backend,
                         like=center, with_replacement=trace_batch == "independent")
     iterable = not isinstance(dataset, ArrayData)
@@ -292,6 +314,12 @@ def estimate(
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend,
                                        slope=init.grad)
         chain_keys = backend.split(backend.key(seed), num_chains)
+        noise_power = "off"
+        if langevin_noise_equivalent_step(settings) != langevin_equivalent_step(settings):
+            # a momentum sampler: its minibatch noise biases λ̂ at a larger step than its
+            # curvature does, and the health check needs the noise to estimate that
+            noise_power = posterior.nbeta**2 * float(minibatch_gradient_variance(
+                posterior, backend, dataset, chain_keys[0]).sum())
         adaptation = None
         history = "off"
         step_bias: float | str = "missing"
@@ -365,6 +393,10 @@ def estimate(
                 f"burn-in: estimated step bias <= {_BIAS_TARGET:g} λ̂, MALA "
                 f"acceptance >= {target_acceptance}" if adapt else "off"),
             "step_size_history": history,
+            "gradient_noise_power": noise_power,
+            "step_size_per_leaf": (describe_per_leaf(settings.step_size, [
+                math.prod(int(n) for n in tuple(leaf.shape)) for leaf in leaves])
+                if isinstance(getattr(settings, "step_size", None), np.ndarray) else "off"),
             **({"step_size_bias": step_bias, "step_size_settled": step_settled}
                if adapt else {}),
             "param_shapes": json.dumps([list(leaf.shape) for leaf in leaves]),

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._adapt import _BIAS_TARGET
+from .samplers import (langevin_equivalent_step, langevin_noise_equivalent_step,
+                       settings_from_attrs, step_exponent)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .result import LLCResult
@@ -327,6 +329,9 @@ class _Run:
 
     @cached_property
     def step_size(self) -> float | None:
+        """The one ε of the run, or None (unknown, or per-leaf steps: no one ε to judge)."""
+        if self.attrs.get("step_size_per_leaf", "off") not in ("off", "missing"):
+            return None
         step = _number(self.attrs.get("sampler_step_size"))
         if step is None and "step_size" in self.result.sample_stats:
             values = np.asarray(self.result.sample_stats["step_size"], dtype=np.float64)
@@ -354,8 +359,10 @@ class _Run:
         """Σ ‖w_t − w*‖² / Σ t ε d over the healthy chains and the last half of the draws.
 
         A draw's position has taken t = num_burnin + draw·thin SGLD steps from w*; free
-        Brownian motion with the sampler's noise would be at t ε d on average. Pooling the
-        chains and half of the draws keeps the ratio from resting on one noisy χ²_d value.
+        Brownian motion with the sampler's noise would be at t ε d on average (for SGHMC and
+        SGNHT ε is their free diffusion per step, 2η/α and 2h/A: the noise-equivalent step of
+        :func:`llc.samplers.langevin_noise_equivalent_step`). Pooling the chains and half of
+        the draws keeps the ratio from resting on one noisy χ²_d value.
         """
         distance = self.result.sample_stats.get("distance")
         dim = _number(self.attrs.get("num_params"))
@@ -372,22 +379,47 @@ class _Run:
         moved = distance[:, draws] ** 2
         if not np.isfinite(moved).all():
             return None
-        return float(moved.sum() / (distance.shape[0] * steps.sum() * self.step_size * dim))
+        free_step = self.step_size
+        if self.settings is not None:
+            free_step = langevin_noise_equivalent_step(self.settings) or free_step
+        return float(moved.sum() / (distance.shape[0] * steps.sum() * free_step * dim))
+
+    @cached_property
+    def settings(self) -> Any | None:
+        """The sampler settings the attrs record (None for per-leaf steps or unknown ones)."""
+        return None if self.step_size is None else settings_from_attrs(self.attrs)
+
+    def scaled_step(self, factor: float) -> float:
+        """The sampler's step that multiplies its curvature-equivalent SGLD step ε_c by
+        ``factor`` (SGNHT's h scales as √ε_c); the step itself where settings are unknown."""
+        assert self.step_size is not None
+        exponent = 1.0 if self.settings is None else step_exponent(self.settings)
+        return self.step_size * factor ** exponent
 
     @cached_property
     def step_bias(self) -> tuple[float, float] | None:
-        """SGLD's estimated step bias of λ̂ over the draws, (b̂, b̂ / λ̂), or None where it
-        does not apply (another sampler, λ̂ ≤ 0, no gradient norms)."""
-        if self.attrs.get("sampler") != "sgld" or not self.usable or self.llc_mean <= 0:
+        """The estimated step bias of λ̂ over the draws, (b̂, b̂ / λ̂): (ε_c/8)·Ḡ with Ḡ =
+        nβ²·mean ‖∇L_B‖² and ε_c the sampler's curvature-equivalent SGLD step; for SGHMC and
+        SGNHT, whose minibatch noise N = nβ² tr Σ_B (``attrs["gradient_noise_power"]``)
+        counts at their noise-equivalent step ε_n, (ε_c (Ḡ − N) + ε_n N)/8. None where it
+        does not apply (MALA, RMSProp-SGLD, per-leaf steps, λ̂ ≤ 0, no gradient norms)."""
+        if self.settings is None or not self.usable or self.llc_mean <= 0:
             return None
+        epsilon = langevin_equivalent_step(self.settings)
         nbeta = _number(self.attrs.get("nbeta"))
         norms = self.result.sample_stats.get("grad_norm")
-        if not self.step_size or not nbeta or norms is None:
+        if not epsilon or not nbeta or norms is None:
             return None
         norms = np.asarray(norms, dtype=np.float64)[self.healthy]
         if not np.isfinite(norms).all():
             return None
-        bias = self.step_size / 8.0 * nbeta**2 * float(np.mean(norms**2))
+        power = nbeta**2 * float(np.mean(norms**2))
+        noise = _number(self.attrs.get("gradient_noise_power"))
+        noise_step = langevin_noise_equivalent_step(self.settings)
+        if noise is None or not noise_step or noise_step <= epsilon:
+            bias = epsilon / 8.0 * power
+        else:  # a momentum sampler: its minibatch noise counts at the larger step
+            bias = (epsilon * max(power - noise, 0.0) + noise_step * noise) / 8.0
         return bias, bias / self.llc_mean
 
     def setting(self, key: str, default: str = "?") -> str:
@@ -431,7 +463,8 @@ def _check_negative_llc(run: _Run, t: HealthThresholds) -> Finding | None:
                   + (f" from {_fmt(gamma)} to ~{_fmt(max(10 * gamma, 1.0))}" if gamma is not None
                      else "")
                   + " to keep the chains near w*; lower `step_size`"
-                  + (f" from {_fmt(step)} to ~{_fmt(step / 3, 2)}" if step else "") + ".")
+                  + (f" from {_fmt(step)} to ~{_fmt(run.scaled_step(1 / 3), 2)}" if step
+                     else "") + ".")
     return Finding("negative-llc", message, chains, suggestion)
 
 
@@ -450,7 +483,7 @@ def _check_llc_above_max(run: _Run, t: HealthThresholds) -> Finding | None:
                "overestimates the loss increase, usually because the step is too large "
                "(discretization and minibatch-gradient noise add energy).")
     step = run.step_size
-    suggestion = "lower `step_size`" + (f" from {_fmt(step)} to ~{_fmt(step / 10, 2)}" if step else "")
+    suggestion = "lower `step_size`" + (f" from {_fmt(step)} to ~{_fmt(run.scaled_step(0.1), 2)}" if step else "")
     num_data = _number(run.attrs.get("num_data"))
     if num_data and num_data >= 2 and run.result.nbeta < 0.5 * num_data / math.log(num_data):
         suggestion += (f"; `nbeta` = {_fmt(run.result.nbeta)} is far below n/log n = "
@@ -478,7 +511,7 @@ def _check_non_finite(run: _Run, t: HealthThresholds) -> Finding | None:
     parts = []
     if diverged:
         step = run.step_size
-        parts.append("lower `step_size`" + (f" from {_fmt(step)} to ~{_fmt(step / 10, 2)}" if step
+        parts.append("lower `step_size`" + (f" from {_fmt(step)} to ~{_fmt(run.scaled_step(0.1), 2)}" if step
                                              else "")
                      + " (a diverging chain stepped beyond the stability limit, roughly "
                        "step_size < 4 / (nβ · largest Hessian eigenvalue)) or raise "
@@ -585,7 +618,7 @@ def _check_low_mala_acceptance(run: _Run, t: HealthThresholds) -> Finding | None
     if step:
         worst = min(pooled, *[a for a in per_chain if math.isfinite(a)])
         factor = (1 - t.target_mala_acceptance) / max(1 - worst, 1e-12)
-        suggestion = (f"lower `step_size` from {_fmt(step)} to ~{_fmt(step * min(factor, 0.5), 2)} "
+        suggestion = (f"lower `step_size` from {_fmt(step)} to ~{_fmt(run.scaled_step(min(factor, 0.5)), 2)} "
                       f"(1 − acceptance grows about in proportion to the step size; aim for "
                       f"≥ {t.target_mala_acceptance}).")
     else:
@@ -619,35 +652,48 @@ def _check_step_too_small(run: _Run, t: HealthThresholds) -> Finding | None:
     message = (f"MALA acceptance {pooled:.5f} ≥ {t.step_too_small_acceptance}: the step is "
                f"far below its stability limit, and " + "; ".join(reasons) + ".")
     step = run.step_size
-    if step:
+    # b̂ grows in proportion to ε_c: the step may grow until b̂ reaches the auto rule's budget
+    room = math.inf if run.step_bias is None else _BIAS_TARGET / max(run.step_bias[1], 1e-12)
+    if step and room < 1.5:
+        suggestion = (f"run the chains longer (raise `num_draws` and `num_burnin`): the step's "
+                      f"estimated bias is already {100 * run.step_bias[1]:.1f} % of λ̂, near "
+                      f"the {100 * _BIAS_TARGET:.0f} % `step_size=\"auto\"` allows, so a "
+                      "larger step would bias λ̂ (the acceptance does not see the minibatch "
+                      "noise).")
+    elif step:
         factor = ((1 - t.room_acceptance) / max(1 - pooled, 1e-12)) ** (2 / 3)
-        factor = min(max(factor, 2.0), 10.0)  # at least a clear change, at most one decade
-        suggestion = (f"raise `step_size` from {_fmt(step)} to ~{_fmt(step * factor, 2)} "
-                      "(1 − acceptance grows like step_size^1 to ^1.5; this aims for about "
-                      f"{t.room_acceptance}) and check that MALA acceptance stays ≥ "
-                      f"{t.target_mala_acceptance}.")
+        factor = min(max(factor, 2.0), 10.0, room)  # a clear change, at most one decade
+        suggestion = (f"raise `step_size` from {_fmt(step)} to "
+                      f"~{_fmt(run.scaled_step(factor), 2)} (1 − acceptance grows like "
+                      f"step_size^1 to ^1.5; this aims for about {t.room_acceptance}, within an "
+                      f"estimated step bias of {100 * _BIAS_TARGET:.0f} % of λ̂) and check that "
+                      f"MALA acceptance stays ≥ {t.target_mala_acceptance}.")
     else:
         suggestion = f"raise the step size until MALA acceptance is about {t.room_acceptance}."
     return Finding("step-too-small", message, (), suggestion)
 
 
 def _check_step_too_large(run: _Run, t: HealthThresholds) -> Finding | None:
-    """SGLD's estimated step bias b̂ over the draws above ``max_step_bias`` · λ̂."""
+    """The estimated step bias b̂ over the draws (SGLD, SGHMC, SGNHT) above
+    ``max_step_bias`` · λ̂."""
     if run.step_bias is None:
         return None
     bias, ratio = run.step_bias
     step = run.step_size
     if ratio <= t.max_step_bias:
         return None
+    epsilon = langevin_equivalent_step(run.settings)
+    formula = ("(ε/8)" if epsilon == step else
+               f"(ε_c/8) with ε_c = {_fmt(epsilon, 2)}, the SGLD step of the same curvature bias,")
     message = (f"the step's estimated bias of λ̂ is {_fmt(bias)} = {100 * ratio:.0f} % of "
-               f"λ̂ = {_fmt(run.llc_mean)} (b̂ = (ε/8)·nβ²·mean ‖∇L_B‖² over the draws; "
-               f"above {100 * t.max_step_bias:.0f} %): λ̂ is biased upward, by at least that "
-               "much on a singular model, whatever the MALA acceptance says.")
+               f"λ̂ = {_fmt(run.llc_mean)} (b̂ = {formula} · nβ² · mean ‖∇L_B‖² over the "
+               f"draws; above {100 * t.max_step_bias:.0f} %): λ̂ is biased upward, by at least "
+               "that much on a singular model, whatever the MALA acceptance says.")
     target = min(_BIAS_TARGET, t.max_step_bias)
-    suggestion = (f"lower `step_size` from {_fmt(step)} to ~{_fmt(step * target / ratio, 2)} "
-                  f"(b̂ is about proportional to the step; this aims at {100 * target:.0f} %, "
-                  "as `step_size=\"auto\"` does), and give the chains the longer burn-in a "
-                  "smaller step needs")
+    suggestion = (f"lower `step_size` from {_fmt(step)} to "
+                  f"~{_fmt(run.scaled_step(target / ratio), 2)} (b̂ is about proportional to "
+                  f"the step; this aims at {100 * target:.0f} %, as `step_size=\"auto\"` "
+                  "does), and give the chains the longer burn-in a smaller step needs")
     return Finding("step-too-large", message, (), suggestion + ".")
 
 

@@ -19,9 +19,13 @@ Samplers, by name (``llc.estimate(..., sampler=name, step_size=...)``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol
+
+import numpy as np
 
 from ._backend import Array, Key
 from ._validate import positive_float
@@ -42,11 +46,16 @@ __all__ = [
     "SamplerSettings",
     "SamplingAlgorithm",
     "get_sampler",
+    "langevin_equivalent_step",
+    "langevin_noise_equivalent_step",
     "mala",
     "rmsprop_sgld",
     "sghmc",
     "sgld",
+    "settings_from_attrs",
     "sgnht",
+    "step_exponent",
+    "step_size_value",
 ]
 
 
@@ -66,8 +75,10 @@ class SampleInfo(NamedTuple):
         step was not asked to diagnose itself. For :func:`mala` it is the acceptance
         probability of the proposal that the step accepted or rejected; for
         :func:`rmsprop_sgld` that of the preconditioned Langevin move. The momentum samplers
-        (:func:`sghmc`, :func:`sgnht`) make no Langevin move in the position alone, so they
-        report NaN when asked to diagnose (a NaN, not ``None``, so the runner can buffer it).
+        (:func:`sghmc`, :func:`sgnht`) make no Langevin move in the position alone; they
+        report the acceptance of a Langevin probe from :math:`w_t` with their
+        curvature-equivalent step (:func:`langevin_equivalent_step`), on an independent noise
+        draw that does not move the chain.
     first_order
         nβ ∇L_n(w*)·(w_t − w*), the first-order term of the loss increase, when the
         posterior knows ∇L_n(w*) (:attr:`LocalizedPosterior.slope`); else ``None``.
@@ -104,7 +115,7 @@ class SGLDState(NamedTuple):
     position: Array
 
 
-def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
+def sgld(posterior: LocalizedPosterior, step_size: float | np.ndarray) -> SamplingAlgorithm:
     r"""Stochastic gradient Langevin dynamics (Welling & Teh 2011; Lau et al. 2023, Alg. 1).
 
     .. math::
@@ -118,7 +129,9 @@ def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
     posterior
         The localized tempered posterior (nβ, γ, w*, loss and gradient).
     step_size
-        ε > 0.
+        ε > 0, or a NumPy array of per-coordinate steps :math:`\epsilon_i > 0` (one per
+        coordinate of the flat position; :func:`llc.estimate` builds it from a per-leaf
+        ``step_size``), which replaces ε by :math:`\epsilon_i` coordinate by coordinate.
 
     Returns
     -------
@@ -128,8 +141,7 @@ def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
         is taken. With ``diagnose=True`` the step also reports the MALA acceptance of its
         move (one more gradient evaluation).
     """
-    half_step = 0.5 * step_size
-    noise_scale = math.sqrt(step_size)
+    epsilon = _Step(posterior, step_size)
     backend = posterior.backend
 
     def init(position: Array) -> SGLDState:
@@ -140,10 +152,9 @@ def sgld(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
         position = state.position
         here = posterior.evaluate(position, batch, keep_grad=False)
         noise = backend.normal(key, position)
-        new_position = backend.linear_combination(
-            (1.0, position), (-half_step, here.drift), (noise_scale, noise), reuse=2)
+        new_position = epsilon.langevin_move(position, here.drift, noise)
         acceptance = posterior.langevin_acceptance(
-            step_size, position, here.loss, here.drift, new_position, batch) if diagnose else None
+            epsilon.size, position, here.loss, here.drift, new_position, batch) if diagnose else None
         return SGLDState(position=new_position), _describe(here, acceptance)
 
     return SamplingAlgorithm(init, step)
@@ -156,23 +167,179 @@ class SGLD:
     Parameters
     ----------
     step_size
-        ε > 0, the SGLD step size (the learning rate of the drift; the noise has variance ε).
+        ε > 0, the SGLD step size (the learning rate of the drift; the noise has variance ε),
+        or a 1-D array of per-coordinate steps (see :func:`step_size_value`).
     """
 
-    step_size: float
+    step_size: float | np.ndarray
     name: str = "sgld"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "step_size", positive_float("step_size", self.step_size))
+        object.__setattr__(self, "step_size", step_size_value(self.step_size))
 
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
         return sgld(posterior, self.step_size)
 
+    def curvature_equivalent_step(self) -> float:
+        return float(self.step_size)
+
+    noise_equivalent_step = curvature_equivalent_step
+
+    def with_curvature_equivalent_step(self, epsilon: float) -> SGLD:
+        return dataclasses.replace(self, step_size=float(epsilon))
+
     def settings(self) -> dict[str, Any]:
-        return asdict(self)
+        return _record(self)
 
 
 # ---- helpers shared by the samplers -------------------------------------------------------
+
+def step_size_value(value: Any, name: str = "step_size") -> float | np.ndarray:
+    """A sampler's step size checked: a finite number > 0, or a 1-D array-like of finite
+    per-coordinate steps > 0 (returned as a read-only float64 NumPy copy; its length must
+    equal the number of parameters, which ``build`` checks)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return positive_float(name, value)
+    expected = (f"`{name}` must be a positive number or a 1-D array of per-coordinate steps; "
+                f"got {type(value).__name__}")
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") \
+            and not hasattr(value, "shape"):
+        raise TypeError(expected)
+    try:
+        steps = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(expected) from None
+    if steps.ndim != 1 or steps.size == 0:
+        raise ValueError(f"`{name}` as an array must be 1-D and non-empty (one step per "
+                         f"coordinate of the flat parameters); got shape {steps.shape}")
+    if not (np.isfinite(steps).all() and (steps > 0).all()):
+        raise ValueError(f"`{name}` must hold finite steps > 0; got min {steps.min()!r}")
+    steps.flags.writeable = False
+    return steps
+
+
+def _record(settings: Any) -> dict[str, Any]:
+    """The settings as a flat record for a result's attrs: a per-coordinate step appears as
+    its largest value (the result records the per-leaf steps separately)."""
+    record = asdict(settings)
+    if isinstance(record.get("step_size"), np.ndarray):
+        record["step_size"] = float(record["step_size"].max())
+    return record
+
+
+class _Step:
+    """A step size bound to a posterior: ``size`` is ε (a float) or the per-coordinate steps
+    as an array of the posterior's backend, and the Langevin move applies it either way."""
+
+    def __init__(self, posterior: LocalizedPosterior, step_size: float | np.ndarray) -> None:
+        self.backend = posterior.backend
+        if isinstance(step_size, np.ndarray):
+            dimension = int(posterior.center.shape[0])
+            if step_size.shape != (dimension,):
+                raise ValueError(f"`step_size` has {step_size.size} per-coordinate steps; the "
+                                 f"parameters have {dimension} coordinates")
+            self.size = self.backend.asarray(step_size, like=posterior.center)
+            self.per_coordinate = True
+        else:
+            self.size = float(step_size)
+            self.per_coordinate = False
+
+    def sqrt(self, factor: float = 1.0) -> Any:
+        """√(factor · ε), per coordinate where ε is."""
+        if self.per_coordinate:
+            return self.backend.namespace(self.size).sqrt(factor * self.size)
+        return math.sqrt(factor * self.size)
+
+    def scaled(self, coefficient: float, vector: Array) -> tuple[Any, Array]:
+        """The term ``coefficient · ε ⊙ vector`` for :meth:`Backend.linear_combination`."""
+        if self.per_coordinate:
+            return (coefficient, self.size * vector)
+        return (coefficient * self.size, vector)
+
+    def langevin_move(self, position: Array, drift: Array, noise: Array) -> Array:
+        """w − (ε/2) ⊙ ∇U + √ε ⊙ ξ (``noise`` is a temporary the result may overwrite)."""
+        if self.per_coordinate:
+            return self.backend.linear_combination(
+                (1.0, position), self.scaled(-0.5, drift), (1.0, self.sqrt() * noise))
+        return self.backend.linear_combination(
+            (1.0, position), (-0.5 * self.size, drift), (self.sqrt(), noise), reuse=2)
+
+
+def _scalar_step(settings_name: str, step_size: Any) -> float:
+    if isinstance(step_size, np.ndarray):
+        raise ValueError(f"the {settings_name} sampler takes one step size for every "
+                         "coordinate: per-coordinate (per-leaf) steps would break its "
+                         "thermostat, which holds the mean kinetic energy; use sgld, "
+                         "rmsprop_sgld, sghmc or mala")
+    return float(step_size)
+
+
+def langevin_equivalent_step(settings: Any) -> float | None:
+    r"""The SGLD step :math:`\epsilon_c` whose curvature bias of λ̂ equals the sampler's.
+
+    For a quadratic potential with curvature k per coordinate, the stationary excess of
+    :math:`\mathbb E[U] - U^*` per coordinate is :math:`\tfrac{\epsilon}{8}k` for SGLD and
+    :math:`\tfrac{\eta}{4(2-\alpha)}k` for SGHMC (to first order in ηk, from the stationary
+    covariance of its linear recursion), so :math:`\epsilon_c = 2\eta/(2-\alpha)`; SGNHT is
+    an SGHMC with η = h² and friction α = ξh, so :math:`\epsilon_c = 2h^2/(2 - \xi h)`, of
+    which h² (ξ changes along the run) is returned, a lower bound. Minibatch-gradient noise of
+    variance N per coordinate adds :math:`\tfrac{\epsilon}{8}N` for SGLD but
+    :math:`\tfrac{\eta}{4\alpha}N` for SGHMC (:func:`langevin_noise_equivalent_step`).
+
+    Parameters
+    ----------
+    settings
+        Sampler settings (``llc.samplers.SGHMC(...)``, …).
+
+    Returns
+    -------
+    float or None
+        :math:`\epsilon_c`; None for a sampler without one (MALA is exact, RMSProp-SGLD
+        preconditions per coordinate) or with per-coordinate steps.
+    """
+    method = getattr(settings, "curvature_equivalent_step", None)
+    return None if method is None or isinstance(settings.step_size, np.ndarray) else method()
+
+
+def langevin_noise_equivalent_step(settings: Any) -> float | None:
+    r"""The SGLD step :math:`\epsilon_n` whose minibatch-noise bias of λ̂ equals the
+    sampler's (derivation in :func:`langevin_equivalent_step`): ε for SGLD, 2η/α for SGHMC,
+    2h/A for SGNHT (an upper bound: the thermostat ξ rises above A under noise); None where
+    :func:`langevin_equivalent_step` is None."""
+    method = getattr(settings, "noise_equivalent_step", None)
+    return None if method is None or isinstance(settings.step_size, np.ndarray) else method()
+
+
+def settings_from_attrs(attrs: dict[str, Any]) -> Any | None:
+    """The sampler settings a result's attrs record (``sampler`` and ``sampler_*``), or None
+    when they do not rebuild (an unknown sampler, per-leaf steps)."""
+    name = attrs.get("sampler")
+    if name not in _SAMPLERS:
+        return None
+    fields = {key.removeprefix("sampler_"): value for key, value in attrs.items()
+              if key.startswith("sampler_")}
+    try:
+        return _SAMPLERS[name](**fields)
+    except (TypeError, ValueError):
+        return None
+
+
+def step_exponent(settings: Any) -> float:
+    """p in step ∝ ε_c^p (1, or ½ for SGNHT whose ε_c is h²)."""
+    return float(getattr(settings, "step_exponent", 1.0))
+
+
+def _langevin_probe(posterior: LocalizedPosterior, key: Key, step_size: float,
+                    here: PotentialEvaluation, position: Array, batch: Any) -> Array:
+    """MALA acceptance of a Langevin move from ``position`` with ``step_size``, on a noise
+    draw of its own (``fold_in(key, 1)``): the momentum samplers' acceptance diagnostic."""
+    backend = posterior.backend
+    noise = backend.normal(backend.fold_in(key, 1), position)
+    proposal = backend.linear_combination(
+        (1.0, position), (-0.5 * step_size, here.drift), (math.sqrt(step_size), noise), reuse=2)
+    return posterior.langevin_acceptance(step_size, position, here.loss, here.drift, proposal,
+                                         batch)
+
 
 def _zero_scalar(backend: Any, position: Array) -> Array:
     """A 0-d array of the backend with ``position``'s dtype and device (a state scalar)."""
@@ -182,32 +349,6 @@ def _zero_scalar(backend: Any, position: Array) -> Array:
 def _describe(here: PotentialEvaluation, acceptance: Array | None) -> SampleInfo:
     return SampleInfo(loss=here.loss, distance=here.distance, grad_norm=here.grad_norm,
                       mala_acceptance=acceptance, first_order=here.first_order)
-
-
-def _langevin_log_ratio(posterior: LocalizedPosterior, step_size: Any, position: Array,
-                        loss: Array, drift: Array, proposal: Array, proposal_loss: Array,
-                        proposal_drift: Array) -> Array:
-    r"""Log Metropolis–Hastings ratio of the Langevin move ``position`` → ``proposal``.
-
-    .. math::
-
-        \log r = U(w) - U(w') + \log q(w \mid w') - \log q(w' \mid w), \qquad
-        q(w' \mid w) = \mathcal N\big(w';\, w - \tfrac{\epsilon}{2}\odot\nabla U(w),\,
-        \operatorname{diag}(\epsilon)\big)
-
-    ``step_size`` is a float (the same formula as
-    :meth:`LocalizedPosterior.langevin_acceptance`) or a per-coordinate array ε held fixed in
-    both directions, whose normalising constants then cancel.
-    """
-    xp = posterior.backend.namespace(position)
-    forward = proposal - position + (0.5 * step_size) * drift
-    backward = position - proposal + (0.5 * step_size) * proposal_drift
-    if isinstance(step_size, float):
-        transition = (xp.sum(forward * forward) - xp.sum(backward * backward)) / (2.0 * step_size)
-    else:
-        transition = xp.sum((forward * forward - backward * backward) / (2.0 * step_size))
-    return (posterior.potential(position, loss) - posterior.potential(proposal, proposal_loss)
-            + transition)
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -248,7 +389,7 @@ class RMSPropSGLDState(NamedTuple):
     count: Array  # 0-d: number of updates of square_avg so far
 
 
-def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float = 0.99,
+def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float | np.ndarray, beta2: float = 0.99,
                  eps_stability: float = RMSPROP_EPS_STABILITY, bias_correction: bool = True,
                  initial_square_avg: float = 1.0) -> SamplingAlgorithm:
     r"""RMSProp-preconditioned SGLD (Li et al. 2016; Hitchcock & Hoogland 2025; DESIGN §2).
@@ -274,7 +415,8 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float =
     posterior
         The localized tempered posterior.
     step_size
-        ε > 0, the base step size.
+        ε > 0, the base step size, or per-coordinate base steps (a NumPy array, as for
+        :func:`sgld`).
     beta2
         b₂ ∈ [0, 1), the decay of the running mean of g².
     eps_stability
@@ -318,7 +460,7 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float =
     tests/test_samplers.py checks against exact moments).
     """
     backend = posterior.backend
-    step_size = float(step_size)
+    step_size = _Step(posterior, step_size).size
     beta2 = float(beta2)
 
     def init(position: Array) -> RMSPropSGLDState:
@@ -342,8 +484,8 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float, beta2: float =
         acceptance = None
         if diagnose:
             proposal_loss, _, proposal_drift = posterior.potential_gradient(new_position, batch)
-            log_ratio = _langevin_log_ratio(posterior, local_step, position, loss, drift,
-                                            new_position, proposal_loss, proposal_drift)
+            log_ratio = posterior.langevin_log_ratio(local_step, position, loss, drift,
+                                                     new_position, proposal_loss, proposal_drift)
             acceptance = xp.exp(xp.clip(log_ratio, max=0.0))
         return RMSPropSGLDState(new_position, square_avg, count), _describe(here, acceptance)
 
@@ -374,7 +516,7 @@ class RMSPropSGLD:
     object holds the resolved values.
     """
 
-    step_size: float
+    step_size: float | np.ndarray
     beta2: float | None = None
     eps_stability: float | None = None
     bias_correction: bool | None = None
@@ -383,7 +525,7 @@ class RMSPropSGLD:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "step_size", positive_float("step_size", self.step_size))
+        set_(self, "step_size", step_size_value(self.step_size))
         devinterp = _flag("devinterp_variant", self.devinterp_variant)
         defaults = ({"beta2": 0.99, "eps_stability": 0.1, "bias_correction": False} if devinterp
                     else {"beta2": 0.99, "eps_stability": RMSPROP_EPS_STABILITY,
@@ -413,7 +555,7 @@ class RMSPropSGLD:
                             initial_square_avg=self.initial_square_avg)
 
     def settings(self) -> dict[str, Any]:
-        return asdict(self)
+        return _record(self)
 
 
 # ---- SGHMC ----------------------------------------------------------------------------------
@@ -425,7 +567,7 @@ class SGHMCState(NamedTuple):
     momentum: Array
 
 
-def sghmc(posterior: LocalizedPosterior, step_size: float, friction: float = 0.1
+def sghmc(posterior: LocalizedPosterior, step_size: float | np.ndarray, friction: float = 0.1
           ) -> SamplingAlgorithm:
     r"""Stochastic gradient Hamiltonian Monte Carlo (Chen, Fox & Guestrin 2014, eq. 15).
 
@@ -450,7 +592,8 @@ def sghmc(posterior: LocalizedPosterior, step_size: float, friction: float = 0.1
     posterior
         The localized tempered posterior.
     step_size
-        η > 0, the learning rate (η = h²; ε = 2η is the SGLD step with the same drift).
+        η > 0, the learning rate (η = h²; ε = 2η is the SGLD step with the same drift), or
+        per-coordinate learning rates (a NumPy array, as for :func:`sgld`).
     friction
         α ∈ (0, 1], the fraction of the momentum lost per step (1 − α is the momentum
         coefficient of SGD). Chen et al. use 0.01–0.1.
@@ -459,14 +602,17 @@ def sghmc(posterior: LocalizedPosterior, step_size: float, friction: float = 0.1
     -------
     SamplingAlgorithm
         ``init(position)`` (v₀ = 0: ``init`` takes no key) and ``step(key, state, batch,
-        diagnose=False)``; the info describes :math:`w_t`, where the gradient is taken. It
-        reports a NaN ``mala_acceptance`` when diagnosing: the move is kinetic, not a
-        Langevin proposal in w.
+        diagnose=False)``; the info describes :math:`w_t`, where the gradient is taken. The
+        move is kinetic, not a Langevin proposal in w: when diagnosing, ``mala_acceptance``
+        is that of a Langevin probe from :math:`w_t` with the curvature-equivalent step
+        :math:`\epsilon_c = 2\eta/(2-\alpha)` (:func:`langevin_equivalent_step`; one more
+        gradient evaluation; a per-coordinate η reports NaN).
     """
     backend = posterior.backend
-    step_size = float(step_size)
+    epsilon = _Step(posterior, step_size)
     decay = 1.0 - float(friction)
-    noise_scale = math.sqrt(2.0 * friction * step_size)
+    noise_scale = epsilon.sqrt(2.0 * friction)
+    probe_step = None if epsilon.per_coordinate else 2.0 * epsilon.size / (2.0 - friction)
 
     def init(position: Array) -> SGHMCState:
         return SGHMCState(position=position, momentum=position * 0)
@@ -476,11 +622,17 @@ def sghmc(posterior: LocalizedPosterior, step_size: float, friction: float = 0.1
         position = state.position
         here = posterior.evaluate(position, batch, keep_grad=False)
         noise = backend.normal(key, position)
-        momentum = backend.linear_combination(
-            (decay, state.momentum), (-step_size, here.drift), (noise_scale, noise), reuse=2)
-        info = _describe(here,
-                         _zero_scalar(backend, position) + math.nan if diagnose else None)
-        return SGHMCState(position + momentum, momentum), info
+        if epsilon.per_coordinate:
+            momentum = backend.linear_combination(
+                (decay, state.momentum), epsilon.scaled(-1.0, here.drift), (1.0, noise_scale * noise))
+        else:
+            momentum = backend.linear_combination(
+                (decay, state.momentum), (-epsilon.size, here.drift), (noise_scale, noise), reuse=2)
+        acceptance = None
+        if diagnose:
+            acceptance = (_zero_scalar(backend, position) + math.nan if probe_step is None
+                          else _langevin_probe(posterior, key, probe_step, here, position, batch))
+        return SGHMCState(position + momentum, momentum), _describe(here, acceptance)
 
     return SamplingAlgorithm(init, step)
 
@@ -497,20 +649,29 @@ class SGHMC:
         α ∈ (0, 1], default 0.1.
     """
 
-    step_size: float
+    step_size: float | np.ndarray
     friction: float = 0.1
     name: str = field(default="sghmc", init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "step_size", positive_float("step_size", self.step_size))
+        object.__setattr__(self, "step_size", step_size_value(self.step_size))
         object.__setattr__(self, "friction", _unit_interval(
             "friction", self.friction, closed_low=False, closed_high=True))
 
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
         return sghmc(posterior, self.step_size, self.friction)
 
+    def curvature_equivalent_step(self) -> float:
+        return 2.0 * float(self.step_size) / (2.0 - self.friction)
+
+    def noise_equivalent_step(self) -> float:
+        return 2.0 * float(self.step_size) / self.friction
+
+    def with_curvature_equivalent_step(self, epsilon: float) -> SGHMC:
+        return dataclasses.replace(self, step_size=float(epsilon) * (2.0 - self.friction) / 2.0)
+
     def settings(self) -> dict[str, Any]:
-        return asdict(self)
+        return _record(self)
 
 
 # ---- SGNHT ----------------------------------------------------------------------------------
@@ -523,7 +684,11 @@ class SGNHTState(NamedTuple):
     thermostat: Array
 
 
-def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float = 1.0
+#: SGNHT's default friction per step A·h (``diffusion=None``): SGHMC's default α.
+SGNHT_FRICTION = 0.1
+
+
+def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float | None = None
           ) -> SamplingAlgorithm:
     r"""Stochastic gradient Nosé–Hoover thermostat (Ding et al. 2014; DESIGN §2).
 
@@ -551,7 +716,15 @@ def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float = 1.
     step_size
         h > 0 (a position moves by about h per step; h² plays the role of SGLD's ε / 2).
     diffusion
-        A > 0, the injected noise and the thermostat's starting value (default 1).
+        A > 0, the injected noise and the thermostat's starting value. The default (None)
+        is A = 0.1 / h, a friction of 0.1 per step (SGHMC's default α). Why not a constant:
+        the thermostat holds the *mean* kinetic energy, but minibatch noise heats the
+        directions the loss curves in (its covariance follows the curvature), which are the
+        ones λ̂ measures; those run hotter while the flat ones cool. Per coordinate the
+        heating is h N_i / (4ξ) (N_i the noise variance of ∇U), so SGNHT's noise bias is that
+        of SGLD at the step 2h/ξ instead of h². With A = 1 and h ~ 10⁻³ that step is ~2000×
+        h², and λ̂ runs tens of percent to 200 % hot (docs/benchmarks.md); with A = 0.1/h it
+        is 20 h², as for SGHMC.
 
     Returns
     -------
@@ -560,12 +733,14 @@ def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float = 1.
         describes :math:`w_t`. The momentum starts at p₀ = 0 rather than a draw of
         N(0, I): ``init`` takes no key (initial states are deterministic functions of w*,
         as checkpoints and resumed runs assume), and the thermostat warms a cold momentum up
-        within the burn-in (ξ falls below A while pᵀp/d < 1). ``mala_acceptance`` is NaN
-        when diagnosing: the move is kinetic, not a Langevin proposal in w.
+        within the burn-in (ξ falls below A while pᵀp/d < 1). The move is kinetic: when
+        diagnosing, ``mala_acceptance`` is that of a Langevin probe from :math:`w_t` with
+        the curvature-equivalent step h² (:func:`langevin_equivalent_step`; one more
+        gradient evaluation).
     """
     backend = posterior.backend
-    h = float(step_size)
-    diffusion = float(diffusion)
+    h = _scalar_step("sgnht", step_size)
+    diffusion = SGNHT_FRICTION / h if diffusion is None else float(diffusion)
     noise_scale = math.sqrt(2.0 * diffusion * h)
 
     def init(position: Array) -> SGNHTState:
@@ -583,38 +758,67 @@ def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float = 1.
         new_position = backend.linear_combination((1.0, position), (h, momentum))
         dimension = momentum.shape[0]
         thermostat = thermostat + h * (xp.sum(momentum * momentum) / dimension - 1.0)
-        info = _describe(here,
-                         _zero_scalar(backend, position) + math.nan if diagnose else None)
-        return SGNHTState(new_position, momentum, thermostat), info
+        acceptance = (_langevin_probe(posterior, key, h * h, here, position, batch)
+                      if diagnose else None)
+        return SGNHTState(new_position, momentum, thermostat), _describe(here, acceptance)
 
     return SamplingAlgorithm(init, step)
 
 
 @dataclass(frozen=True)
 class SGNHT:
-    """Settings of :func:`sgnht`: ``SGNHT(step_size=1e-3, diffusion=1.0)``.
+    """Settings of :func:`sgnht`: ``SGNHT(step_size=1e-3)``.
 
     Parameters
     ----------
     step_size
         h > 0.
     diffusion
-        A > 0, default 1.
+        A > 0, or None (default): A = 0.1 / h (see :func:`sgnht` for why).
     """
 
     step_size: float
-    diffusion: float = 1.0
+    diffusion: float | None = None
     name: str = field(default="sgnht", init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "step_size", positive_float("step_size", self.step_size))
-        object.__setattr__(self, "diffusion", positive_float("diffusion", self.diffusion))
+        object.__setattr__(self, "step_size", _scalar_step(
+            "sgnht", step_size_value(self.step_size)))
+        if self.diffusion is not None:
+            object.__setattr__(self, "diffusion", positive_float("diffusion", self.diffusion))
+
+    @property
+    def resolved_diffusion(self) -> float:
+        """A: ``diffusion``, or 0.1 / h when it is None."""
+        return SGNHT_FRICTION / self.step_size if self.diffusion is None else self.diffusion
+
+    step_exponent = 0.5  # ε_c = h²
 
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
         return sgnht(posterior, self.step_size, self.diffusion)
 
+    def curvature_equivalent_step(self) -> float:
+        return float(self.step_size) ** 2
+
+    def noise_equivalent_step(self, thermostat: float | None = None) -> float:
+        """2h/ξ, with ξ the thermostat where known, else its floor A (an upper bound)."""
+        floor = self.resolved_diffusion
+        friction = floor if thermostat is None else max(thermostat, floor)
+        return 2.0 * float(self.step_size) / friction
+
+    def with_curvature_equivalent_step(self, epsilon: float) -> SGNHT:
+        return dataclasses.replace(self, step_size=math.sqrt(epsilon))
+
+    def carry_state(self, state: SGNHTState, previous: SGNHT) -> SGNHTState:
+        """``state`` of a run with the ``previous`` settings, continued with these: the
+        thermostat keeps its excess over the diffusion A (which the default ties to h), so a
+        changed step does not leave ξ far from its new equilibrium (it moves by only ~h per
+        step)."""
+        shift = self.resolved_diffusion - previous.resolved_diffusion
+        return state if shift == 0 else state._replace(thermostat=state.thermostat + shift)
+
     def settings(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**_record(self), "diffusion": self.resolved_diffusion}
 
 
 # ---- MALA -----------------------------------------------------------------------------------
@@ -625,7 +829,7 @@ class MALAState(NamedTuple):
     position: Array
 
 
-def mala(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
+def mala(posterior: LocalizedPosterior, step_size: float | np.ndarray) -> SamplingAlgorithm:
     r"""Metropolis-adjusted Langevin algorithm: the exact reference sampler for small models.
 
     .. math::
@@ -647,7 +851,8 @@ def mala(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
     posterior
         The localized tempered posterior.
     step_size
-        ε > 0.
+        ε > 0, or per-coordinate steps (a NumPy array, as for :func:`sgld`; the proposal's
+        covariance is then diag(ε)).
 
     Returns
     -------
@@ -664,9 +869,7 @@ def mala(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
     Metropolis test on a random potential and no longer exact.
     """
     backend = posterior.backend
-    step_size = float(step_size)
-    half_step = 0.5 * step_size
-    noise_scale = math.sqrt(step_size)
+    epsilon = _Step(posterior, step_size)
 
     def init(position: Array) -> MALAState:
         return MALAState(position=position)
@@ -677,12 +880,11 @@ def mala(posterior: LocalizedPosterior, step_size: float) -> SamplingAlgorithm:
         xp = backend.namespace(position)
         proposal_key, first_key, second_key = backend.split(key, 3)
         here = posterior.evaluate(position, batch, keep_grad=False)
-        proposal = backend.linear_combination(
-            (1.0, position), (-half_step, here.drift),
-            (noise_scale, backend.normal(proposal_key, position)), reuse=2)
+        proposal = epsilon.langevin_move(position, here.drift,
+                                      backend.normal(proposal_key, position))
         proposal_loss, _, proposal_drift = posterior.potential_gradient(proposal, batch)
-        log_ratio = _langevin_log_ratio(posterior, step_size, position, here.loss, here.drift,
-                                        proposal, proposal_loss, proposal_drift)
+        log_ratio = posterior.langevin_log_ratio(epsilon.size, position, here.loss, here.drift,
+                                                 proposal, proposal_loss, proposal_drift)
         zero = _zero_scalar(backend, position)
         first, second = backend.normal(first_key, zero), backend.normal(second_key, zero)
         accept = log_ratio + 0.5 * (first * first + second * second) > 0.0  # NaN: reject
@@ -704,17 +906,17 @@ class MALA:
         ε > 0.
     """
 
-    step_size: float
+    step_size: float | np.ndarray
     name: str = field(default="mala", init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "step_size", positive_float("step_size", self.step_size))
+        object.__setattr__(self, "step_size", step_size_value(self.step_size))
 
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
         return mala(posterior, self.step_size)
 
     def settings(self) -> dict[str, Any]:
-        return asdict(self)
+        return _record(self)
 
 
 _SAMPLERS = {"sgld": SGLD, "rmsprop_sgld": RMSPropSGLD, "sghmc": SGHMC, "sgnht": SGNHT,

@@ -3,7 +3,9 @@
 The main fixture calibrates the regular ``LinearRegression(4, 3)`` (λ = d/2 = 6) on the NumPy
 backend over a grid with steps that are too small, accurate, biased, below the acceptance band
 and diverging (fixed seed, about 10 s). The tests re-derive the recommendation from the
-Dataset by the rules of docs/calibration.md, independently of llc's implementation.
+Dataset by the rules of docs/calibration.md, independently of llc's implementation. The
+re-run at a stronger localization when the chains wander is tested on a stand-in for
+``llc.estimate`` whose chains wander below a chosen γ (no sampling, well under a second).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import numpy as np
 import pytest
 
 import llc
-from llc.calibration import (ACCEPTANCE, NO_SMALLER_STEP, NOT_RUN, OK, PLATEAU, UNSTABLE,
-                           CalibrationWarning, _choose, step_verdicts)
+from llc.calibration import (ACCEPTANCE, NO_SMALLER_STEP, NOT_RUN, OK, PLATEAU, RHAT, SKIPPED,
+                           STEP_BIAS, UNSTABLE, CalibrationWarning, _choose, step_verdicts)
+from llc.diagnostics import _Run
 from llc.problems import LinearRegression
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +33,12 @@ PROBLEM = LinearRegression(4, 3)  # λ = 6
 # docs/validation.md: the regular model sits about +5 % above d/2 at the validated step
 # (minibatch-gradient noise and discretization), ±4 % between seeds and backends.
 KNOWN_BIAS, SEED_SPREAD = 0.05, 0.04
-VARIABLES = ("llc", "llc_mcse", "llc_std", "mala_acceptance", "diverged", "rhat", "ess_bulk",
-             "ess_tail", "findings", "stable", "verdict", "plateau_change", "plateau_tolerance",
-             "reference_step", "recommended", "elapsed_seconds", "error")
+VARIABLES = ("llc", "llc_mcse", "llc_std", "mala_acceptance", "step_bias", "diverged", "rhat",
+             "ess_bulk", "ess_tail", "distance", "num_params", "findings", "stable", "verdict",
+             "plateau_change", "plateau_tolerance", "reference_step", "recommended",
+             "elapsed_seconds", "error")
+# the health check's thresholds, the defaults of rules 2b and 3
+MAX_STEP_BIAS, MAX_RHAT = 0.1, 1.01
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +46,9 @@ def problem_numpy():
     return PROBLEM.in_backend("numpy", NUM_DATA)
 
 
-# A band a little wider than the default 0.98 admits two biased steps (3e-4 and 1e-3, MALA
-# acceptance 0.974-0.983 on seeds 0-3) that only the plateau rule can reject, on every seed
-# tried: at 0.98 whether they fall inside the band depends on the seed.
+# A band a little wider than the default 0.98 admits a biased step (3e-4, MALA acceptance
+# about 0.98) that the acceptance cannot reject: the step-bias rule (and the plateau rule)
+# must.
 TARGET = 0.97
 
 
@@ -63,6 +69,7 @@ def expected_recommendation(ds, target=TARGET, z=2.0, relative=0.05):
     steps = line["step_size"].values
     llc_hat, mcse = line["llc"].values, line["llc_mcse"].values
     acceptance = line["mala_acceptance"].values
+    bias, rhat = line["step_bias"].values, line["rhat"].values
     stable = [(line["diverged"].values[i] == 0 and "non-finite" not in
                str(line["findings"].values[i]).split(",")
                and math.isfinite(llc_hat[i]) and math.isfinite(mcse[i]))
@@ -70,6 +77,8 @@ def expected_recommendation(ds, target=TARGET, z=2.0, relative=0.05):
     passing = []
     for i in range(steps.size):
         if not (stable[i] and acceptance[i] >= target):
+            continue
+        if bias[i] > MAX_STEP_BIAS or rhat[i] > MAX_RHAT:  # NaN compares False: rule skipped
             continue
         smaller = [j for j in range(i) if stable[j]]
         if not smaller:
@@ -91,8 +100,10 @@ def test_dataset_has_the_documented_dims_and_variables(calibration) -> None:
     for name in VARIABLES:
         assert name in ds.data_vars, name
         assert ds[name].dims == ("step_size", "nbeta", "localization"), name
-    assert set(np.unique(ds["verdict"].values)) <= {OK, UNSTABLE, ACCEPTANCE, PLATEAU,
-                                                     NO_SMALLER_STEP, NOT_RUN}
+    assert set(np.unique(ds["verdict"].values)) <= {OK, UNSTABLE, ACCEPTANCE, STEP_BIAS, RHAT,
+                                                     PLATEAU, NO_SMALLER_STEP}
+    assert ds.attrs["max_step_bias"] == MAX_STEP_BIAS and ds.attrs["max_rhat"] == MAX_RHAT
+    assert ds.attrs["added_localizations"] == ""  # a point passed: no re-run at larger γ
     assert int(ds["recommended"].sum()) == 1
     assert ds.attrs["target_acceptance_low"] == TARGET and ds.attrs["seed"] == 0
     # every point ran with the same seed and its own grid settings
@@ -105,6 +116,9 @@ def test_dataset_has_the_documented_dims_and_variables(calibration) -> None:
             assert ds["llc"].values[i, 0, 0] == pytest.approx(result.llc_mean)
             assert str(ds["findings"].values[i, 0, 0]) == ",".join(
                 f.code for f in result.findings)
+            # rule 2b reads the health check's own quantity
+            assert ds["step_bias"].values[i, 0, 0] == pytest.approx(_Run(result).step_bias[1])
+            assert ds["num_params"].values[i, 0, 0] == 12
     table = calibration.summary()
     assert list(table.index.names) == ["step_size", "nbeta", "localization"]
     assert len(table) == len(STEPS) and "verdict" in table.columns
@@ -127,16 +141,34 @@ def test_recommended_step_is_the_one_the_rules_pick(calibration) -> None:
                                        "nbeta": pytest.approx(llc.default_nbeta(NUM_DATA)),
                                        "localization": 1.0}
     ds = calibration.dataset.isel(nbeta=0, localization=0)
-    # acceptance alone is not enough: a larger step sits in the band, but λ̂ there is off the
-    # plateau (the regular model's λ̂ grows with the step) and rule 3 rejects it
-    in_band = [s for i, s in enumerate(STEPS) if stable[i]
-               and ds["mala_acceptance"].values[i] >= TARGET]
-    assert max(in_band) > expected
-    assert ds["verdict"].sel(step_size=max(in_band)).item() == PLATEAU
-    assert ds["llc"].sel(step_size=max(in_band)).item() > 1.1 * PROBLEM.true_lambda
-    # the smallest step cannot be checked against a smaller one
-    assert ds["verdict"].values[0] == NO_SMALLER_STEP
+    # the smallest step has nothing smaller to be checked against (and its short chains have
+    # not converged): it is never recommended
+    assert ds["verdict"].values[0] in (NO_SMALLER_STEP, RHAT)
     assert "largest step" in calibration.reason
+    assert calibration.dataset.sel(**calibration.recommended)["step_bias"].item() <= MAX_STEP_BIAS
+
+
+def test_step_bias_rejects_a_biased_step_that_acceptance_admits(calibration) -> None:
+    """Trigger: a larger step sits in the acceptance band with λ̂ > 1.1 λ; rule 2b rejects it
+    (b̂ > 10 % of λ̂, the step-too-large finding) whatever the acceptance. Silent: the
+    recommended step passes it and carries no step-too-large finding."""
+    ds = calibration.dataset.isel(nbeta=0, localization=0)
+    biased = [i for i in range(len(STEPS)) if ds["verdict"].values[i] == STEP_BIAS]
+    assert biased, ds["verdict"].values
+    for i in biased:
+        assert ds["mala_acceptance"].values[i] >= TARGET  # acceptance alone would admit it
+        assert ds["step_bias"].values[i] > MAX_STEP_BIAS
+        assert ds["llc"].values[i] > 1.1 * PROBLEM.true_lambda
+        assert "step-too-large" in str(ds["findings"].values[i])
+        assert f"ε = {STEPS[i]:.3g}: estimated step bias" in calibration.reason
+    # rule 4 would have rejected it too: λ̂ is off its plateau there
+    line = [ds[name].values for name in ("llc", "llc_mcse", "mala_acceptance", "stable")]
+    without = step_verdicts(STEPS, *line, target_acceptance=TARGET)[0]
+    assert all(without[i] == PLATEAU for i in biased)
+    point = ds.sel(step_size=calibration.recommended["step_size"])
+    assert point["verdict"].item() == OK and point["step_bias"].item() <= MAX_STEP_BIAS
+    assert "step-too-large" not in point["findings"].item()
+    assert "estimated step bias b̂ =" in calibration.reason
 
 
 def test_too_large_steps_are_rejected_for_the_documented_reason(calibration) -> None:
@@ -194,8 +226,9 @@ def test_no_qualifying_point_warns_and_says_why(problem_numpy) -> None:
     with pytest.warns(CalibrationWarning, match="no grid point passed"):
         result = llc.calibrate(loss_fn, params, data, step_sizes=[1e-2, 3e-5], batch_size=500,
                                num_draws=200, num_burnin=100, progress=False,
-                               sampler=llc.samplers.SGLD(step_size=1.0))
+                               sampler=llc.samplers.SGLD(step_size=1.0), max_rhat=math.inf)
     assert result.recommended is None and result.recommended_result is None
+    assert result.dataset.sizes["localization"] == 1  # nothing wandered: no re-run
     verdicts = result.dataset["verdict"].values[:, 0, 0].tolist()
     assert verdicts == [NO_SMALLER_STEP, UNSTABLE]
     assert result.results[0, 0, 0].attrs["sampler_step_size"] == 3e-5
@@ -264,6 +297,184 @@ def test_choice_across_nbeta_and_localization() -> None:
     assert _choose(np.full((2, 1, 1), PLATEAU), np.array([1.0]), np.array([1.0]), 1.0) is None
 
 
+def test_step_verdicts_step_bias_and_rhat_rules() -> None:
+    """Rule 2b fires on b̂/λ̂ above its threshold whatever the acceptance, after rule 2a;
+    rule 3 on R-hat; NaN (another sampler, one chain) skips either rule; math.inf turns it
+    off; without the new arguments the verdicts are those of rules 1, 2a and 4."""
+    steps = [1, 2, 3, 4, 5]
+    llc_hat = [5.0, 5.1, 5.2, 5.3, 5.4]
+    mcse = [0.1] * 5
+    acceptance = [0.999, 0.995, 0.99, 0.985, 0.95]
+    stable = [True] * 5
+    bias = [0.01, 0.04, np.nan, 0.3, 0.5]
+    rhat = [1.002, 1.003, 1.004, 1.001, 1.001]
+    verdict = step_verdicts(steps, llc_hat, mcse, acceptance, stable, step_bias=bias,
+                            rhat=rhat)[0].tolist()
+    # step 4: in the band (0.985) but b̂ = 30 % of λ̂; step 5: below the band, rule 2a first
+    assert verdict == [NO_SMALLER_STEP, OK, OK, STEP_BIAS, ACCEPTANCE]
+    assert step_verdicts(steps, llc_hat, mcse, acceptance, stable)[0].tolist() == \
+        [NO_SMALLER_STEP, OK, OK, OK, ACCEPTANCE]
+    assert step_verdicts(steps, llc_hat, mcse, acceptance, stable, step_bias=bias,
+                         max_step_bias=math.inf)[0][3] == OK
+    assert step_verdicts(steps, llc_hat, mcse, acceptance, stable, step_bias=bias,
+                         max_step_bias=0.35)[0][3] == OK
+    wandering = [1.002, 1.05, np.nan, 1.001, 1.001]
+    verdict, reference = step_verdicts(steps, llc_hat, mcse, acceptance, stable,
+                                       rhat=wandering)[:2]
+    assert verdict.tolist() == [NO_SMALLER_STEP, RHAT, OK, OK, ACCEPTANCE]
+    assert reference[2] == 1  # a point failing rule 3 is still the next one's reference
+    assert step_verdicts(steps, llc_hat, mcse, acceptance, stable, rhat=wandering,
+                         max_rhat=math.inf)[0][1] == OK
+    with pytest.raises(ValueError, match="`max_step_bias`"):
+        step_verdicts(steps, llc_hat, mcse, acceptance, stable, max_step_bias=-0.1)
+    with pytest.raises(ValueError, match="`max_rhat`"):
+        step_verdicts(steps, llc_hat, mcse, acceptance, stable, max_rhat=0.99)
+    with pytest.raises(ValueError, match="`step_bias`"):
+        step_verdicts(steps, llc_hat, mcse, acceptance, stable, step_bias=[0.1])
+
+
+# ---- chains that wander: the localization re-run -----------------------------------------------
+LINE = [1e-6, 1e-5, 1e-4, 1e-3]       # 1e-3 diverges at every γ
+DIM, BURNIN, DRAWS = 1000, 500, 200
+
+
+def wandering_estimate(settles_at: float, calls: list):
+    """A stand-in for ``llc.estimate``: below γ = ``settles_at`` each chain sits at its own
+    level and λ̂ grows with the step (R-hat ≫ 1.01; the chains have spread √(ε·d·t) from
+    w*); from there on the chains agree on a flat λ̂ = 5 and fill the localization's ball
+    √(d/γ). The step bias b̂ is 1 % of λ̂ and the MALA acceptance 0.999 everywhere; the
+    largest step fails every chain."""
+
+    def estimate(loss_fn, params, data, *, step_size, nbeta, localization, num_chains,
+                 num_draws, num_burnin, seed, sampler, **kwargs):
+        calls.append((step_size, localization))
+        if step_size >= 1e-3:
+            raise RuntimeError("every chain failed (chain 0: diverged)")
+        noise = np.random.default_rng(0).normal(0.0, 0.3, (num_chains, num_draws))
+        if localization < settles_at:
+            level = 10.0 * (2.0 + math.log10(step_size / 1e-6))
+            trace = level * (1.0 + np.linspace(-0.3, 0.3, num_chains))[:, None] + noise
+            distance = np.full(trace.shape, math.sqrt(step_size * DIM * (num_burnin + num_draws)))
+        else:
+            trace = 5.0 + noise
+            distance = np.full(trace.shape, math.sqrt(DIM / localization))
+        # b̂ = (ε/8) nβ² mean‖∇L_B‖² = 1 % of λ̂
+        grad_norm = np.full(trace.shape, math.sqrt(0.08 * trace.mean() / step_size) / nbeta)
+        stats = {"distance": distance, "grad_norm": grad_norm,
+                 "diverging": np.zeros(trace.shape, dtype=bool),
+                 "mala_acceptance": np.full(trace.shape, 0.999)}
+        return llc.LLCResult(
+            llc_trace=trace, loss_trace=trace / nbeta, init_loss=0.0, nbeta=nbeta,
+            sample_stats=stats, warmup_loss=np.zeros((num_chains, 0)),
+            failed_chains=np.zeros(num_chains, dtype=bool), chain_errors=[""] * num_chains,
+            attrs={"sampler": "sgld", "nbeta": nbeta, "localization": localization,
+                   "sampler_step_size": step_size, "num_params": DIM, "num_burnin": num_burnin,
+                   "num_draws": num_draws, "thin": 1, "seed": seed}, elapsed=0.0)
+
+    return estimate
+
+
+def calibrate_wandering(monkeypatch, settles_at: float, **kwargs):
+    calls: list = []
+    monkeypatch.setattr(sys.modules["llc.calibration"], "estimate",
+                        wandering_estimate(settles_at, calls))
+    x = np.zeros((100, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = llc.calibrate(lambda params, batch: None, {"w": np.zeros(1)}, (x, x),
+                               step_sizes=LINE, num_burnin=BURNIN, num_draws=DRAWS,
+                               progress=False, **kwargs)
+    messages = [str(w.message) for w in caught if issubclass(w.category, CalibrationWarning)]
+    return result, calls, messages
+
+
+def test_wandering_chains_raise_the_localization_by_measurement(monkeypatch) -> None:
+    """The chains wander at γ = 1 and 10 and settle at 100: calibrate re-runs the three
+    stable steps at γ = 10, then 100, recommends the largest passing step at γ = 100, and
+    says why, by how much, and that λ̂ there is below λ̂ at γ = 1."""
+    result, calls, messages = calibrate_wandering(monkeypatch, settles_at=50.0)
+    stable_steps = LINE[:3]
+    assert calls == ([(s, 1.0) for s in LINE] + [(s, 10.0) for s in stable_steps]
+                     + [(s, 100.0) for s in stable_steps])  # the cost: 2 × 3 extra estimates
+    ds = result.dataset
+    np.testing.assert_array_equal(ds["localization"].values, [1.0, 10.0, 100.0])
+    assert ds.attrs["requested_localizations"] == "1"
+    assert ds.attrs["added_localizations"] == "10,100"
+    for gamma in (1.0, 10.0):
+        assert ds["verdict"].sel(localization=gamma).values[:3, 0].tolist() == [RHAT] * 3
+    assert ds["verdict"].sel(localization=100.0).values[:, 0].tolist() == \
+        [NO_SMALLER_STEP, OK, OK, SKIPPED]
+    assert ds["verdict"].sel(localization=1.0).values[3, 0] == UNSTABLE
+    # rule 2b was evaluated (b̂ = 1 % of λ̂ by construction) and passed
+    np.testing.assert_allclose(ds["step_bias"].sel(localization=100.0).values[:3, 0], 0.01,
+                               rtol=1e-6)
+    assert result.recommended == {"step_size": 1e-4, "nbeta": pytest.approx(100 / math.log(100)),
+                                  "localization": 100.0}
+    assert result.complete and result.recommended_result.attrs["localization"] == 100.0
+    reason = result.reason
+    assert "no point passed at the requested γ = 1" in reason
+    assert "raise `localization` from 1 to 100 (×100)" in reason
+    assert "√(d/γ) = 31.6" in reason            # the localization's own scale, d = 1000
+    assert "3/(εγ) = 30 000 steps" in reason    # its relaxation time at ε = 1e-4, γ = 1
+    assert "Caution" in reason and "below λ̂" in reason  # λ̂ = 5 against 40 at γ = 1
+    assert messages == [reason]
+    assert "(added by calibrate" in result.report()
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    plt.close(result.plot())  # skipped points (NaN) are left out
+
+
+def test_the_re_run_stops_at_the_first_localization_that_passes(monkeypatch) -> None:
+    result, calls, messages = calibrate_wandering(monkeypatch, settles_at=5.0)
+    assert {gamma for _, gamma in calls} == {1.0, 10.0}
+    assert result.recommended["localization"] == 10.0
+    assert "raise `localization` from 1 to 10 (×10)" in result.reason and messages
+
+
+def test_without_the_re_run_the_reason_derives_the_localization(monkeypatch) -> None:
+    """Off (``localization_factors=()``) or with a γ grid given, calibrate runs nothing
+    more and recommends γ ≥ 3/(ε·num_burnin) at the largest step that passed rules 1–2:
+    3/(1e-4 · 500) = 60."""
+    for kwargs in (dict(localization_factors=()), dict(localizations=[1.0])):
+        result, calls, messages = calibrate_wandering(monkeypatch, settles_at=50.0, **kwargs)
+        assert len(calls) == len(LINE), kwargs
+        assert result.recommended is None and result.dataset.sizes["localization"] == 1
+        assert "Raise `localization` to about 60" in result.reason, result.reason
+        assert "localizations=[60, 600]" in result.reason
+        assert "the chains wander" in result.reason and messages == [result.reason]
+
+
+def test_no_re_run_when_the_chains_do_not_wander(monkeypatch) -> None:
+    """Silent: a line that fails for another reason (every step below the acceptance band)
+    runs no extra γ and gives no localization advice."""
+    calls: list = []
+    fake = wandering_estimate(50.0, calls)
+
+    def low_acceptance(*args, **kwargs):
+        result = fake(*args, **kwargs)
+        result.sample_stats["mala_acceptance"] = np.full(result.llc_trace.shape, 0.9)
+        return result
+
+    monkeypatch.setattr(sys.modules["llc.calibration"], "estimate", low_acceptance)
+    x = np.zeros((100, 1))
+    with pytest.warns(CalibrationWarning, match="no grid point passed"):
+        result = llc.calibrate(lambda params, batch: None, {"w": np.zeros(1)}, (x, x),
+                               step_sizes=LINE, num_burnin=BURNIN, num_draws=DRAWS,
+                               progress=False)
+    assert len(calls) == len(LINE) and result.dataset.sizes["localization"] == 1
+    assert "localization" not in result.reason.split("To do:")[1]
+    assert "add smaller step sizes" in result.reason
+
+
+def test_bad_localization_factors_name_the_argument(problem_numpy) -> None:
+    loss_fn, params, data = problem_numpy
+    for factors, error in (([10.0, 0.5], ValueError), ([100.0, 10.0], ValueError),
+                           ("10", TypeError)):
+        with pytest.raises(error, match="`localization_factors"):
+            llc.calibrate(loss_fn, params, data, progress=False, localization_factors=factors)
+
+
 def test_documented_example_prints_the_documented_table(capsys) -> None:
     """examples/calibrate_dln.py (the DLN of the demo, default grid) prints the table of
     docs/calibration.md and recommends the validated step of that model."""
@@ -298,6 +509,8 @@ BAD = [
     (dict(target_acceptance=1.5), ValueError, "`target_acceptance`"),
     (dict(target_acceptance=(0.99, 0.98)), ValueError, "`target_acceptance`"),
     (dict(plateau_z=-1.0), ValueError, "`plateau_z`"),
+    (dict(max_step_bias=-0.1), ValueError, "`max_step_bias`"),
+    (dict(max_rhat=0.5), ValueError, "`max_rhat`"),
     (dict(num_draws=0), ValueError, "`num_draws`"),
     (dict(step_size=1e-4), TypeError, "pass `step_sizes`"),
     (dict(nbeta=100.0), TypeError, "pass `nbetas`"),

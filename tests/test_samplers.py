@@ -739,6 +739,25 @@ def _grad_u(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return grad, NBETA * grad + GAMMA * (w - np.tile(CENTER, 2))
 
 
+def _potential(x: np.ndarray) -> float:
+    """U of Target(2) in float64."""
+    offset = x.reshape(2, DIM) - LOSS_MIN
+    return (NBETA * 0.5 * np.sum(offset * (offset @ HESSIAN))
+            + 0.5 * GAMMA * np.sum((x - np.tile(CENTER, 2)) ** 2))
+
+
+def _langevin_acceptance(w: np.ndarray, step: float, noise: np.ndarray) -> float:
+    """min(1, r) of the Langevin move w → w − (ε/2)∇U + √ε ξ on Target(2)."""
+    drift = _grad_u(w)[1]
+    proposal = w - step / 2 * drift + math.sqrt(step) * noise
+    proposal_drift = _grad_u(proposal)[1]
+    forward = proposal - w + step / 2 * drift
+    backward = w - proposal + step / 2 * proposal_drift
+    log_ratio = (_potential(w) - _potential(proposal)
+                 + (forward @ forward - backward @ backward) / (2 * step))
+    return min(1.0, math.exp(log_ratio))
+
+
 def _reference_step(name: str, state: tuple[np.ndarray, ...], noise: Callable[..., np.ndarray]
                     ) -> tuple[np.ndarray, ...]:
     """One step of each update rule, written out in NumPy from DESIGN §2."""
@@ -824,8 +843,13 @@ def test_update_rule_in_every_backend(name: str, backend: Any) -> None:
                                    np.linalg.norm(before[0] - np.tile(CENTER, 2)), **tolerance)
         if not diagnose:
             assert info.mala_acceptance is None
-        elif name in ("sghmc", "sgnht"):
-            assert np.isnan(float(backend.to_numpy(info.mala_acceptance)))
+        elif name in ("sghmc", "sgnht"):  # a Langevin probe at ε_c on a noise of its own
+            probe = {"sghmc": 2 * 0.01 / (2 - 0.2), "sgnht": 0.05**2}[name]
+            probe_noise = np.asarray(backend.to_numpy(
+                bk.normal(bk.fold_in(key, 1), backend.asarray(before[0]))), np.float64)
+            want = _langevin_acceptance(before[0], probe, probe_noise)
+            np.testing.assert_allclose(float(backend.to_numpy(info.mala_acceptance)), want,
+                                       **tolerance)
         else:
             assert 0.0 <= float(backend.to_numpy(info.mala_acceptance)) <= 1.0
 
@@ -846,7 +870,10 @@ def test_default_settings() -> None:
     assert RMSPropSGLD(0.1).settings() == {
         "step_size": 0.1, "beta2": 0.99, "eps_stability": 0.1, "bias_correction": True,
         "devinterp_variant": False, "name": "rmsprop_sgld"}
-    assert SGHMC(0.1).friction == 0.1 and SGNHT(0.1).diffusion == 1.0
+    assert SGHMC(0.1).friction == 0.1 and SGNHT(0.1).diffusion is None
+    assert SGNHT(0.1).resolved_diffusion == pytest.approx(1.0)  # A = 0.1 / h
+    assert SGNHT(0.01).settings()["diffusion"] == pytest.approx(10.0)
+    assert SGNHT(0.01, diffusion=2.0).settings()["diffusion"] == 2.0
 
 
 @pytest.mark.parametrize("make, argument, error", [
