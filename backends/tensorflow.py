@@ -711,7 +711,11 @@ def from_keras(
     loss
         ``loss(y_true, y_pred)``, Keras's argument order: a Keras loss object such as
         ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` or a function
-        returning per-sample or mean negative log-likelihoods (their mean is taken).
+        returning per-sample or mean negative log-likelihoods (their mean is taken). A Keras
+        loss object whose ``dtype`` differs from the model's weights (its default is Keras's
+        floatx, float32, also for a float64 model) is evaluated through its ``call`` in the
+        weights' dtype, targets cast to it, and averaged over the batch: calling it would
+        round a float64 model's loss to float32 while llc reports float64.
     training
         The ``training`` flag of the call (default ``False``: dropout off, batch norm with
         its moving statistics, which ``loss_fn`` never updates). With ``True`` batch norm
@@ -745,11 +749,19 @@ def from_keras(
     fixed = [tf.identity(tf.convert_to_tensor(variable.value))
              for variable in model.non_trainable_variables]
 
+    weight_dtype = _promote([value.dtype for value in params.values()])
+    loss_dtype = getattr(loss, "dtype", None)
+    own_dtype = (keras is not None and isinstance(loss, keras.losses.Loss)
+                 and loss_dtype is not None and tf.as_dtype(loss_dtype) != weight_dtype)
+
     def loss_fn(sampled: dict[str, tf.Tensor], batch: Any) -> tf.Tensor:
         *inputs, targets = batch
         outputs, _ = model.stateless_call([sampled[name] for name in names], fixed,
                                           inputs[0] if len(inputs) == 1 else list(inputs),
                                           training=training)
+        if own_dtype:  # the loss in the weights' dtype, not the loss object's
+            targets = tf.cast(targets, outputs.dtype) if targets.dtype.is_floating else targets
+            return tf.reduce_mean(loss.call(targets, outputs))
         return tf.reduce_mean(loss(targets, outputs))
 
     return loss_fn, params

@@ -94,6 +94,33 @@ def _gather_rows_per_chain(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return functorch._add_batch_dim(gathered, 0, level)
 
 
+_SLOW_OPS: set[str] = set()  # ops already reported as lacking a vmap batching rule
+_NO_BATCHING_RULE = "There is a performance drop because we have not yet implemented the " \
+    "batching rule for "
+
+
+def _summarize_vmap_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Re-emit the warnings of a vmapped call, except torch's "no batching rule" warnings
+    (one per op and call: thousands in a run), which become one llc warning per new op."""
+    new_ops = []
+    for message in caught:
+        text = str(message.message)
+        if text.startswith(_NO_BATCHING_RULE):
+            op = text[len(_NO_BATCHING_RULE):].split(".")[0].strip()
+            if op not in _SLOW_OPS:
+                _SLOW_OPS.add(op)
+                new_ops.append(op)
+        else:
+            warnings.warn_explicit(message.message, message.category, message.filename,
+                                   message.lineno)
+    if new_ops:
+        warnings.warn(
+            f"chain_method='vectorized': torch.func.vmap has no batching rule for "
+            f"{', '.join(new_ops)} and runs it chain by chain inside each step; a model "
+            "built on such ops (attention layers often are) is usually faster with "
+            "chain_method='sequential', the default for torch", UserWarning, stacklevel=2)
+
+
 class TorchTransforms:
     """The vectorized runner's transformations in eager PyTorch (:class:`llc.ChainTransforms`).
 
@@ -104,7 +131,16 @@ class TorchTransforms:
     """
 
     def vmap(self, fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable[..., Any]:
-        return torch.func.vmap(fn, in_dims=in_axes)
+        mapped = torch.func.vmap(fn, in_dims=in_axes)
+
+        def call(*args: Any) -> Any:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = mapped(*args)
+            _summarize_vmap_warnings(caught)
+            return out
+
+        return call
 
     def scan(self, body: Callable[[Any, Any], tuple[Any, Any]], carry: Any, xs: Any
              ) -> tuple[Any, Any]:

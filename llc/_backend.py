@@ -207,7 +207,7 @@ def get_backend(name: str) -> Backend:
                     raise ValueError(f"backend {name!r} has no adapter in this llc version") from None
                 raise ImportError(
                     f"backend {name!r} needs {error.name!r}, which is not installed; "
-                    f"install it with `pip install 'llc[{name}]'`"
+                    f"install it with `pip install 'local-learning-coefficient[{name}]'`"
                 ) from error
             return module.backend
     known = ", ".join(repr(entry[0]) for entry in _ADAPTERS)

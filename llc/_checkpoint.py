@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._runner import ChainPlan, ChainRun, RunnerState, write_atomically
-from .result import LLCResult, _netcdf_attrs
+from .result import LLCResult, _netcdf_attrs, mala_acceptance_per_draw
 
 _COMPARED_APPROXIMATELY = ("init_loss", "init_grad_norm")
 _NOT_COMPARED = ("inference_library_version", "loss_repeat_difference")
@@ -109,7 +109,10 @@ def restore(path: Path, plan: ChainPlan, attrs: dict[str, Any]) -> tuple[RunnerS
         run = ChainRun.empty(plan)
         run.draws["loss"][:] = posterior["loss"].values[chain]
         for name in run.draws:
-            if name != "loss":
+            if name == "mala_acceptance":
+                run.draws[name][:] = mala_acceptance_per_draw(
+                    stats, run.draws[name].shape[0])[chain]
+            elif name != "loss":
                 run.draws[name][:] = stats[name].values[chain]
         if warmup is not None:
             run.warmup_loss[:] = warmup["loss"].values[chain]

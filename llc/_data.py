@@ -193,6 +193,11 @@ def make_data(
                     and not np.isfinite(array).all():
                 raise ValueError(f"`data[{index}]` contains NaN or infinite values")
         arrays = tuple(backend.asarray(array, like=like) for array in data)
+        for index, (given, array) in enumerate(zip(data, arrays)):
+            if not isinstance(given, np.ndarray):  # one reduction on the device, no host copy
+                probe = backend.to_numpy(backend.namespace(array).sum(array * 0))
+                if not np.isfinite(np.asarray(probe)).all():
+                    raise ValueError(f"`data[{index}]` contains NaN or infinite values")
         return ArrayData(arrays, batch_size, backend, with_replacement)
 
     if not isinstance(data, Iterable):
@@ -206,9 +211,16 @@ def make_data(
             "list or a DataLoader, since every chain and the loss at w* iterate it again"
         )
     if num_data is None:
+        hint = ""
+        if isinstance(data, list) and 2 <= len(data) <= 4 \
+                and all(_is_any_array(item) and len(item.shape) > 0 for item in data) \
+                and len({int(item.shape[0]) for item in data}) == 1:
+            hint = (f"; did you mean a tuple (x, y)? A list is read as {len(data)} batches, "
+                    f"each one array, while a tuple of arrays sharing their {int(data[0].shape[0])} "
+                    "rows is the data set")
         raise ValueError(
             "`num_data` is required when `data` is an iterable of batches: the number of "
-            "training samples n sets the default nβ = n / log n"
+            "training samples n sets the default nβ = n / log n" + hint
         )
     if batch_size is not None:
         raise ValueError(

@@ -109,8 +109,8 @@ SKIPPED = "skipped"
 UNSTABLE = "unstable"
 ACCEPTANCE = "acceptance"
 STEP_BIAS = "step-bias"
-RHAT = "rhat"
-PLATEAU = "plateau"
+RHAT = "high-rhat"
+PLATEAU = "off-plateau"
 NO_SMALLER_STEP = "no-smaller-step"
 VERDICTS = (OK, UNSTABLE, ACCEPTANCE, STEP_BIAS, RHAT, PLATEAU, NO_SMALLER_STEP, NOT_RUN,
             SKIPPED)
@@ -156,11 +156,11 @@ def step_verdicts(step_sizes: Any, llc: Any, llc_mcse: Any, mala_acceptance: Any
       acceptance band alone judges the step. On a quadratic posterior b̂ is the step's bias
       of λ̂; on a singular model it undercounts, so it sees a too-large step whatever the
       acceptance says;
-    - ``"rhat"`` (rule 3): R-hat exceeds ``max_rhat``: the chains disagree or still drift, so
+    - ``"high-rhat"`` (rule 3): R-hat exceeds ``max_rhat``: the chains disagree or still drift, so
       λ̂ is not yet a property of the posterior (not applied where R-hat is NaN, e.g. one
       chain);
     - ``"no-smaller-step"`` (rule 4 cannot be checked): no smaller step of the grid is stable;
-    - ``"plateau"`` (rule 4): λ̂ differs from λ̂ at the next smaller **stable** step
+    - ``"off-plateau"`` (rule 4): λ̂ differs from λ̂ at the next smaller **stable** step
       :math:`\epsilon_j` by more than the tolerance
 
       .. math::

@@ -94,14 +94,14 @@ def demo(backend: str | None = None, *, device: str | None = None,
         try:
             result.to_arviz().to_netcdf(folder / "demo.nc", engine="h5netcdf")
         except (ImportError, ValueError) as error:  # h5netcdf missing: xarray says ValueError
-            print(f"(could not write demo.nc: {error}; pip install 'llc[netcdf]')",
+            print(f"(could not write demo.nc: {error}; pip install 'local-learning-coefficient[netcdf]')",
                   file=sys.stderr)
         else:
             report["files"].append(str(folder / "demo.nc"))
         try:
             figure = result.plot(true_lambda=problem.true_lambda)
         except ImportError:
-            print("(matplotlib not installed: no trace plot; pip install 'llc[plots]')",
+            print("(matplotlib not installed: no trace plot; pip install 'local-learning-coefficient[plots]')",
                   file=sys.stderr)
         else:
             figure.savefig(folder / "demo_diagnostics.png", dpi=120)
@@ -134,7 +134,10 @@ def _print_report(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``llc`` command."""
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(prog="llc", description="Local learning coefficient tools.")
+    parser.add_argument("--version", action="version", version=f"llc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
         "demo", help="estimate λ̂ of a deep linear network with known λ and report it"
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                              help="device of the params and data, e.g. cuda (default: the CPU)")
     demo_parser.add_argument("--out", type=Path, default=None,
                              help="folder for the DataTree (demo.nc) and trace plot (PNG)")
-    demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument("--seed", type=int, default=0,
+                             help="seed of the data and of the sampler (default: 0)")
     demo_parser.add_argument("--step-size", type=_step_size, default=None,
                              help="SGLD step size or 'auto' (default: the validated 3e-5)")
     demo_parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -17,9 +17,9 @@ The per-draw λ̂ ``nβ (L_B(w_t) − baseline)`` is dominated by minibatch nois
 deviation is many times λ̂, tens of times with ``baseline="full"``), so the traces show the
 running mean of each chain (bold) and means over consecutive blocks of about 1/50 of the
 draws (faint), not the single draws; the per-draw standard deviation is written in the title.
-With array data the blocks are whole epochs, aligned to the epochs: every epoch is a
-permutation of the rows, so the batch noise cancels over it and the block means show how the
-chain really moves. Failed chains (diverged or raised; left out of λ̂) are dashed, end in a
+With ``trace_batch="own"`` the blocks are whole epochs, aligned to the epochs, where that
+leaves at least 20 blocks: every epoch is a permutation of the rows, so the batch noise
+cancels over it and the block means show how the chain really moves. Failed chains (diverged or raised; left out of λ̂) are dashed, end in a
 labelled cross where they stopped, and are named "failed" in the legend; the y-ranges follow
 the healthy chains.
 """
@@ -59,7 +59,7 @@ def _pyplot() -> Any:
         import matplotlib
         import matplotlib.pyplot as plt
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("plots need matplotlib: pip install 'llc[plots]'") from error
+        raise ImportError("plots need matplotlib: pip install 'local-learning-coefficient[plots]'") from error
     headless = sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     if headless:
@@ -104,7 +104,10 @@ def _running_mean(values: np.ndarray) -> np.ndarray:
 
 
 def _epoch_steps(result: LLCResult) -> int | None:
-    """Steps per epoch of array data (each epoch a permutation of the rows), else None."""
+    """Steps per epoch of array data drawn in epochs (``trace_batch="own"``: each epoch a
+    permutation of the rows), else None (batches drawn with replacement have no epochs)."""
+    if result.attrs.get("trace_batch") != "own":
+        return None
     n, batch = result.attrs.get("num_data"), result.attrs.get("batch_size")
     if isinstance(n, (int, np.integer)) and isinstance(batch, (int, np.integer)) and 0 < batch <= n:
         return int(n // batch)
@@ -112,17 +115,25 @@ def _epoch_steps(result: LLCResult) -> int | None:
 
 
 def _block_size(result: LLCResult, length: int, stride: int) -> int:
-    """Values per block: about 1/50 of ``length``, whole epochs when the values are steps.
+    """Values per block: about 1/50 of ``length``; whole epochs when the values are steps of
+    epochs drawn without replacement and that still leaves at least 20 blocks.
 
-    Array data are drawn as a permutation of the rows per epoch, so at a fixed w the
-    minibatch noise cancels exactly over an epoch: means over whole epochs show the loss's
-    real movement, not the batch noise (nβ × that noise is many times λ̂).
+    With ``trace_batch="own"`` array data are drawn as a permutation of the rows per epoch,
+    so at a fixed w the minibatch noise cancels exactly over an epoch: means over whole
+    epochs show the loss's real movement, not the batch noise (nβ × that noise is many times
+    λ̂). Batches drawn with replacement (the default) have no epochs to align to.
     """
     target = max(1, length // 50)
     epoch = _epoch_steps(result)
-    if stride == 1 and epoch:
+    if stride == 1 and epoch and length // epoch >= 20:
         return epoch * max(1, round(target / epoch))
     return target
+
+
+def _aligned_epoch(result: LLCResult, block: int) -> int | None:
+    """The epoch length when ``block`` is whole epochs (blocks then start at an epoch)."""
+    epoch = _epoch_steps(result)
+    return epoch if epoch and block % epoch == 0 else None
 
 
 def _block_means(values: np.ndarray, steps: np.ndarray, block: int, epoch: int | None
@@ -216,8 +227,8 @@ def _draw_llc(axis: Axes, result: LLCResult, colors: list[str], true_lambda: flo
     """λ̂ per chain: block means (faint), running mean (bold), λ̂ ± MCSE, true λ."""
     chains, draws = result.llc_trace.shape
     burnin, thin, steps = _layout(result)
-    epoch = _epoch_steps(result) if thin == 1 else None
     block = _block_size(result, draws, thin)
+    epoch = _aligned_epoch(result, block) if thin == 1 else None
     skip = min(max(1, block // 4), draws // 10)  # the first few running means are one draw
     shown: list[np.ndarray] = []
     _mark_burnin(axis, burnin, "burn-in (no λ̂)")
@@ -265,8 +276,8 @@ def _draw_loss(axis: Axes, result: LLCResult, colors: list[str]) -> None:
     """Minibatch loss over burn-in and draws (block means per chain) against L_n(w*)."""
     chains, draws = result.loss_trace.shape
     burnin, thin, steps = _layout(result)
-    epoch = _epoch_steps(result)
     block = _block_size(result, burnin + draws * thin, 1)
+    epoch = _aligned_epoch(result, block)
     shown: list[np.ndarray] = []
     _mark_burnin(axis, burnin, "burn-in")
     for chain in range(chains):

@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["LLCResult", "ChainFailureWarning", "IncompleteRunWarning", "load"]
 
-_TAIL_PROB = (0.05, 0.95)  # Stan-compatible tail ESS
 
 
 class IncompleteRunWarning(UserWarning):
@@ -244,11 +243,13 @@ class LLCResult:
 
     @property
     def ess_tail(self) -> float:
-        """Tail effective sample size of the llc trace (5 % and 95 % quantiles)."""
+        """Tail effective sample size of the llc trace, with arviz-stats' definition (its
+        default quantiles: what ``arviz_stats.ess(..., method="tail")`` and
+        ``arviz_stats.summary`` report for the same trace)."""
         import arviz_stats
 
         return float(arviz_stats.ess(self._healthy_posterior(), var_names=["llc"],
-                                     method="tail", prob=_TAIL_PROB)["llc"])
+                                     method="tail")["llc"])
 
     @property
     def rhat(self) -> float:
@@ -271,18 +272,39 @@ class LLCResult:
         """An ``xarray.DataTree`` in ArviZ's schema.
 
         Groups: ``posterior`` (``llc``, ``loss`` over ``chain, draw``), ``sample_stats``
-        (``distance``, ``grad_norm``, ``diverging``), ``warmup_posterior`` (``loss`` of the
-        burn-in steps); the settings are the root attributes.
+        (``lp``, the log density of the local posterior −U(w) = −nβ L_B(w) − (γ/2)‖w − w*‖²
+        from the trace's loss, up to a constant; ``distance``, ``grad_norm``, ``diverging``,
+        ``step_size``, ``baseline_loss``; and ``mala_acceptance`` on its own coordinate
+        ``mala_draw``, the diagnosed draws, so that ArviZ's summaries see no NaN draws),
+        ``warmup_posterior`` (``loss`` of the burn-in steps); the settings are the root
+        attributes.
         """
         import arviz_base
 
+        stats = {name: values for name, values in self.sample_stats.items()
+                 if name != "mala_acceptance"}
+        gamma = _float_or_nan(self.attrs.get("localization"))
+        if "distance" in stats and math.isfinite(gamma):
+            stats["lp"] = -(self.nbeta * self.loss_trace
+                            + 0.5 * gamma * np.asarray(stats["distance"], np.float64) ** 2)
         groups: dict[str, dict[str, np.ndarray]] = {
             "posterior": {"llc": self.llc_trace, "loss": self.loss_trace},
-            "sample_stats": dict(self.sample_stats),
+            "sample_stats": stats,
         }
         if self.warmup_loss.shape[1]:
             groups["warmup_posterior"] = {"loss": self.warmup_loss}
         tree = arviz_base.from_dict(groups, save_warmup=True)
+        acceptance = self.sample_stats.get("mala_acceptance")
+        if acceptance is not None:
+            import xarray as xr
+
+            acceptance = np.asarray(acceptance, dtype=np.float64)
+            diagnosed = np.flatnonzero(np.isfinite(acceptance).any(axis=0))
+            dataset = tree["sample_stats"].to_dataset()
+            dataset["mala_acceptance"] = xr.DataArray(
+                acceptance[:, diagnosed], dims=("chain", "mala_draw"),
+                coords={"chain": dataset["chain"].values, "mala_draw": diagnosed})
+            tree["sample_stats"] = xr.DataTree(dataset)
         if self.param_draws is not None:
             import xarray as xr
 
@@ -329,7 +351,11 @@ class LLCResult:
         llc_trace = np.asarray(posterior["llc"].values, dtype=np.float64)
         chains = llc_trace.shape[0]
         stats = {str(name): np.asarray(values.values)
-                 for name, values in tree["sample_stats"].to_dataset().data_vars.items()}
+                 for name, values in tree["sample_stats"].to_dataset().data_vars.items()
+                 if name != "lp"}  # derived from the loss and distance on export
+        if "mala_acceptance" in stats:
+            stats["mala_acceptance"] = mala_acceptance_per_draw(
+                tree["sample_stats"].to_dataset(), llc_trace.shape[1])
         if "diverging" in stats:
             stats["diverging"] = stats["diverging"].astype(bool)
         warmup = (np.asarray(tree["warmup_posterior"]["loss"].values, dtype=np.float64)
@@ -392,8 +418,7 @@ class LLCResult:
 
         posterior = self._healthy_posterior()
         table = arviz_stats.summary(posterior, var_names=["llc"], kind="all", round_to="none")
-        table = table[["mean", "sd", "mcse_mean", "ess_bulk", "r_hat"]].copy()
-        table.insert(4, "ess_tail", self.ess_tail)
+        table = table[["mean", "sd", "mcse_mean", "ess_bulk", "ess_tail", "r_hat"]].copy()
         table["chain_std"] = self.llc_std
         table["chain_se"] = self.llc_chain_se
         table["mcse"] = self.llc_mcse
@@ -416,7 +441,9 @@ class LLCResult:
             f"λ̂ = {self.llc_mean:.4g} ± {self.llc_mcse:.2g} (MCSE)   chain std {self.llc_std:.3g}"
             f"   from {len(self.healthy_chains)}/{chains} chains × {draws} draws",
             f"diagnostics: R-hat {self.rhat:.3f}, ESS bulk {self.ess_bulk:.0f}, "
-            f"ESS tail {self.ess_tail:.0f}, MALA acceptance {self.mala_acceptance:.3f}",
+            f"ESS tail {self.ess_tail:.0f}, MALA acceptance "
+            + (f"{self.mala_acceptance:.3f}" if math.isfinite(self.mala_acceptance)
+               else "off" if attrs.get("mala_every") == "off" else "n/a"),
             f"settings: backend={attrs.get('backend')} ({attrs.get('device')}, "
             f"{attrs.get('dtype')}), sampler={attrs.get('sampler')}, "
             f"step_size={_short(attrs.get('sampler_step_size'))}, nbeta={self.nbeta:.5g} "
@@ -511,3 +538,22 @@ def save_tree(tree: xr.DataTree, path: str | os.PathLike[str]) -> Path:
 def _short(value: Any) -> Any:
     """A float with 4 significant digits (an adapted step size), anything else as it is."""
     return f"{value:.4g}" if isinstance(value, float) else value
+
+
+def _float_or_nan(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def mala_acceptance_per_draw(stats: xr.Dataset, num_draws: int) -> np.ndarray:
+    """``sample_stats["mala_acceptance"]`` of a DataTree as (chain, draw), NaN on the draws
+    not diagnosed (it is stored on its own coordinate ``mala_draw``; files written before
+    that hold it over ``draw`` already)."""
+    values = np.asarray(stats["mala_acceptance"].values, dtype=np.float64)
+    if "mala_draw" not in stats["mala_acceptance"].dims:
+        return values
+    acceptance = np.full((values.shape[0], num_draws), np.nan)
+    acceptance[:, np.asarray(stats["mala_draw"].values, dtype=np.int64)] = values
+    return acceptance

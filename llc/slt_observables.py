@@ -63,7 +63,7 @@ def wbic(result: LLCResult) -> float:
     return float(n * np.nanmean(losses))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Observables:
     """Watanabe's observables from one estimate (module docs for the definitions).
 
@@ -137,6 +137,14 @@ class Observables:
                           singular_fluctuation=self.singular_fluctuation, waic=self.waic,
                           wbic=self.wbic)
         return tree
+
+    def __repr__(self) -> str:
+        chains, draws, points = self.pointwise_loss.shape
+        return (f"Observables(WBIC={self.wbic:.6g}, WAIC={self.waic:.6g} per sample, "
+                f"training loss={self.training_loss:.6g}, functional variance="
+                f"{self.functional_variance:.4g}, singular fluctuation="
+                f"{self.singular_fluctuation:.4g}; nβ={self.nbeta:.5g}, n={self.num_data}, "
+                f"{chains} chains × {draws} kept draws × {points} evaluation points)")
 
     def summary(self) -> dict[str, float]:
         """The observables as a dict."""

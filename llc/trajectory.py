@@ -33,7 +33,7 @@ import numpy as np
 
 from ._estimate import estimate
 from .diagnostics import Finding
-from .result import IncompleteRunWarning, LLCResult, _netcdf_attrs
+from .result import IncompleteRunWarning, LLCResult, _netcdf_attrs, mala_acceptance_per_draw
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -409,6 +409,9 @@ class TrajectoryResult:
         for group in _GROUPS:
             present = [tree[group].to_dataset() if tree is not None and group in tree.children
                        else None for tree in trees]
+            if group == "sample_stats":  # one draw axis for every checkpoint to stack along
+                present = [None if dataset is None else _acceptance_over_draws(dataset)
+                           for dataset in present]
             if any(dataset is not None for dataset in present):
                 nodes[group] = _stack(present, coords)
         tree = xr.DataTree.from_dict(nodes)
@@ -496,6 +499,16 @@ def _column(values: list[Any]) -> np.ndarray:
     if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         return np.array([np.nan if v is None else float(v) for v in values])
     return np.array(["" if v is None else str(v) for v in values], dtype=object)
+
+
+def _acceptance_over_draws(dataset: Any) -> Any:
+    """``dataset`` with ``mala_acceptance`` over (chain, draw), NaN where not diagnosed, in
+    place of its own ``mala_draw`` coordinate (whose draws differ between checkpoints)."""
+    if "mala_acceptance" not in dataset.data_vars or "mala_draw" not in dataset.dims:
+        return dataset
+    acceptance = mala_acceptance_per_draw(dataset, int(dataset.sizes["draw"]))
+    return dataset.drop_vars(["mala_acceptance", "mala_draw"]).assign(
+        mala_acceptance=(("chain", "draw"), acceptance))
 
 
 def _stack(datasets: list[Any], coords: dict[str, Any]) -> Any:

@@ -372,3 +372,25 @@ def _synthetic(trace: np.ndarray, *, acceptance: np.ndarray | None = None,
         attrs={"num_params": 40, "init_grad_norm": 0.0, "num_draws": draws, "num_burnin": 500,
                "thin": 1, "sampler_step_size": 1e-4, "localization": 1.0, **attrs},
     )
+
+
+def test_cli_version_and_seed_help(capsys) -> None:
+    from llc.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"llc {llc.__version__}"
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "seed of the data and of the sampler" in capsys.readouterr().out
+
+
+def test_report_says_off_when_mala_acceptance_is_off() -> None:
+    problem = llc.problems.LinearRegression(2, 1)
+    data, params = problem.setup(200, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = llc.estimate(problem.loss_and_grad, params, data, num_chains=1, num_draws=20,
+                              num_burnin=0, mala_every=None, progress=False)
+    assert "MALA acceptance off" in str(result) and "acceptance nan" not in str(result)

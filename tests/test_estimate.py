@@ -229,6 +229,13 @@ def test_arviz_export_and_summary(backend, tmp_path) -> None:
         assert column in table.columns
     assert table.loc["llc", "mean"] == pytest.approx(result.llc_mean)
     assert 0 < result.llc_mcse < table.loc["llc", "sd"]
+    # ArviZ's own definitions: the tail ESS is what arviz_stats reports for the trace
+    import arviz_base
+    import arviz_stats
+
+    healthy = arviz_base.from_dict({"posterior": {"llc": result.llc_trace}})
+    assert result.ess_tail == pytest.approx(float(arviz_stats.ess(healthy, method="tail")["llc"]))
+    assert table.loc["llc", "ess_tail"] == pytest.approx(result.ess_tail)
     assert "LLCResult(llc=" in repr(result)
 
 

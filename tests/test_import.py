@@ -25,8 +25,12 @@ def test_wheel_contains_backends(tmp_path: Path) -> None:
          "-w", str(tmp_path), str(ROOT)],
         check=True, capture_output=True,
     )
-    (wheel,) = tmp_path.glob("llc-*.whl")
+    (wheel,) = tmp_path.glob("local_learning_coefficient-*.whl")  # "llc" on PyPI is another
     names = set(zipfile.ZipFile(wheel).namelist())
+    (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+    assert "Name: local-learning-coefficient" in zipfile.ZipFile(wheel).read(metadata).decode()
+    entry_points = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    assert "llc = llc.cli:main" in zipfile.ZipFile(wheel).read(entry_points[0]).decode()
     for expected in ("llc/__init__.py", "llc/py.typed", "llc/backends/__init__.py",
                      "llc/backends/numpy.py", "llc/backends/torch.py",
                      "llc/problems/__init__.py"):

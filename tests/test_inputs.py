@@ -82,6 +82,18 @@ def test_bad_data(backend64) -> None:
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match=r"`data\[0\]` contains NaN"):
         llc.estimate(loss_fn, params, (bad, y_np), **SHORT)
+    # the same precise message for the framework's own arrays
+    framework_bad = backend64.asarray(bad)
+    if not isinstance(framework_bad, np.ndarray):
+        with pytest.raises(ValueError, match=r"`data\[0\]` contains NaN"):
+            llc.estimate(loss_fn, params, (framework_bad, y), **SHORT)
+    y_inf = y_np.copy()
+    y_inf[0] = np.inf
+    with pytest.raises(ValueError, match=r"`data\[1\]` contains NaN or infinite"):
+        llc.estimate(loss_fn, params, (x, backend64.asarray(y_inf)), **SHORT)
+    # a list [x, y] is an iterable of two batches: the error says what was probably meant
+    with pytest.raises(ValueError, match=r"did you mean a tuple \(x, y\)\?"):
+        llc.estimate(loss_fn, params, [x, y], **SHORT)
 
 
 def test_non_finite_loss_at_w_star(backend64) -> None:

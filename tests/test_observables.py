@@ -112,6 +112,14 @@ def test_waic_and_the_log_likelihood_group(sampled) -> None:
     assert float(loo.p) == pytest.approx(observed.functional_variance, rel=0.10)
 
 
+def test_observables_print_a_summary_not_their_arrays(sampled) -> None:
+    observed = sampled[3]
+    text = repr(observed)
+    assert len(text) < 400 and "array" not in text
+    assert f"WAIC={observed.waic:.6g}" in text and f"× {NUM_EVAL} evaluation points" in text
+    assert str(observed) == text
+
+
 def test_observables_errors(sampled) -> None:
     result, params, eval_data, _ = sampled
     data, _ = PROBLEM.setup(500, seed=1)

@@ -262,6 +262,28 @@ def test_block_means_over_whole_epochs_cancel_the_batch_noise() -> None:
     np.testing.assert_allclose(means, 3.0)
 
 
+@pytest.mark.parametrize("trace_batch, batch_size", [
+    ("own", 4),                # epochs of 250 steps: 3 in 800 steps, too few to align to
+    ("own", 100),              # epochs of 10 steps: blocks of 2 epochs (16 steps)
+    ("independent", 4),        # batches drawn with replacement: no epochs
+])
+def test_loss_blocks_follow_the_run_length(trace_batch: str, batch_size: int) -> None:
+    """The loss panel has 40–50 blocks per chain whatever the epoch length: an 800-step run
+    with epochs of 250 steps showed 3 points when blocks were always whole epochs."""
+    result = synthetic(draws=600, burnin=200, trace_batch=trace_batch, batch_size=batch_size)
+    block = plots._block_size(result, 800, 1)
+    aligned = batch_size == 100
+    assert block == (20 if aligned else 16)  # 1/50 of the run, or the nearest whole epochs
+    assert plots._aligned_epoch(result, block) == (10 if aligned else None)
+    figure = plots.plot_trace(result)
+    try:
+        lines = [line for line in figure.axes[1].get_lines() if len(line.get_xdata()) > 2]
+        assert len(lines) == 3  # one per chain
+        assert min(len(line.get_xdata()) for line in lines) >= 800 // block - 1
+    finally:
+        plt.close(figure)
+
+
 def test_result_plot_still_draws_a_figure(estimated: LLCResult) -> None:
     figure = estimated.plot(true_lambda=7.0)
     try:

@@ -368,6 +368,36 @@ def test_from_keras_with_a_per_sample_loss_function() -> None:
         float(expected), rel=1e-6)
 
 
+@pytest.mark.parametrize("make_loss, targets", [
+    (lambda: keras.losses.MeanSquaredError(), "float"),
+    (lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True), "int"),
+])
+def test_from_keras_float64_model_gets_a_float64_loss(make_loss, targets) -> None:
+    """A Keras loss object computes in its own dtype, float32 by default even for a float64
+    model; from_keras evaluates it in the weights' dtype, so the loss llc reports as float64
+    is float64 (it equals the float64 formula to 1e-12, where float32 would miss by ~1e-7)."""
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((3,), dtype="float64"),
+                              keras.layers.Dense(4, dtype="float64")])
+    loss = make_loss()
+    assert loss.dtype == "float32"  # Keras's default: the trap
+    x = rng.normal(size=(16, 3))
+    y = rng.normal(size=(16, 4)) if targets == "float" else rng.integers(0, 4, size=16)
+    loss_fn, params = from_keras(model, loss)
+    value = loss_fn(params, (tf.constant(x), tf.constant(y)))
+    assert value.dtype == tf.float64
+    kernel, bias = (v.numpy() for v in params.values())
+    out = x @ kernel + bias
+    if targets == "float":
+        expected = np.mean((out - y) ** 2)
+    else:
+        top = out.max(axis=1, keepdims=True)
+        log_softmax = out - top - np.log(np.exp(out - top).sum(axis=1, keepdims=True))
+        expected = -np.mean(log_softmax[np.arange(16), y])
+    assert float(value) == pytest.approx(expected, rel=1e-12)
+    assert abs(float(loss(tf.constant(y), tf.constant(out))) - expected) > 1e-12  # float32
+
+
 def test_estimate_leaves_the_keras_model_untouched() -> None:
     model = _keras_model(batch_norm=True)
     x, y = _classification_data()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -238,3 +240,29 @@ def test_from_module_under_vectorized_chains_draws_the_sequential_numbers() -> N
     assert runs["vectorized"].attrs["chain_method"] == "vectorized"
     np.testing.assert_allclose(runs["vectorized"].llc_trace, runs["sequential"].llc_trace,
                                rtol=1e-9)
+
+
+def test_vectorized_chains_summarize_torch_batching_rule_warnings() -> None:
+    """torch warns on every call of an op without a vmap batching rule (thousands of lines in
+    a run); llc's vmap turns them into one warning per op that says when to run
+    sequentially, and passes the other warnings of the mapped function through."""
+    from llc.backends.torch import TorchTransforms
+
+    def step(v):
+        warnings.warn("There is a performance drop because we have not yet implemented the "
+                      "batching rule for aten::llc_test_op. Please file us an issue on GitHub",
+                      UserWarning)
+        warnings.warn("a warning of the user's own", RuntimeWarning)
+        return v * 2
+
+    mapped = TorchTransforms().vmap(step, (0,))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            out = mapped(torch.ones(4, 2))
+    torch.testing.assert_close(out, torch.full((4, 2), 2.0))
+    texts = [str(w.message) for w in caught]
+    assert not any(t.startswith("There is a performance drop") for t in texts)
+    summaries = [t for t in texts if "no batching rule for aten::llc_test_op" in t]
+    assert len(summaries) == 1 and "chain_method='sequential'" in summaries[0]
+    assert texts.count("a warning of the user's own") == 3
