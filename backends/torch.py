@@ -17,7 +17,7 @@ import copy
 import math
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import array_api_compat.torch as torch_namespace
@@ -29,7 +29,7 @@ from llc._tree import tree_builder, tree_flatten, tree_map
 
 from ._common import check_floating, leaf_paths
 
-__all__ = ["backend", "from_module"]
+__all__ = ["backend", "causal_lm_loss", "from_module", "next_token"]
 
 _GENERATORS = threading.local()
 
@@ -442,14 +442,16 @@ def _check_loss(loss: Any) -> torch.Tensor:
 
 def from_module(
     module: torch.nn.Module,
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    criterion: Callable[[Any, Any], torch.Tensor],
     *,
     trainable_only: bool = True,
+    unpack: Callable[[Any], tuple[tuple[Any, ...], dict[str, Any], Any]] | None = None,
 ) -> tuple[Callable[[dict[str, torch.Tensor], Any], torch.Tensor], dict[str, torch.Tensor]]:
     """``(loss_fn, params)`` for a ``torch.nn.Module`` and a mean-reduction criterion.
 
     ``loss_fn(params, batch)`` runs ``criterion(module(*batch[:-1]), batch[-1])`` with the
-    given params. It runs a private copy of the module whose parameter slots it points at
+    given params (with ``unpack``: ``args, kwargs, targets = unpack(batch)`` and
+    ``criterion(module(*args, **kwargs), targets)``). It runs a private copy of the module whose parameter slots it points at
     the given tensors on each call (what :func:`torch.func.functional_call` does, without its
     per-call swapping in and out of the user's module: 30 µs → 1 µs per call for a 3-layer
     network), so neither the module's parameters nor its buffers are ever written. The copy
@@ -469,15 +471,32 @@ def from_module(
         log-likelihood, e.g. ``torch.nn.functional.cross_entropy``.
     trainable_only
         Sample only parameters with ``requires_grad=True`` (the others stay fixed at w*).
+    unpack
+        ``unpack(batch) -> (args, kwargs, targets)``: how a batch maps to the module's
+        positional and keyword inputs and the criterion's targets, for batches that are not
+        ``(inputs..., targets)`` tuples: dicts of a tokenizer or a ``datasets`` loader, token
+        sequences whose targets are the next tokens. :func:`next_token` makes one for causal
+        language models (use it with :func:`causal_lm_loss`). Default: ``(batch[:-1], {},
+        batch[-1])``; a dict batch without ``unpack`` is an error that says so.
 
     Examples
     --------
     >>> loss_fn, params = llc.backends.torch.from_module(model, torch.nn.functional.mse_loss)
+
+    A causal language model on a DataLoader of tokenizer dicts (``input_ids``,
+    ``attention_mask``), the mean cross-entropy of every next token that is not padding:
+
+    >>> loss_fn, params = from_module(model, causal_lm_loss, unpack=next_token())
+    >>> llc.estimate(loss_fn, params, loader, num_data=num_tokens, ...)
     """
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"`module` must be a torch.nn.Module; got {type(module).__name__}")
     if not callable(criterion):
         raise TypeError("`criterion` must be callable as criterion(outputs, targets)")
+    if unpack is not None and not callable(unpack):
+        raise TypeError("`unpack` must be callable as unpack(batch) -> (args, kwargs, targets); "
+                        f"got {type(unpack).__name__}")
+    split = _split_last if unpack is None else _checked(unpack)
     with torch.no_grad():
         params = {
             name: parameter.detach().clone()
@@ -504,9 +523,9 @@ def from_module(
     replica = _replica(module, {**params, **fixed}, buffers)
     if replica is None:
         def loss_fn(sampled: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
-            *inputs, targets = batch
+            args, kwargs, targets = split(batch)
             outputs = torch.func.functional_call(
-                module, {**fixed, **buffers, **sampled}, tuple(inputs), strict=False
+                module, {**fixed, **buffers, **sampled}, tuple(args), kwargs, strict=False
             )
             return criterion(outputs, targets)
 
@@ -515,7 +534,7 @@ def from_module(
     slots = _parameter_slots(module, replica, names=params)
 
     def loss_fn(sampled: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
-        *inputs, targets = batch
+        args, kwargs, targets = split(batch)
         for name, places in slots:
             try:
                 value = sampled[name]
@@ -525,13 +544,121 @@ def from_module(
             for parameters, attribute in places:
                 parameters[attribute] = value
         try:
-            return criterion(replica(*inputs), targets)
+            return criterion(replica(*args, **kwargs), targets)
         finally:  # hold no sampled tensor (a chain's position) beyond the call
             for name, places in slots:
                 for parameters, attribute in places:
                     parameters[attribute] = params[name]
 
     return loss_fn, params
+
+
+def _split_last(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+    """The default ``unpack``: ``(inputs..., targets)``."""
+    if isinstance(batch, Mapping):
+        raise TypeError(
+            f"from_module: the batches are dicts (keys {sorted(map(str, batch))}); say how one "
+            "maps to the model's inputs and targets with `unpack=`, e.g. "
+            "from_module(model, causal_lm_loss, unpack=next_token()) for a causal language "
+            "model, or unpack=lambda b: ((b['x'],), {}, b['y'])")
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise TypeError(
+            "from_module: a batch must be a tuple (inputs..., targets) of at least two arrays "
+            f"(got {type(batch).__name__}); for token sequences whose targets are the next "
+            "tokens pass unpack=next_token()")
+    *inputs, targets = batch
+    return tuple(inputs), {}, targets
+
+
+def _checked(unpack: Callable[[Any], Any]) -> Callable[[Any], tuple[tuple[Any, ...],
+                                                                    dict[str, Any], Any]]:
+    def split(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+        unpacked = unpack(batch)
+        if not (isinstance(unpacked, tuple) and len(unpacked) == 3
+                and isinstance(unpacked[0], (tuple, list)) and isinstance(unpacked[1], Mapping)):
+            raise TypeError("`unpack(batch)` must return (args, kwargs, targets): a tuple of "
+                            "positional inputs, a dict of keyword inputs and the targets; got "
+                            f"{type(unpacked).__name__}")
+        return tuple(unpacked[0]), dict(unpacked[1]), unpacked[2]
+
+    return split
+
+
+def next_token(tokens: str | int = "input_ids", *, mask: str | None = "attention_mask",
+               mask_argument: str | None = "attention_mask", keyword: str | None = None
+               ) -> Callable[[Any], tuple[tuple[Any, ...], dict[str, Any], Any]]:
+    """An ``unpack`` for causal language models: inputs are the tokens but the last, targets
+    the tokens but the first (predict token t + 1 from tokens ≤ t).
+
+    Parameters
+    ----------
+    tokens
+        Where the token ids are: a key of a dict batch (default ``"input_ids"``) or an index
+        of a tuple batch; a batch that is one tensor is the tokens themselves.
+    mask
+        The key of a 0/1 padding mask in a dict batch (default ``"attention_mask"``; ignored
+        when absent). Its shifted copy travels with the targets, so that
+        :func:`causal_lm_loss` averages over the real tokens only.
+    mask_argument
+        The model's keyword for the (shortened) mask, e.g. Hugging Face's
+        ``"attention_mask"``; None passes no mask to the model.
+    keyword
+        Pass the inputs as this keyword (e.g. ``"input_ids"``) instead of positionally.
+
+    Returns
+    -------
+    callable
+        ``unpack(batch) -> (args, kwargs, targets)`` with ``targets`` the next tokens, or
+        ``(next tokens, their mask)`` when the batch has a mask.
+    """
+    def unpack(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+        if isinstance(batch, Mapping):
+            if tokens not in batch:
+                raise KeyError(f"next_token: the batch has no {tokens!r}; its keys are "
+                               f"{sorted(map(str, batch))} (pass tokens=...)")
+            ids = batch[tokens]
+            padding = batch.get(mask) if mask is not None else None
+        elif isinstance(batch, (tuple, list)):
+            ids = batch[tokens if isinstance(tokens, int) else 0]
+            padding = None
+        else:
+            ids, padding = batch, None
+        if not isinstance(ids, torch.Tensor) or ids.dim() < 2 or ids.shape[1] < 2:
+            raise ValueError("next_token: the tokens must be a tensor (batch, length ≥ 2); got "
+                             f"{getattr(ids, 'shape', type(ids).__name__)}")
+        kwargs: dict[str, Any] = {}
+        if keyword is None:
+            args: tuple[Any, ...] = (ids[:, :-1],)
+        else:
+            args, kwargs[keyword] = (), ids[:, :-1]
+        if padding is None:
+            return args, kwargs, ids[:, 1:]
+        if mask_argument is not None:
+            kwargs[mask_argument] = padding[:, :-1]
+        return args, kwargs, (ids[:, 1:], padding[:, 1:])
+
+    return unpack
+
+
+def causal_lm_loss(outputs: Any, targets: Any) -> torch.Tensor:
+    """The mean next-token cross-entropy: over every target token, or over the tokens whose
+    mask is 1 when ``targets`` is ``(tokens, mask)`` (as :func:`next_token` gives for padded
+    batches). ``outputs`` are logits (batch, length, vocabulary), or an object with a
+    ``logits`` attribute (Hugging Face) or a tuple whose first element they are.
+
+    This is the per-token convention for n: pass ``nbeta`` from the number of tokens
+    (docs/language_models.md).
+    """
+    logits = getattr(outputs, "logits", None)
+    if logits is None:
+        logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    tokens, weights = targets if isinstance(targets, (tuple, list)) else (targets, None)
+    losses = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), reduction="none")
+    if weights is None:
+        return losses.mean()
+    weights = weights.reshape(-1).to(losses.dtype)
+    return (losses * weights).sum() / weights.sum()
 
 
 def _replica(module: torch.nn.Module, parameters: dict[str, torch.Tensor],

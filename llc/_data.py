@@ -104,7 +104,10 @@ class IterableData:
         self.like = like
 
     def _convert(self, batch: Any) -> Any:
-        return tree_map(lambda leaf: self.backend.asarray(leaf, like=self.like), batch)
+        """The batch's arrays on the params' device and floating dtype; text (a tokenizer's
+        strings) and ``None`` pass through for ``loss_fn`` to ignore."""
+        return tree_map(lambda leaf: leaf if leaf is None or isinstance(leaf, (str, bytes))
+                        else self.backend.asarray(leaf, like=self.like), batch)
 
     def stream(self, key: Key, start: int = 0) -> Iterator[Any]:
         """Endless batches: the iterable restarted whenever it runs out. The first ``start``
@@ -128,7 +131,11 @@ class IterableData:
             if max_batches is not None and count >= max_batches:
                 return
             leaves, _ = tree_flatten(batch)
-            yield self._convert(batch), int(leaves[0].shape[0])
+            sized = [leaf for leaf in leaves if len(getattr(leaf, "shape", ())) > 0]
+            if not sized:
+                raise ValueError("a batch of `data` holds no array with a leading batch "
+                                 "dimension")
+            yield self._convert(batch), int(sized[0].shape[0])
 
 
 def _is_any_array(obj: Any) -> bool:

@@ -559,9 +559,11 @@ def _reshuffles(backend: Backend, dataset: Any) -> bool:
             stream.close()  # ends the pass (a DataLoader's workers)
 
     first, second = first_batch(), first_batch()
-    leaves = [(backend.to_numpy(a), backend.to_numpy(b))
-              for a, b in zip(tree_flatten(first)[0], tree_flatten(second)[0])]
-    return not all(a.shape == b.shape and np.array_equal(a, b) for a, b in leaves)
+    pairs = [(a, b) if isinstance(a, (str, bytes)) or a is None
+             else (backend.to_numpy(a), backend.to_numpy(b))
+             for a, b in zip(tree_flatten(first)[0], tree_flatten(second)[0])]
+    return not all(a == b if isinstance(a, (str, bytes)) or a is None
+                   else a.shape == b.shape and np.array_equal(a, b) for a, b in pairs)
 
 
 def _probe(backend: Backend, loss_and_grad: Callable[..., Any], center: Any, dataset: Any

@@ -78,6 +78,12 @@ class Observables:
         n E[L_n(w)], or NaN when nβ ≠ n / log n.
     llc_draws
         The λ̂ draws at the same (chain, kept draw), for the ``posterior`` group.
+    chains, draws
+        The estimate's indices of those chains and draws (the ``chain`` and ``draw``
+        coordinates of :meth:`to_arviz`); default 0, 1, ….
+    observed
+        The evaluation points' targets (the last array of ``eval_data``), ArviZ's
+        ``observed_data`` group; None when not known.
     """
 
     pointwise_loss: np.ndarray
@@ -85,6 +91,9 @@ class Observables:
     num_data: int
     wbic: float
     llc_draws: np.ndarray
+    chains: np.ndarray | None = None
+    draws: np.ndarray | None = None
+    observed: np.ndarray | None = None
 
     @property
     def beta(self) -> float:
@@ -123,15 +132,29 @@ class Observables:
         return self.training_loss + self.beta * self.functional_variance / self.num_eval
 
     def to_arviz(self) -> xr.DataTree:
-        """A DataTree in ArviZ's schema: ``posterior`` (λ̂ at the kept draws) and
-        ``log_likelihood`` (−ℓ, dims chain, draw, eval_point), so ``arviz_stats.loo`` and
-        friends can read it (for the sampled, tempered and localized, posterior)."""
+        """A DataTree in ArviZ's schema: ``posterior`` (λ̂ at the kept draws),
+        ``log_likelihood`` (−ℓ as ``y``, dims chain, draw, eval_point) and ``observed_data``
+        (``y``, the evaluation targets, when known), with the estimate's chain and draw
+        indices as coordinates, so ``arviz_stats.loo`` and friends can read it (for the
+        sampled, tempered and localized, posterior)."""
         import xarray as xr
 
+        chains, draws, points = self.pointwise_loss.shape
+        coords = {"chain": np.arange(chains) if self.chains is None else self.chains,
+                  "draw": np.arange(draws) if self.draws is None else self.draws,
+                  "eval_point": np.arange(points)}
         dims = ("chain", "draw", "eval_point")
         tree = xr.DataTree()
-        tree["posterior"] = xr.DataTree(xr.Dataset({"llc": (dims[:2], self.llc_draws)}))
-        tree["log_likelihood"] = xr.DataTree(xr.Dataset({"y": (dims, -self.pointwise_loss)}))
+        tree["posterior"] = xr.DataTree(xr.Dataset(
+            {"llc": (dims[:2], self.llc_draws)},
+            coords={key: coords[key] for key in dims[:2]}))
+        tree["log_likelihood"] = xr.DataTree(xr.Dataset({"y": (dims, -self.pointwise_loss)},
+                                                        coords=coords))
+        if self.observed is not None:
+            extra = tuple(f"y_dim_{i}" for i in range(self.observed.ndim - 1))
+            tree["observed_data"] = xr.DataTree(xr.Dataset(
+                {"y": (("eval_point", *extra), self.observed)},
+                coords={"eval_point": coords["eval_point"]}))
         tree.attrs.update(nbeta=self.nbeta, num_data=self.num_data,
                           functional_variance=self.functional_variance,
                           singular_fluctuation=self.singular_fluctuation, waic=self.waic,
@@ -219,9 +242,12 @@ def observables(
     losses = losses[:, complete]
     every = int(result.attrs["keep_params_every"])
     llc_draws = result.llc_trace[result.healthy_chains][:, ::every][:, complete]
+    draws = (every * np.arange(complete.size))[complete]
     if losses.shape[1] < 2:
         raise ValueError("fewer than 2 parameter draws with finite per-sample losses")
     n = int(result.attrs["num_data"])
     value = wbic(result) if math.isclose(result.nbeta, n / math.log(n), rel_tol=1e-9) \
         else math.nan
-    return Observables(losses, float(result.nbeta), n, value, llc_draws)
+    observed = np.asarray(backend.to_numpy(batch[-1]))
+    return Observables(losses, float(result.nbeta), n, value, llc_draws,
+                       chains=np.asarray(result.healthy_chains), draws=draws, observed=observed)

@@ -106,6 +106,13 @@ def test_waic_and_the_log_likelihood_group(sampled) -> None:
     tree = observed.to_arviz()
     assert tree["log_likelihood"]["y"].dims == ("chain", "draw", "eval_point")
     assert tree["log_likelihood"]["y"].shape == (4, 400, NUM_EVAL)
+    # ArviZ's schema: the estimate's chain and draw indices, and the observed targets
+    every = int(result.attrs["keep_params_every"])
+    assert tree["posterior"]["chain"].values.tolist() == [0, 1, 2, 3]
+    assert tree["posterior"]["draw"].values.tolist() == list(range(0, 400 * every, every))
+    assert tree["log_likelihood"]["draw"].values.tolist() == \
+        tree["posterior"]["draw"].values.tolist()
+    np.testing.assert_array_equal(tree["observed_data"]["y"].values, sampled[2][1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loo = arviz_stats.loo(tree)

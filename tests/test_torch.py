@@ -266,3 +266,103 @@ def test_vectorized_chains_summarize_torch_batching_rule_warnings() -> None:
     summaries = [t for t in texts if "no batching rule for aten::llc_test_op" in t]
     assert len(summaries) == 1 and "chain_method='sequential'" in summaries[0]
     assert texts.count("a warning of the user's own") == 3
+
+
+# ---- language-model batches ----------------------------------------------------------------
+
+class _TinyCausalLM(torch.nn.Module):
+    """Embedding, one causal transformer block, unembedding; keyword `attention_mask` as a
+    Hugging Face model takes it (here it only zeroes padded positions' embeddings)."""
+
+    def __init__(self, vocab: int = 12, width: int = 16, length: int = 9) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.block = torch.nn.TransformerEncoderLayer(width, nhead=2, dim_feedforward=32,
+                                                      dropout=0.0, batch_first=True)
+        self.unembed = torch.nn.Linear(width, vocab)
+        self.register_buffer("causal", torch.nn.Transformer.generate_square_subsequent_mask(
+            length - 1))
+
+    def forward(self, input_ids, attention_mask=None):
+        hidden = self.embed(input_ids)
+        if attention_mask is not None:
+            hidden = hidden * attention_mask[..., None]
+        return self.unembed(self.block(hidden, src_mask=self.causal, is_causal=True))
+
+
+class _TokenDicts(torch.utils.data.Dataset):
+    """A tokenizer-like dataset: dicts of input_ids, attention_mask and the raw text."""
+
+    def __init__(self, tokens: torch.Tensor, mask: torch.Tensor) -> None:
+        self.tokens, self.mask = tokens, mask
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"input_ids": self.tokens[index], "attention_mask": self.mask[index],
+                "text": f"sequence {index}"}
+
+
+def _token_data():
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 12, (96, 9), generator=generator)
+    mask = torch.ones_like(tokens)
+    mask[::3, -3:] = 0  # every third sequence padded at the end
+    return tokens, mask
+
+
+def test_dict_batches_of_a_causal_lm_with_next_token_and_a_masked_loss() -> None:
+    from llc.backends.torch import causal_lm_loss, next_token
+
+    torch.manual_seed(0)
+    model = _TinyCausalLM().double().eval()
+    tokens, mask = _token_data()
+    loader = torch.utils.data.DataLoader(_TokenDicts(tokens, mask), batch_size=32,
+                                         shuffle=True)
+    loss_fn, params = from_module(model, causal_lm_loss, unpack=next_token())
+    batch = next(iter(torch.utils.data.DataLoader(_TokenDicts(tokens, mask), batch_size=32)))
+    logits = model(batch["input_ids"][:, :-1], attention_mask=batch["attention_mask"][:, :-1])
+    per_token = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, 12), batch["input_ids"][:, 1:].reshape(-1), reduction="none")
+    weights = batch["attention_mask"][:, 1:].reshape(-1).double()
+    expected = (per_token * weights).sum() / weights.sum()
+    torch.testing.assert_close(loss_fn(params, batch), expected)
+    # without the mask the loss averages every token: a different number
+    unmasked = from_module(model, causal_lm_loss, unpack=next_token(mask=None))[0]
+    assert not torch.isclose(unmasked(params, batch), expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.LLCHealthWarning)
+        result = llc.estimate(loss_fn, params, loader, num_data=96, step_size=1e-5,
+                              num_chains=2, num_draws=20, num_burnin=5, progress=False)
+    assert np.isfinite(result.llc_trace).all()
+    # a dict batch without `unpack` says what to do
+    plain, _ = from_module(model, causal_lm_loss)
+    with pytest.raises(TypeError, match="unpack=next_token"):
+        plain(params, batch)
+
+
+def test_tuple_batches_of_token_sequences_with_next_token() -> None:
+    from llc.backends.torch import causal_lm_loss, next_token
+
+    torch.manual_seed(0)
+    model = _TinyCausalLM().double().eval()
+    tokens, _ = _token_data()
+    loss_fn, params = from_module(model, causal_lm_loss, unpack=next_token(tokens=0))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens), batch_size=32)
+    batch = next(iter(loader))
+    expected = torch.nn.functional.cross_entropy(
+        model(tokens[:32, :-1]).reshape(-1, 12), tokens[:32, 1:].reshape(-1))
+    torch.testing.assert_close(loss_fn(params, batch), expected)
+    # array data: a tuple of one tensor of sequences, drawn as rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.LLCHealthWarning)
+        result = llc.estimate(loss_fn, params, (tokens,), batch_size=32, step_size=1e-5,
+                              num_chains=2, num_draws=20, num_burnin=5, progress=False)
+    assert np.isfinite(result.llc_trace).all()
+    # an unpack that returns something else is named
+    bad, _ = from_module(model, causal_lm_loss, unpack=lambda b: (b[0], b[0]))
+    with pytest.raises(TypeError, match=r"must return \(args, kwargs, targets\)"):
+        bad(params, batch)
+    with pytest.raises(TypeError, match="`unpack` must be callable"):
+        from_module(model, causal_lm_loss, unpack="input_ids")
