@@ -20,9 +20,9 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _rng
 
-from ._common import StackedRows, scaled_sum
+from ._common import StackedRows, next_token, scaled_sum, split_last, unpack_checked
 
-__all__ = ["backend", "from_equinox", "from_flax"]
+__all__ = ["backend", "causal_lm_loss", "from_equinox", "from_flax", "next_token"]
 
 
 class JaxTransforms:
@@ -214,6 +214,7 @@ def from_flax(
     criterion: Callable[[jax.Array, jax.Array], jax.Array],
     *,
     params_key: str = "params",
+    unpack: Callable[[Any], tuple[tuple[Any, ...], dict[str, Any], Any]] | None = None,
 ) -> tuple[Callable[[Any, Any], jax.Array], Any]:
     """``(loss_fn, params)`` for a Flax (linen) model: its ``apply`` and its variables.
 
@@ -234,6 +235,11 @@ def from_flax(
         z, y).mean()``.
     params_key
         The collection to sample.
+    unpack
+        ``unpack(batch) -> (args, kwargs, targets)``, as in
+        :func:`llc.backends.torch.from_module`: dict batches, next-token targets
+        (:func:`next_token` with :func:`causal_lm_loss`). Default ``(batch[:-1], {},
+        batch[-1])``.
 
     Examples
     --------
@@ -248,10 +254,11 @@ def from_flax(
         raise ValueError(f"`variables` must be a mapping with a {params_key!r} collection, as "
                          "model.init returns it")
     fixed = {name: value for name, value in variables.items() if name != params_key}
+    split = _unpacker(unpack)
 
     def loss_fn(params: Any, batch: Any) -> jax.Array:
-        *inputs, targets = batch
-        return criterion(apply_fn({**fixed, params_key: params}, *inputs), targets)
+        args, kwargs, targets = split(batch)
+        return criterion(apply_fn({**fixed, params_key: params}, *args, **kwargs), targets)
 
     return loss_fn, variables[params_key]
 
@@ -261,6 +268,7 @@ def from_equinox(
     criterion: Callable[[jax.Array, jax.Array], jax.Array],
     *,
     batched: bool = False,
+    unpack: Callable[[Any], tuple[tuple[Any, ...], dict[str, Any], Any]] | None = None,
 ) -> tuple[Callable[[Any, Any], jax.Array], Any]:
     """``(loss_fn, params)`` for an Equinox module.
 
@@ -279,6 +287,9 @@ def from_equinox(
     batched
         Whether ``module`` takes a batch. Equinox layers act on one example, so by default
         the module is mapped over the batch with ``jax.vmap``.
+    unpack
+        ``unpack(batch) -> (args, kwargs, targets)`` (see :func:`from_flax`); the keyword
+        inputs are mapped over the batch like the positional ones.
 
     Examples
     --------
@@ -291,11 +302,38 @@ def from_equinox(
     if not callable(criterion):
         raise TypeError("`criterion` must be callable as criterion(outputs, targets)")
     params, static = eqx.partition(module, eqx.is_inexact_array)
+    split = _unpacker(unpack)
 
     def loss_fn(sampled: Any, batch: Any) -> jax.Array:
-        *inputs, targets = batch
+        args, kwargs, targets = split(batch)
         model = eqx.combine(sampled, static)
-        outputs = model(*inputs) if batched else jax.vmap(model)(*inputs)
+        outputs = model(*args, **kwargs) if batched else jax.vmap(model)(*args, **kwargs)
         return criterion(outputs, targets)
 
     return loss_fn, params
+
+
+def _unpacker(unpack: Any) -> Callable[[Any], tuple[tuple[Any, ...], dict[str, Any], Any]]:
+    if unpack is None:
+        return split_last
+    if not callable(unpack):
+        raise TypeError("`unpack` must be callable as unpack(batch) -> (args, kwargs, targets); "
+                        f"got {type(unpack).__name__}")
+    return unpack_checked(unpack)
+
+
+def causal_lm_loss(outputs: Any, targets: Any) -> jax.Array:
+    """The mean next-token cross-entropy (JAX): over every target token, or over the tokens
+    whose mask is 1 when ``targets`` is ``(tokens, mask)`` (:func:`next_token`'s targets
+    for padded batches). ``outputs`` are logits (batch, length, vocabulary), an object with
+    a ``logits`` attribute or a tuple whose first element they are."""
+    logits = getattr(outputs, "logits", None)
+    if logits is None:
+        logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    tokens, weights = targets if isinstance(targets, (tuple, list)) else (targets, None)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    losses = -jnp.take_along_axis(log_probs, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    if weights is None:
+        return jnp.mean(losses)
+    weights = weights.astype(losses.dtype)
+    return jnp.sum(losses * weights) / jnp.sum(weights)

@@ -32,9 +32,10 @@ import tensorflow as tf
 from llc import _rng
 from llc._tree import tree_flatten, tree_unflatten
 
-from ._common import StackedRows, check_floating, leaf_paths, scaled_sum
+from ._common import (StackedRows, check_floating, leaf_paths, next_token, scaled_sum,
+                      split_last, unpack_checked)
 
-__all__ = ["backend", "from_keras", "namespace"]
+__all__ = ["backend", "causal_lm_loss", "from_keras", "namespace", "next_token"]
 
 # "auto_select" is Philox on CPU and GPU (ThreeFry on TPU) and gives the same numbers as
 # alg="philox", which costs ~0.6 ms more per eager call in TF 2.21.
@@ -691,6 +692,7 @@ def from_keras(
     loss: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
     *,
     training: bool = False,
+    unpack: Callable[[Any], tuple[tuple[Any, ...], dict[str, Any], Any]] | None = None,
 ) -> tuple[Callable[[dict[str, tf.Tensor], Any], tf.Tensor], dict[str, tf.Tensor]]:
     """``(loss_fn, params)`` for a built Keras 3 model (TensorFlow backend) and a loss.
 
@@ -721,6 +723,11 @@ def from_keras(
         its moving statistics, which ``loss_fn`` never updates). With ``True`` batch norm
         uses the batch's statistics, and random layers (dropout) draw from the copied,
         never-advanced seed state: the same masks at every call, not fresh noise.
+    unpack
+        ``unpack(batch) -> (args, kwargs, targets)`` as in
+        :func:`llc.backends.torch.from_module` (dict batches, :func:`next_token` with
+        :func:`causal_lm_loss`); the positional inputs go to the model as one input or a
+        list, the keyword ones to its ``call``. Default ``(batch[:-1], {}, batch[-1])``.
 
     Examples
     --------
@@ -754,17 +761,42 @@ def from_keras(
     own_dtype = (keras is not None and isinstance(loss, keras.losses.Loss)
                  and loss_dtype is not None and tf.as_dtype(loss_dtype) != weight_dtype)
 
+    if unpack is not None and not callable(unpack):
+        raise TypeError("`unpack` must be callable as unpack(batch) -> (args, kwargs, targets); "
+                        f"got {type(unpack).__name__}")
+    split = split_last if unpack is None else unpack_checked(unpack)
+
     def loss_fn(sampled: dict[str, tf.Tensor], batch: Any) -> tf.Tensor:
-        *inputs, targets = batch
+        inputs, kwargs, targets = split(batch)
         outputs, _ = model.stateless_call([sampled[name] for name in names], fixed,
                                           inputs[0] if len(inputs) == 1 else list(inputs),
-                                          training=training)
+                                          training=training, **kwargs)
         if own_dtype:  # the loss in the weights' dtype, not the loss object's
-            targets = tf.cast(targets, outputs.dtype) if targets.dtype.is_floating else targets
+            targets = (tf.cast(targets, outputs.dtype)
+                       if isinstance(targets, tf.Tensor) and targets.dtype.is_floating
+                       else targets)
             return tf.reduce_mean(loss.call(targets, outputs))
         return tf.reduce_mean(loss(targets, outputs))
 
     return loss_fn, params
+
+
+def causal_lm_loss(targets: Any, outputs: Any) -> tf.Tensor:
+    """The mean next-token cross-entropy (TensorFlow), in Keras's argument order
+    ``(y_true, y_pred)`` like :func:`from_keras`'s ``loss``: over every target token, or over
+    the tokens whose mask is 1 when ``targets`` is ``(tokens, mask)`` (:func:`next_token`'s
+    targets for padded batches). ``outputs`` are logits (batch, length, vocabulary), an
+    object with a ``logits`` attribute or a tuple whose first element they are."""
+    logits = getattr(outputs, "logits", None)
+    if logits is None:
+        logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    tokens, weights = targets if isinstance(targets, (tuple, list)) else (targets, None)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(tokens, tf.int64), logits=logits)
+    if weights is None:
+        return tf.reduce_mean(losses)
+    weights = tf.cast(weights, losses.dtype)
+    return tf.reduce_sum(losses * weights) / tf.reduce_sum(weights)
 
 
 backend = TensorFlowBackend()

@@ -27,7 +27,7 @@ import torch
 from llc import _rng
 from llc._tree import tree_builder, tree_flatten, tree_map
 
-from ._common import check_floating, leaf_paths
+from ._common import check_floating, leaf_paths, next_token, split_last, unpack_checked
 
 __all__ = ["backend", "causal_lm_loss", "from_module", "next_token"]
 
@@ -496,7 +496,7 @@ def from_module(
     if unpack is not None and not callable(unpack):
         raise TypeError("`unpack` must be callable as unpack(batch) -> (args, kwargs, targets); "
                         f"got {type(unpack).__name__}")
-    split = _split_last if unpack is None else _checked(unpack)
+    split = split_last if unpack is None else unpack_checked(unpack)
     with torch.no_grad():
         params = {
             name: parameter.detach().clone()
@@ -551,93 +551,6 @@ def from_module(
                     parameters[attribute] = params[name]
 
     return loss_fn, params
-
-
-def _split_last(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
-    """The default ``unpack``: ``(inputs..., targets)``."""
-    if isinstance(batch, Mapping):
-        raise TypeError(
-            f"from_module: the batches are dicts (keys {sorted(map(str, batch))}); say how one "
-            "maps to the model's inputs and targets with `unpack=`, e.g. "
-            "from_module(model, causal_lm_loss, unpack=next_token()) for a causal language "
-            "model, or unpack=lambda b: ((b['x'],), {}, b['y'])")
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise TypeError(
-            "from_module: a batch must be a tuple (inputs..., targets) of at least two arrays "
-            f"(got {type(batch).__name__}); for token sequences whose targets are the next "
-            "tokens pass unpack=next_token()")
-    *inputs, targets = batch
-    return tuple(inputs), {}, targets
-
-
-def _checked(unpack: Callable[[Any], Any]) -> Callable[[Any], tuple[tuple[Any, ...],
-                                                                    dict[str, Any], Any]]:
-    def split(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
-        unpacked = unpack(batch)
-        if not (isinstance(unpacked, tuple) and len(unpacked) == 3
-                and isinstance(unpacked[0], (tuple, list)) and isinstance(unpacked[1], Mapping)):
-            raise TypeError("`unpack(batch)` must return (args, kwargs, targets): a tuple of "
-                            "positional inputs, a dict of keyword inputs and the targets; got "
-                            f"{type(unpacked).__name__}")
-        return tuple(unpacked[0]), dict(unpacked[1]), unpacked[2]
-
-    return split
-
-
-def next_token(tokens: str | int = "input_ids", *, mask: str | None = "attention_mask",
-               mask_argument: str | None = "attention_mask", keyword: str | None = None
-               ) -> Callable[[Any], tuple[tuple[Any, ...], dict[str, Any], Any]]:
-    """An ``unpack`` for causal language models: inputs are the tokens but the last, targets
-    the tokens but the first (predict token t + 1 from tokens ≤ t).
-
-    Parameters
-    ----------
-    tokens
-        Where the token ids are: a key of a dict batch (default ``"input_ids"``) or an index
-        of a tuple batch; a batch that is one tensor is the tokens themselves.
-    mask
-        The key of a 0/1 padding mask in a dict batch (default ``"attention_mask"``; ignored
-        when absent). Its shifted copy travels with the targets, so that
-        :func:`causal_lm_loss` averages over the real tokens only.
-    mask_argument
-        The model's keyword for the (shortened) mask, e.g. Hugging Face's
-        ``"attention_mask"``; None passes no mask to the model.
-    keyword
-        Pass the inputs as this keyword (e.g. ``"input_ids"``) instead of positionally.
-
-    Returns
-    -------
-    callable
-        ``unpack(batch) -> (args, kwargs, targets)`` with ``targets`` the next tokens, or
-        ``(next tokens, their mask)`` when the batch has a mask.
-    """
-    def unpack(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
-        if isinstance(batch, Mapping):
-            if tokens not in batch:
-                raise KeyError(f"next_token: the batch has no {tokens!r}; its keys are "
-                               f"{sorted(map(str, batch))} (pass tokens=...)")
-            ids = batch[tokens]
-            padding = batch.get(mask) if mask is not None else None
-        elif isinstance(batch, (tuple, list)):
-            ids = batch[tokens if isinstance(tokens, int) else 0]
-            padding = None
-        else:
-            ids, padding = batch, None
-        if not isinstance(ids, torch.Tensor) or ids.dim() < 2 or ids.shape[1] < 2:
-            raise ValueError("next_token: the tokens must be a tensor (batch, length ≥ 2); got "
-                             f"{getattr(ids, 'shape', type(ids).__name__)}")
-        kwargs: dict[str, Any] = {}
-        if keyword is None:
-            args: tuple[Any, ...] = (ids[:, :-1],)
-        else:
-            args, kwargs[keyword] = (), ids[:, :-1]
-        if padding is None:
-            return args, kwargs, ids[:, 1:]
-        if mask_argument is not None:
-            kwargs[mask_argument] = padding[:, :-1]
-        return args, kwargs, (ids[:, 1:], padding[:, 1:])
-
-    return unpack
 
 
 def causal_lm_loss(outputs: Any, targets: Any) -> torch.Tensor:

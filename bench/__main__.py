@@ -1,4 +1,4 @@
-"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|dln_scale|singular|honest|perf|all]``.
+"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|dln_scale|singular|sampling_options|honest|perf|all]``.
 
 ``demo``          the ``llc demo`` run per installed backend: λ̂, error, R-hat, ESS, seconds.
 ``known-lambda``  the known-λ suite at the test settings (tests/test_known_lambda.py) per
@@ -14,6 +14,8 @@
 ``singular``      ``step_size="auto"`` against fixed steps on singular DLNs (λ ≤ 5 % of d/2)
                   in torch and JAX, issue 17's protocol (``bench.singular``; arguments
                   after it are passed on, e.g. ``--models 0,1 --backends torch``).
+``sampling_options``  devinterp's initial noise, bounding box and weight-decay prior against
+                  plain SGLD on the known-λ suite (``bench.sampling_options``).
 ``honest``        the trace against L_n(w_t) at the same draws on singular deep linear
                   networks, and the error bars against the spread over seeds on a trained
                   classifier (``bench.honest``).
@@ -276,12 +278,17 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="?", default="all",
                         choices=("demo", "known-lambda", "auto", "samplers", "dln_scale",
-                                 "singular", "honest", "perf", "all"))
+                                 "singular", "sampling_options", "honest", "perf", "all"))
     args, rest = parser.parse_known_args()
     if args.which == "dln_scale":  # not part of "all": its classes take minutes to hours
         from bench.dln_scale import main as bench_dln_scale
 
         bench_dln_scale(rest)
+        return
+    if args.which == "sampling_options":  # not part of "all": a decision, measured once
+        from bench.sampling_options import main as bench_sampling_options
+
+        bench_sampling_options()
         return
     if args.which == "singular":  # not part of "all": about an hour on one CPU core
         from bench.singular import main as bench_singular

@@ -102,3 +102,62 @@ def test_shuffle_is_uniform(wide) -> None:
     assert chisquare(list(counts.values())).pvalue > 1e-3
     positions = np.stack([np.bincount(orders[:, i], minlength=4) for i in range(4)])
     np.testing.assert_allclose(positions / 24_000, 0.25, atol=5 * np.sqrt(0.25 * 0.75 / 24_000))
+
+
+# ---- language-model batches ----------------------------------------------------------------
+
+def _token_dicts(length: int = 7, vocab: int = 10):
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, vocab, size=(48, length))
+    mask = np.ones_like(tokens)
+    mask[::3, -2:] = 0
+    return [{"input_ids": jnp.asarray(tokens[i:i + 16]), "attention_mask": jnp.asarray(mask[i:i + 16])}
+            for i in range(0, 48, 16)]
+
+
+def _masked_next_token_nll(logits, batch) -> float:
+    log_probs = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    targets = np.asarray(batch["input_ids"])[:, 1:]
+    weights = np.asarray(batch["attention_mask"])[:, 1:]
+    picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    return float(-(picked * weights).sum() / weights.sum())
+
+
+def test_flax_and_equinox_take_dict_batches_with_next_token() -> None:
+    nn = pytest.importorskip("flax.linen")
+    eqx = pytest.importorskip("equinox")
+    from llc.backends.jax import causal_lm_loss, next_token
+
+    batches = _token_dicts()
+
+    class Bigram(nn.Module):
+        @nn.compact
+        def __call__(self, tokens):
+            return nn.Dense(10)(nn.Embed(10, 8)(tokens))
+
+    model = Bigram()
+    variables = model.init(jax.random.PRNGKey(0), batches[0]["input_ids"][:, :-1])
+    loss_fn, params = from_flax(model.apply, variables, causal_lm_loss,
+                                unpack=next_token(mask_argument=None))
+    logits = model.apply(variables, batches[0]["input_ids"][:, :-1])
+    assert float(loss_fn(params, batches[0])) == pytest.approx(
+        _masked_next_token_nll(logits, batches[0]), rel=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.LLCHealthWarning)
+        result = llc.estimate(loss_fn, params, batches, num_data=48, step_size=1e-5,
+                              num_chains=2, num_draws=10, num_burnin=2, progress=False)
+    assert np.isfinite(result.llc_trace).all()
+    with pytest.raises(TypeError, match="unpack=next_token"):
+        from_flax(model.apply, variables, causal_lm_loss)[0](params, batches[0])
+
+    class Unigram(eqx.Module):  # one token in, logits out; vmapped over batch and position
+        embed: eqx.nn.Embedding
+
+        def __call__(self, tokens):
+            return jax.vmap(self.embed)(tokens)
+
+    module = Unigram(eqx.nn.Embedding(10, 10, key=jax.random.PRNGKey(1)))
+    loss_fn, params = from_equinox(module, causal_lm_loss, unpack=next_token(mask_argument=None))
+    logits = jax.vmap(module)(batches[1]["input_ids"][:, :-1])
+    assert float(loss_fn(params, batches[1])) == pytest.approx(
+        _masked_next_token_nll(logits, batches[1]), rel=1e-5)

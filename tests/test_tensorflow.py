@@ -465,3 +465,28 @@ def test_bad_params_and_loss_fn_name_the_argument() -> None:
         llc.estimate(lambda p, b: np.float64(0.5), params, data, **SHORT)
     with pytest.raises(ValueError, match="unknown device"):
         backend.from_numpy(np.zeros(2), device="tpu")
+
+
+def test_from_keras_takes_dict_batches_with_next_token() -> None:
+    from llc.backends.tensorflow import causal_lm_loss, next_token
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 10, size=(48, 7))
+    mask = np.ones_like(tokens)
+    mask[::3, -2:] = 0
+    batches = [{"input_ids": tf.constant(tokens[i:i + 16]),
+                "attention_mask": tf.constant(mask[i:i + 16])} for i in range(0, 48, 16)]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,), dtype="int64"), keras.layers.Embedding(10, 8),
+                              keras.layers.Dense(10)])
+    loss_fn, params = from_keras(model, causal_lm_loss, unpack=next_token(mask_argument=None))
+    batch = batches[0]
+    logits = model(batch["input_ids"][:, :-1]).numpy()
+    top = logits.max(axis=-1, keepdims=True)
+    log_probs = logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+    picked = np.take_along_axis(log_probs, tokens[:16, 1:, None], axis=-1)[..., 0]
+    weights = mask[:16, 1:]
+    expected = -(picked * weights).sum() / weights.sum()
+    assert float(loss_fn(params, batch)) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(TypeError, match="unpack=next_token"):
+        from_keras(model, causal_lm_loss)[0](params, batch)
