@@ -26,7 +26,7 @@ bench: install
 
 # The packaged artifact: builds the wheel and the sdist into dist/, installs the wheel with the
 # torch extra into a clean venv (the verified pins as constraints) and runs `llc demo` from
-# outside the checkout, then the same from the sdist.
+# outside the checkout, then installs the sdist over it and imports it.
 PKG_VENV ?= /tmp/llc-package-venv
 package: install
 	rm -rf dist $(PKG_VENV)
@@ -36,7 +36,8 @@ package: install
 	$(PKG_VENV)/bin/pip install --quiet -c dist/constraints.txt "$$(ls dist/*.whl)[torch]"
 	cd /tmp && $(PKG_VENV)/bin/llc --version && $(PKG_VENV)/bin/llc demo --backend torch --no-progress
 	$(PKG_VENV)/bin/pip install --quiet --no-deps --force-reinstall dist/*.tar.gz
-	cd /tmp && $(PKG_VENV)/bin/llc demo --backend torch --no-progress
+	cd /tmp && $(PKG_VENV)/bin/llc --version && $(PKG_VENV)/bin/python -c \
+		"import llc.backends.torch, llc.problems; print('sdist: llc', llc.__version__, 'imports')"
 
 # Documentation site: installs the docs-only pins into the same venv, builds into site/.
 $(VENV)/.docs-installed: $(VENV)/.installed requirements-docs.txt
