@@ -174,3 +174,9 @@ def next_token(tokens: str | int = "input_ids", *, mask: str | None = "attention
         return args, kwargs, (ids[:, 1:], padding[:, 1:])
 
     return unpack
+
+
+def check_reduction(reduction: Any) -> None:
+    """``reduction`` of a ``causal_lm_loss``: ``"mean"`` or ``"none"``."""
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"`reduction` must be 'mean' or 'none'; got {reduction!r}")

@@ -20,7 +20,8 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _rng
 
-from ._common import StackedRows, next_token, scaled_sum, split_last, unpack_checked
+from ._common import (StackedRows, check_reduction, next_token, scaled_sum, split_last,
+                      unpack_checked)
 
 __all__ = ["backend", "causal_lm_loss", "from_equinox", "from_flax", "next_token"]
 
@@ -322,17 +323,22 @@ def _unpacker(unpack: Any) -> Callable[[Any], tuple[tuple[Any, ...], dict[str, A
     return unpack_checked(unpack)
 
 
-def causal_lm_loss(outputs: Any, targets: Any) -> jax.Array:
+def causal_lm_loss(outputs: Any, targets: Any, *, reduction: str = "mean") -> Any:
     """The mean next-token cross-entropy (JAX): over every target token, or over the tokens
     whose mask is 1 when ``targets`` is ``(tokens, mask)`` (:func:`next_token`'s targets
     for padded batches). ``outputs`` are logits (batch, length, vocabulary), an object with
-    a ``logits`` attribute or a tuple whose first element they are."""
+    a ``logits`` attribute or a tuple whose first element they are. ``reduction="none"``
+    returns ``(losses, mask)``, both (batch, length), for per-token observables."""
     logits = getattr(outputs, "logits", None)
     if logits is None:
         logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
     tokens, weights = targets if isinstance(targets, (tuple, list)) else (targets, None)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     losses = -jnp.take_along_axis(log_probs, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    check_reduction(reduction)
+    if reduction == "none":
+        return losses, (jnp.ones_like(losses) if weights is None
+                        else weights.astype(losses.dtype))
     if weights is None:
         return jnp.mean(losses)
     weights = weights.astype(losses.dtype)

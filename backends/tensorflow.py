@@ -32,8 +32,8 @@ import tensorflow as tf
 from llc import _rng
 from llc._tree import tree_flatten, tree_unflatten
 
-from ._common import (StackedRows, check_floating, leaf_paths, next_token, scaled_sum,
-                      split_last, unpack_checked)
+from ._common import (StackedRows, check_floating, check_reduction, leaf_paths, next_token,
+                      scaled_sum, split_last, unpack_checked)
 
 __all__ = ["backend", "causal_lm_loss", "from_keras", "namespace", "next_token"]
 
@@ -781,18 +781,24 @@ def from_keras(
     return loss_fn, params
 
 
-def causal_lm_loss(targets: Any, outputs: Any) -> tf.Tensor:
+def causal_lm_loss(targets: Any, outputs: Any, *, reduction: str = "mean") -> Any:
     """The mean next-token cross-entropy (TensorFlow), in Keras's argument order
     ``(y_true, y_pred)`` like :func:`from_keras`'s ``loss``: over every target token, or over
     the tokens whose mask is 1 when ``targets`` is ``(tokens, mask)`` (:func:`next_token`'s
     targets for padded batches). ``outputs`` are logits (batch, length, vocabulary), an
-    object with a ``logits`` attribute or a tuple whose first element they are."""
+    object with a ``logits`` attribute or a tuple whose first element they are.
+    ``reduction="none"`` returns ``(losses, mask)``, both (batch, length), for per-token
+    observables."""
+    check_reduction(reduction)
     logits = getattr(outputs, "logits", None)
     if logits is None:
         logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
     tokens, weights = targets if isinstance(targets, (tuple, list)) else (targets, None)
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.cast(tokens, tf.int64), logits=logits)
+    if reduction == "none":
+        return losses, (tf.ones_like(losses) if weights is None
+                        else tf.cast(weights, losses.dtype))
     if weights is None:
         return tf.reduce_mean(losses)
     weights = tf.cast(weights, losses.dtype)

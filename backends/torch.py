@@ -27,7 +27,8 @@ import torch
 from llc import _rng
 from llc._tree import tree_builder, tree_flatten, tree_map
 
-from ._common import check_floating, leaf_paths, next_token, split_last, unpack_checked
+from ._common import (check_floating, check_reduction as _check_reduction, leaf_paths,
+                      next_token, split_last, unpack_checked)
 
 __all__ = ["backend", "causal_lm_loss", "from_module", "next_token"]
 
@@ -127,7 +128,7 @@ class TorchTransforms:
     ``vmap`` is ``torch.func.vmap``; ``scan`` is a Python loop over the steps of a block (their
     indices reach the host once per block); ``cond`` is a Python ``if`` (every predicate of
     the runner is a Python bool here); ``jit`` is the identity (``torch.compile`` costs tens of
-    seconds per call for a few per cent, DESIGN §6).
+    seconds per call for a few per cent, docs/design.md §6).
     """
 
     def vmap(self, fn: Callable[..., Any], in_axes: tuple[int | None, ...]) -> Callable[..., Any]:
@@ -553,11 +554,15 @@ def from_module(
     return loss_fn, params
 
 
-def causal_lm_loss(outputs: Any, targets: Any) -> torch.Tensor:
+def causal_lm_loss(outputs: Any, targets: Any, *, reduction: str = "mean") -> Any:
     """The mean next-token cross-entropy: over every target token, or over the tokens whose
     mask is 1 when ``targets`` is ``(tokens, mask)`` (as :func:`next_token` gives for padded
     batches). ``outputs`` are logits (batch, length, vocabulary), or an object with a
     ``logits`` attribute (Hugging Face) or a tuple whose first element they are.
+
+    With ``reduction="none"`` it returns ``(losses, mask)`` instead, both (batch, length):
+    the per-token losses and the 0/1 weights (ones without a mask), for per-token
+    observables; llc's ``loss_fn`` needs the mean.
 
     This is the per-token convention for n: pass ``nbeta`` from the number of tokens
     (docs/language_models.md).
@@ -566,8 +571,13 @@ def causal_lm_loss(outputs: Any, targets: Any) -> torch.Tensor:
     if logits is None:
         logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
     tokens, weights = targets if isinstance(targets, (tuple, list)) else (targets, None)
+    _check_reduction(reduction)
     losses = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1), reduction="none")
+    if reduction == "none":
+        shaped = losses.reshape(tokens.shape)
+        return shaped, (torch.ones_like(shaped) if weights is None
+                        else weights.reshape(tokens.shape).to(shaped.dtype))
     if weights is None:
         return losses.mean()
     weights = weights.reshape(-1).to(losses.dtype)

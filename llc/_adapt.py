@@ -3,7 +3,7 @@ r"""``step_size="auto"``: the burn-in sets ε from a measured estimate of the bi
 **The rule.** The burn-in is cut into windows of ``window`` steps. In each window every
 chain steps with the current ε, and every step records
 :math:`\lVert\nabla L_B(w)\rVert^2` (already computed by the step) and the MALA acceptance
-probability of its move on its minibatch (DESIGN §2: one more gradient per step). After the
+probability of its move on its minibatch (docs/design.md §2: one more gradient per step). After the
 window, with :math:`\overline{G}` the window's mean of
 :math:`n\beta^2\lVert\nabla L_B(w)\rVert^2` over its steps and the chains, the **estimated
 step bias** of λ̂ at a step ε is

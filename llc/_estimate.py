@@ -36,7 +36,7 @@ from .samplers import (SamplerSettings, get_sampler, langevin_equivalent_step,
 __all__ = ["estimate", "default_nbeta"]
 
 def default_nbeta(num_data: int) -> float:
-    """nβ = n / log n, the inverse temperature β* = 1/log n of WBIC times n (DESIGN §1)."""
+    """nβ = n / log n, the inverse temperature β* = 1/log n of WBIC times n (docs/design.md §1)."""
     if num_data < 2:
         raise ValueError(f"nβ = n / log n needs n >= 2 samples; got n={num_data}; pass `nbeta`")
     return num_data / math.log(num_data)

@@ -548,7 +548,7 @@ def calibrate(
     accurate step mixes fastest. The recommended (nβ, γ) is the one with a passing step
     whose nβ is closest (in ratio) to n / log n, the theory's β* = 1/log n (λ̂ at different
     nβ are different quantities: the rules cannot prefer one), then the smallest γ (a
-    strong localization biases λ̂ low at finite n, DESIGN §3).
+    strong localization biases λ̂ low at finite n, docs/design.md §3).
 
     **When the chains wander.** A column (nβ, γ) *wanders* when none of its steps passes and
     every step that passes rules 1–2 fails rule 3 (R-hat high) or rule 4 with λ̂ *above* its

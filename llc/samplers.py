@@ -71,7 +71,7 @@ class SampleInfo(NamedTuple):
     grad_norm
         ‖∇L_B(w_t)‖.
     mala_acceptance
-        MALA acceptance probability of this step's move (DESIGN §2), or ``None`` when the
+        MALA acceptance probability of this step's move (docs/design.md §2), or ``None`` when the
         step was not asked to diagnose itself. For :func:`mala` it is the acceptance
         probability of the proposal that the step accepted or rejected; for
         :func:`rmsprop_sgld` that of the preconditioned Langevin move. The momentum samplers
@@ -392,7 +392,7 @@ class RMSPropSGLDState(NamedTuple):
 def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float | np.ndarray, beta2: float = 0.99,
                  eps_stability: float = RMSPROP_EPS_STABILITY, bias_correction: bool = True,
                  initial_square_avg: float = 1.0) -> SamplingAlgorithm:
-    r"""RMSProp-preconditioned SGLD (Li et al. 2016; Hitchcock & Hoogland 2025; DESIGN §2).
+    r"""RMSProp-preconditioned SGLD (Li et al. 2016; Hitchcock & Hoogland 2025; docs/design.md §2).
 
     With :math:`g_t = \nabla L_{B_t}(w_t)` the gradient of the mean minibatch loss (the
     localization term does not enter the statistics) and all operations per coordinate:
@@ -430,12 +430,12 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float | np.ndarray, b
         (typical magnitudes near a minimum are 10⁻²–1). A value like RMSProp's 10⁻⁸ would let
         ε_t grow by 10⁸ on a zero-gradient coordinate.
     bias_correction
-        Divide v_t by 1 − b₂ᵗ. With v₀ = 1 (DESIGN §2) this makes the first steps small
+        Divide v_t by 1 − b₂ᵗ. With v₀ = 1 (docs/design.md §2) this makes the first steps small
         (:math:`\hat v_1 = b_2/(1-b_2) + g_1^2 \approx 99`): the chain starts cautiously and
         reaches its full step after a few hundred steps, when :math:`b_2^t/(1-b_2^t)` has
         decayed.
     initial_square_avg
-        v₀ ≥ 0: 1 in DESIGN §2, 0 in devinterp's variant.
+        v₀ ≥ 0: 1 in docs/design.md §2, 0 in devinterp's variant.
 
     Returns
     -------
@@ -690,7 +690,7 @@ SGNHT_FRICTION = 0.1
 
 def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float | None = None
           ) -> SamplingAlgorithm:
-    r"""Stochastic gradient Nosé–Hoover thermostat (Ding et al. 2014; DESIGN §2).
+    r"""Stochastic gradient Nosé–Hoover thermostat (Ding et al. 2014; docs/design.md §2).
 
     With :math:`U = n\beta L_B + \tfrac{\gamma}{2}\lVert w - w^*\rVert^2`, d parameters,
     step h and diffusion A:

@@ -21,7 +21,7 @@ from llc._tree import tree_map
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 if importlib.util.find_spec("torch") is not None:
-    import torch  # noqa: F401  (import torch before tensorflow: DESIGN §6)
+    import torch  # noqa: F401  (import torch before tensorflow: docs/design.md §6)
 if importlib.util.find_spec("jax") is not None:
     import jax
 

@@ -78,3 +78,37 @@ def test_arviz_plots_draw_the_posterior_and_sample_stats(result: llc.LLCResult,
         plot_collection = getattr(arviz_plots, plot)(tree, group=group, var_names=names)
         assert plot_collection is not None
     plt.close("all")
+
+
+def test_every_group_llc_writes_reads_in_arviz() -> None:
+    """The optional groups too: warmup_posterior, full_loss (L_n at every k-th draw) and the
+    kept parameters (their own draw axis, ``kept_draw``, passed as a sample dimension)."""
+    arviz_plots = pytest.importorskip("arviz_plots")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problem = llc.problems.LinearRegression(2, 1)
+    data, params = problem.setup(1000, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = llc.estimate(problem.loss_and_grad, params, data, num_chains=2, num_draws=100,
+                              num_burnin=40, step_size=1e-4, keep_params_every=5,
+                              full_loss_every=5, progress=False)
+    tree = result.to_arviz()
+    cases = [("warmup_posterior", ["loss"], ["chain", "draw"]),
+             ("full_loss", ["loss", "llc"], ["chain", "draw"]),
+             ("parameters", ["w"], ["chain", "kept_draw"])]
+    for group, names, sample_dims in cases:
+        assert group in tree.children, group
+        table = arviz_stats.summary(tree, group=group, var_names=names,
+                                    sample_dims=sample_dims, round_to="none")
+        assert np.isfinite(table[["mean", "sd", "ess_bulk", "r_hat"]].to_numpy(float)).all()
+        for function in (arviz_stats.rhat, arviz_stats.ess, arviz_stats.mcse):
+            values = function(tree, group=group, var_names=names, sample_dims=sample_dims)
+            assert np.isfinite(np.asarray(values[names[0]].values, dtype=float)).all()
+        if group != "parameters":  # the plots take the standard sample dims
+            for plot in ("plot_trace", "plot_rank", "plot_forest"):
+                assert getattr(arviz_plots, plot)(tree, group=group, var_names=names)
+    plt.close("all")

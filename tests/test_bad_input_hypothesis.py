@@ -40,7 +40,7 @@ if HAS_TORCH:
     import torch
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 if HAS_TF:
-    import tensorflow as tf  # after torch (DESIGN §6)
+    import tensorflow as tf  # after torch (docs/design.md §6)
 
 BACKENDS = [
     "numpy",

@@ -123,7 +123,7 @@ def test_chains_do_not_depend_on_the_number_of_chains(backend64) -> None:
 
 
 def test_loss_scaling_rule_is_exact(backend64) -> None:
-    """Loss × c with nβ / c leaves the chain and λ̂ unchanged (DESIGN §1).
+    """Loss × c with nβ / c leaves the chain and λ̂ unchanged (docs/design.md §1).
 
     With c = 4 every product is exact in binary floating point, so the traces agree bitwise
     (the loss trace scales by c); with c = 3 to rounding.

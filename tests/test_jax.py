@@ -142,6 +142,12 @@ def test_flax_and_equinox_take_dict_batches_with_next_token() -> None:
     logits = model.apply(variables, batches[0]["input_ids"][:, :-1])
     assert float(loss_fn(params, batches[0])) == pytest.approx(
         _masked_next_token_nll(logits, batches[0]), rel=1e-5)
+    losses, weights = causal_lm_loss(logits, (batches[0]["input_ids"][:, 1:],
+                                              batches[0]["attention_mask"][:, 1:]),
+                                     reduction="none")
+    assert losses.shape == weights.shape == (16, 6)
+    assert float(jnp.sum(losses * weights) / jnp.sum(weights)) == pytest.approx(
+        _masked_next_token_nll(logits, batches[0]), rel=1e-5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", llc.LLCHealthWarning)
         result = llc.estimate(loss_fn, params, batches, num_data=48, step_size=1e-5,

@@ -141,7 +141,7 @@ MONOMIAL_SETTINGS = dict(localization=10.0, step_size=3e-4, batch_size=1, num_ch
 
 def test_monomial_matches_the_exact_finite_nbeta_expectation() -> None:
     """K = w1² w2⁴ (λ = 1/4): λ̂ matches E_p[nβ K] from quadrature within 4 MCSE, both sit
-    well below λ at finite nβ, and both rise towards λ as nβ grows (DESIGN §3)."""
+    well below λ at finite nβ, and both rise towards λ as nβ grows (docs/design.md §3)."""
     problem = Monomial((1, 2))
     data, params = problem.setup(100, seed=0)
     estimates = {}

@@ -22,7 +22,7 @@ from llc.problems import (
 )
 
 # --------------------------------------------------------------------------------------------
-# closed-form learning coefficients (DESIGN.md §3)
+# closed-form learning coefficients (docs/design.md §3)
 # --------------------------------------------------------------------------------------------
 
 

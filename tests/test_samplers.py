@@ -760,7 +760,7 @@ def _langevin_acceptance(w: np.ndarray, step: float, noise: np.ndarray) -> float
 
 def _reference_step(name: str, state: tuple[np.ndarray, ...], noise: Callable[..., np.ndarray]
                     ) -> tuple[np.ndarray, ...]:
-    """One step of each update rule, written out in NumPy from DESIGN §2."""
+    """One step of each update rule, written out in NumPy from docs/design.md §2."""
     w = state[0]
     grad, drift = _grad_u(w)
     if name == "rmsprop_sgld":

@@ -11,7 +11,7 @@ import pytest
 import llc
 
 if importlib.util.find_spec("torch") is not None:
-    import torch  # noqa: F401  (import torch before tensorflow: DESIGN §6)
+    import torch  # noqa: F401  (import torch before tensorflow: docs/design.md §6)
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

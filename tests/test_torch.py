@@ -328,6 +328,14 @@ def test_dict_batches_of_a_causal_lm_with_next_token_and_a_masked_loss() -> None
     weights = batch["attention_mask"][:, 1:].reshape(-1).double()
     expected = (per_token * weights).sum() / weights.sum()
     torch.testing.assert_close(loss_fn(params, batch), expected)
+    # per-token losses and their mask on request (for per-token observables)
+    losses, weights_out = causal_lm_loss(logits, (batch["input_ids"][:, 1:],
+                                                  batch["attention_mask"][:, 1:]),
+                                         reduction="none")
+    assert losses.shape == weights_out.shape == (32, 8)
+    torch.testing.assert_close((losses * weights_out).sum() / weights_out.sum(), expected)
+    with pytest.raises(ValueError, match="`reduction`"):
+        causal_lm_loss(logits, batch["input_ids"][:, 1:], reduction="sum")
     # without the mask the loss averages every token: a different number
     unmasked = from_module(model, causal_lm_loss, unpack=next_token(mask=None))[0]
     assert not torch.isclose(unmasked(params, batch), expected)

@@ -2,7 +2,7 @@
 
 Every problem is a :class:`Problem`: NumPy float64 data and minimiser, an array-API loss
 that runs unchanged on NumPy, PyTorch and JAX arrays, an analytic gradient for the NumPy
-backend, and the exact λ from the literature (DESIGN.md §3).
+backend, and the exact λ from the literature (docs/design.md §3).
 
 - :class:`LinearRegression` — regular, λ = d/2.
 - :class:`ReducedRankRegression` — Aoyagi & Watanabe (2005), :func:`rrr_lambda`.

@@ -1,6 +1,6 @@
 """Closed-form learning coefficients of reduced-rank regression and deep linear networks.
 
-These are the ground-truth values λ that estimates are tested against (DESIGN.md §3). Both
+These are the ground-truth values λ that estimates are tested against (docs/design.md §3). Both
 functions are pure integer arithmetic (``fractions.Fraction``) converted to ``float`` at the
 end, so every value is exact (all results are multiples of 1/8 for RRR and of 1/(4ℓ) for DLNs).
 """
