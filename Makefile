@@ -1,11 +1,11 @@
 # Set up a fresh machine and run llc: `make demo` or `make test` (each creates .venv first);
-# `make docs` builds the documentation site into site/.
+# `make lint` runs ruff, `make docs` builds the documentation site into site/.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test bench package docs clean
+.PHONY: install demo test lint bench package docs clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: install
 	$(PY) -m bench

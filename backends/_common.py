@@ -123,8 +123,8 @@ def unpack_checked(unpack: Callable[[Any], Any]) -> Callable[[Any], tuple[tuple[
 def next_token(tokens: str | int = "input_ids", *, mask: str | None = "attention_mask",
                mask_argument: str | None = "attention_mask", keyword: str | None = None
                ) -> Callable[[Any], tuple[tuple[Any, ...], dict[str, Any], Any]]:
-    """An ``unpack`` for causal language models (any framework's arrays): inputs are the tokens but the last, targets
-    the tokens but the first (predict token t + 1 from tokens ≤ t).
+    """An ``unpack`` for causal language models (any framework's arrays): inputs are the tokens but
+    the last, targets the tokens but the first (predict token t + 1 from tokens ≤ t).
 
     Parameters
     ----------

@@ -19,6 +19,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from llc import _rng
+from llc._programs import program_cache
 
 from ._common import (StackedRows, check_reduction, next_token, scaled_sum, split_last,
                       unpack_checked)
@@ -50,6 +51,7 @@ class JaxBackend:
     """Adapter for ``jax.Array`` parameters on any JAX device."""
 
     name = "jax"
+    reuses_programs = True  # llc._programs: compiled steps and blocks outlive a call
     has_autodiff = True
     chain_transforms = JaxTransforms()
 
@@ -124,10 +126,14 @@ class JaxBackend:
         if sum(leaf.size for _, leaf in with_paths) == 0:
             raise ValueError("`params` has no elements: expected at least one parameter")
         flat, unravel = ravel_pytree(params)
-        return flat, unravel
+        return flat, _Unravel(unravel, params)
 
     # ---- loss and grad ------------------------------------------------------------------
     def value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
+        return program_cache(self).get(("value_and_grad", loss_fn, unravel),
+                                       lambda: self._value_and_grad(loss_fn, unravel))
+
+    def _value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
         def scalar_loss(flat: jax.Array, batch: Any) -> jax.Array:
             loss = loss_fn(unravel(flat), batch)
             if not isinstance(loss, jax.Array) or jnp.size(loss) != 1:
@@ -142,13 +148,13 @@ class JaxBackend:
         return jax.jit(jax.value_and_grad(scalar_loss))
 
     def value(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
-        return jax.jit(lambda flat, batch: jnp.reshape(loss_fn(unravel(flat), batch), ()))
+        return program_cache(self).get(("value", loss_fn, unravel), lambda: jax.jit(
+            lambda flat, batch: jnp.reshape(loss_fn(unravel(flat), batch), ())))
 
     def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
-        """``step(key, state, batch, diagnose)`` compiled with ``jax.jit``."""
-        compiled = jax.jit(step, static_argnames=("diagnose",))
-        return lambda key, state, batch, diagnose=False: compiled(key, state, batch,
-                                                                  diagnose=diagnose)
+        """``step(*args, diagnose)`` compiled with ``jax.jit``, ``diagnose`` static (given by
+        position or by name)."""
+        return jax.jit(step, static_argnames=("diagnose",))
 
     # ---- rng ----------------------------------------------------------------------------
     def key(self, seed: int) -> jax.Array:
@@ -178,6 +184,25 @@ class JaxBackend:
     @contextlib.contextmanager
     def isolated_global_rng(self, seed: int) -> Iterator[None]:
         yield  # JAX has no global random state
+
+
+class _Unravel:
+    """``ravel_pytree``'s unravel, equal to every other of the same tree structure, leaf
+    shapes and dtypes (it then does the same), so that programs keyed by it are reused."""
+
+    def __init__(self, unravel: Callable[[jax.Array], Any], params: Any) -> None:
+        self._unravel = unravel
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        self._key = (treedef, tuple((tuple(leaf.shape), str(leaf.dtype)) for leaf in leaves))
+
+    def __call__(self, flat: jax.Array) -> Any:
+        return self._unravel(flat)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Unravel) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
 
 
 def _shuffle(key: jax.Array, n: int, wide: bool | None = None) -> jax.Array:

@@ -28,6 +28,7 @@ class NumpyBackend:
     name = "numpy"
     has_autodiff = False
     chain_transforms = None  # eager: the sequential runner
+    reuses_programs = False  # nothing is compiled
 
     # ---- arrays -------------------------------------------------------------------------
     def is_array(self, obj: Any) -> bool:
@@ -208,7 +209,8 @@ def _as_scalar(loss: Any) -> np.ndarray:
     value = _real(loss, "a loss")
     if value.ndim != 0 and value.size != 1:
         raise ValueError(
-            f"`loss_fn` must return a scalar loss (the mean over the batch); got shape {value.shape}"
+            "`loss_fn` must return a scalar loss (the mean over the batch); got shape "
+            f"{value.shape}"
         )
     return value.astype(np.float64, copy=False).reshape(())
 

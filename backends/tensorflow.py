@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from llc import _rng
+from llc._programs import program_cache
 from llc._tree import tree_flatten, tree_unflatten
 
 from ._common import (StackedRows, check_floating, check_reduction, leaf_paths, next_token,
@@ -295,6 +297,33 @@ def _as_int64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+class _Unravel:
+    """A flat vector back to the params' pytree (views cast to each leaf's dtype); equal to
+    every other of the same structure, shapes and dtypes, so that the programs keyed by it
+    are reused."""
+
+    def __init__(self, treedef: Any, shapes: list[list[int]], dtypes: list[Any],
+                 dtype: Any) -> None:
+        self.treedef, self.shapes, self.dtypes, self.dtype = treedef, shapes, dtypes, dtype
+        self.sizes = [math.prod(shape) for shape in shapes]
+        self._key = (treedef, tuple(map(tuple, shapes)), tuple(d.name for d in dtypes),
+                     dtype.name)
+
+    def __call__(self, vector: tf.Tensor) -> Any:
+        pieces = tf.split(vector, self.sizes) if len(self.sizes) > 1 else [vector]
+        views = []
+        for piece, shape, leaf_dtype in zip(pieces, self.shapes, self.dtypes):
+            piece = tf.reshape(piece, shape)
+            views.append(piece if leaf_dtype == self.dtype else tf.cast(piece, leaf_dtype))
+        return tree_unflatten(self.treedef, views)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Unravel) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+
 def _function(fn: Callable[..., Any], **options: Any) -> Any:
     """``tf.function`` with exact shapes: a loss may read static shapes (``x.shape[0]``).
 
@@ -488,6 +517,7 @@ class TensorFlowBackend:
     """Adapter for ``tf.Tensor`` and ``tf.Variable`` parameters on one device (CPU or GPU)."""
 
     name = "tensorflow"
+    reuses_programs = True  # llc._programs: compiled steps and blocks outlive a call
     has_autodiff = True
     chain_transforms = TensorFlowTransforms()  # vectorized chains for array data
 
@@ -559,28 +589,24 @@ class TensorFlowBackend:
         dtypes = [value.dtype for value in values]
         dtype = _promote(dtypes)
         shapes = [value.shape.as_list() for value in values]
-        sizes = [value.shape.num_elements() for value in values]
         with _on(values[0]):
             flat = tf.concat([tf.reshape(tf.cast(value, dtype), [-1]) for value in values], 0)
             flat = tf.identity(flat)  # a copy that shares nothing with the user's arrays
 
-        def unravel(vector: tf.Tensor) -> Any:
-            pieces = tf.split(vector, sizes) if len(sizes) > 1 else [vector]
-            views = []
-            for piece, shape, leaf_dtype in zip(pieces, shapes, dtypes):
-                piece = tf.reshape(piece, shape)
-                views.append(piece if leaf_dtype == dtype else tf.cast(piece, leaf_dtype))
-            return tree_unflatten(treedef, views)
-
-        return flat, unravel
+        return flat, _Unravel(treedef, shapes, dtypes, dtype)
 
     # ---- loss and grad ------------------------------------------------------------------
     def value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
         """``f(flat, batch) -> (loss, grad)`` by ``tf.GradientTape``, compiled by ``tf.function``.
 
         ``loss_fn`` is traced (AutoGraph on), not run eagerly per step: Python side effects
-        in it run at tracing only, and it must not call ``.numpy()`` on its tensors.
+        in it run at tracing only, and it must not call ``.numpy()`` on its tensors. The
+        function is kept per (``loss_fn``, parameter structure) and reused by later calls.
         """
+        return program_cache(self).get(("value_and_grad", loss_fn, unravel),
+                                       lambda: self._value_and_grad(loss_fn, unravel))
+
+    def _value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
 
         def loss_and_grad(flat: tf.Tensor, batch: Any) -> tuple[tf.Tensor, tf.Tensor]:
             with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -599,13 +625,17 @@ class TensorFlowBackend:
         return _function(loss_and_grad)
 
     def value(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
+        return program_cache(self).get(("value", loss_fn, unravel),
+                                       lambda: self._value(loss_fn, unravel))
+
+    def _value(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
         def loss_only(flat: tf.Tensor, batch: Any) -> tf.Tensor:
             return _check_loss(loss_fn(unravel(flat), batch), flat.dtype)
 
         return _function(loss_only)
 
     def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
-        """``step(key, state, batch, diagnose)`` compiled with ``tf.function``.
+        """``step(..., key, state, batch, diagnose)`` compiled with ``tf.function``.
 
         ``diagnose`` is static: one traced function per value (``functools.partial``), so a
         run with array data traces two graphs (one per flag); an iterable whose last batch is
@@ -615,10 +645,13 @@ class TensorFlowBackend:
         """
         traced = {flag: _function(functools.partial(step, diagnose=flag), autograph=False)
                   for flag in (False, True)}
+        position = list(inspect.signature(step).parameters).index("diagnose")
 
-        def compiled(key: tf.Tensor, state: Any, batch: Any, diagnose: bool = False) -> Any:
-            with _on(state[0]):  # the state's first field is the position
-                return traced[bool(diagnose)](key, state, batch)
+        def compiled(*args: Any, diagnose: bool = False) -> Any:
+            if len(args) > position:  # ``diagnose`` given by position
+                args, diagnose = args[:position], args[position]
+            with _on(args[-2][0]):  # the state, second to last; its first field the position
+                return traced[bool(diagnose)](*args)
 
         compiled.experimental_get_tracing_count = lambda: sum(  # type: ignore[attr-defined]
             function.experimental_get_tracing_count() for function in traced.values())

@@ -17,7 +17,7 @@ import copy
 import math
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import array_api_compat.torch as torch_namespace
@@ -168,6 +168,7 @@ class TorchBackend:
     name = "torch"
     has_autodiff = True
     chain_transforms = TorchTransforms() if _FUNCTORCH is not None else None
+    reuses_programs = False  # eager: nothing is compiled
 
     # ---- arrays -------------------------------------------------------------------------
     def is_array(self, obj: Any) -> bool:
@@ -452,13 +453,13 @@ def from_module(
 
     ``loss_fn(params, batch)`` runs ``criterion(module(*batch[:-1]), batch[-1])`` with the
     given params (with ``unpack``: ``args, kwargs, targets = unpack(batch)`` and
-    ``criterion(module(*args, **kwargs), targets)``). It runs a private copy of the module whose parameter slots it points at
-    the given tensors on each call (what :func:`torch.func.functional_call` does, without its
-    per-call swapping in and out of the user's module: 30 µs → 1 µs per call for a 3-layer
-    network), so neither the module's parameters nor its buffers are ever written. The copy
-    shares no storage with the module: ``params`` (w*, a detached copy of the module's named
-    parameters), the parameters left fixed, and the buffers (batch-norm statistics) are
-    copies made once. A module that cannot be deep-copied falls back to
+    ``criterion(module(*args, **kwargs), targets)``). It runs a private copy of the module whose
+    parameter slots it points at the given tensors on each call (what
+    :func:`torch.func.functional_call` does, without its per-call swapping in and out of the user's
+    module: 30 µs → 1 µs per call for a 3-layer network), so neither the module's parameters nor its
+    buffers are ever written. The copy shares no storage with the module: ``params`` (w*, a detached
+    copy of the module's named parameters), the parameters left fixed, and the buffers (batch-norm
+    statistics) are copies made once. A module that cannot be deep-copied falls back to
     :func:`torch.func.functional_call` on the module itself. Like that function, ``loss_fn``
     is not safe to call from two threads at once.
 
@@ -511,7 +512,8 @@ def from_module(
         }
         buffers = {name: buffer.detach().clone() for name, buffer in module.named_buffers()}
     if module.training and any(
-        isinstance(sub, (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm))
+        isinstance(sub, (torch.nn.modules.dropout._DropoutNd,
+                         torch.nn.modules.batchnorm._BatchNorm))
         for sub in module.modules()
     ):
         warnings.warn(

@@ -1,4 +1,5 @@
-"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|dln_scale|singular|sampling_options|honest|perf|all]``.
+"""Benchmarks of llc: ``python -m bench [demo|known-lambda|auto|samplers|dln_scale|singular|
+sampling_options|honest|perf|all]``.
 
 ``demo``          the ``llc demo`` run per installed backend: λ̂, error, R-hat, ESS, seconds.
 ``known-lambda``  the known-λ suite at the test settings (tests/test_known_lambda.py) per
@@ -26,8 +27,9 @@
                   ``bench.memory`` (memory of long runs, peak memory against SGD, scaling
                   with chains and parameters, the plot docs/img/scaling.png),
                   ``bench.param_memory`` (parameter-sized arrays alive at a step's peak, on
-                  a 16.8 M-parameter layer) and ``bench.devinterp`` (llc against devinterp
-                  end to end, when devinterp is installed: see that module).
+                  a 16.8 M-parameter layer), ``bench.compile_reuse`` (JAX programs
+                  compiled once and reused across calls) and ``bench.devinterp`` (llc against
+                  devinterp end to end, when devinterp is installed: see that module).
 
 ``all`` (the default, ``make bench``) runs every one of them, with OMP_NUM_THREADS=1.
 
@@ -74,7 +76,8 @@ def bench_demo() -> None:
     print("|---|---|---|---|---|---|---|")
     for backend in llc.available_backends():
         report = demo(backend, progress=False)
-        print(f"| {backend} | {report['true_lambda']:g} | {report['llc']:.3f} ± {report['mcse']:.3f} "
+        print(f"| {backend} | {report['true_lambda']:g} "
+              f"| {report['llc']:.3f} ± {report['mcse']:.3f} "
               f"| {100 * report['relative_error']:+.1f} % | {report['rhat']:.3f} "
               f"| {report['ess_bulk']:.0f} | {report['seconds']:.1f} |")
 
@@ -184,7 +187,7 @@ def bench_auto(seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5),
                   f"{100 * float(np.mean(errs)):.1f} ± {100 * spread:.1f} % | "
                   f"{100 * float(np.mean(sign)) if sign else float('nan'):+.1f} % | "
                   f"{float(np.mean(acceptances)) if acceptances else float('nan'):.4f} | "
-                  f"{float(np.mean(seconds[step][-len(seeds):])) if seconds[step] else float('nan'):.1f} |",
+                  f"{_mean_or_nan(seconds[step][-len(seeds):]):.1f} |",
                   flush=True)
     print(f"\nOver the {len(PROBLEMS)} problems × {len(seeds)} seeds (± the standard error, "
           "from the seeds' spread within each problem):\n")
@@ -316,7 +319,8 @@ def main() -> None:
 
 PERFORMANCE_MODULES = (("bench.speed", ()), ("bench.profile_step", ()), ("bench.torch_chains", ()),
                        ("bench.memory", ("--plot", str(ROOT / "docs" / "img" / "scaling.png"))),
-                       ("bench.param_memory", ()), ("bench.devinterp", ()))
+                       ("bench.param_memory", ()), ("bench.compile_reuse", ()),
+                       ("bench.devinterp", ()))
 
 
 def bench_performance() -> None:
@@ -327,6 +331,10 @@ def bench_performance() -> None:
     for module, arguments in PERFORMANCE_MODULES:
         print(f"\n### python -m {module} {' '.join(arguments)}\n", flush=True)
         subprocess.run([sys.executable, "-m", module, *arguments], cwd=ROOT, check=True)
+
+
+def _mean_or_nan(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 if __name__ == "__main__":

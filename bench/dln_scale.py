@@ -127,8 +127,9 @@ def run(size: str, models: int, seed: int, device: str, plot: str | None,
             with warnings.catch_warnings(record=True):
                 warnings.simplefilter("always")
                 result = llc.estimate(loss_fn, params, data, batch_size=500, step_size=step,
-                                      localization=1.0, num_chains=1, num_draws=num_steps - num_burnin,
-                                      num_burnin=num_burnin, seed=seed + model, progress=False)
+                                      localization=1.0, num_chains=1,
+                                      num_draws=num_steps - num_burnin, num_burnin=num_burnin,
+                                      seed=seed + model, progress=False)
             seconds = time.perf_counter() - started
             error = result.llc_mean / true - 1
             points.setdefault(choice, []).append((true, result.llc_mean))

@@ -35,7 +35,8 @@ if backend == "torch":
     loss_fn = problem.loss
 warnings.simplefilter("ignore")
 settings = dict(step_size=3e-5, batch_size=500, num_chains=4, num_draws=draws, num_burnin=100,
-                progress=False, mala_every=20, keep_params_every=None if keep == "none" else int(keep))
+                progress=False, mala_every=20,
+                keep_params_every=None if keep == "none" else int(keep))
 llc.estimate(loss_fn, params, data, **{**settings, "num_draws": 10})  # warm up imports, caches
 rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 tracemalloc.start()

@@ -38,7 +38,8 @@ import gc, json, sys, warnings
 warnings.simplefilter("ignore")
 import numpy as np
 import llc
-backend, path, chains, width, rows, batch, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), *map(int, sys.argv[4:8])
+backend, path = sys.argv[1], sys.argv[2]
+chains, width, rows, batch, steps = map(int, sys.argv[3:8])
 
 def rss(field):
     return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024

@@ -108,7 +108,6 @@ def main() -> None:
 
             torch.set_num_threads(1)
         loss_fn, params, data, loops, batch_size = backend_setup(name, "mlp", "float32")
-        backend = llc.get_backend(name)
         sync = (lambda out: __import__("jax").block_until_ready(out)) if name == "jax" \
             else (lambda out: out)
         pieces = parts(name, loss_fn, params, data, batch_size)

@@ -1,4 +1,6 @@
-"""Peak memory against plain SGD, and growth with chains and parameters: ``python -m bench.scaling``.
+"""Peak memory against plain SGD, and growth with chains and parameters.
+
+``python -m bench.scaling``.
 
 Two tables (``python -m bench.memory`` prints them after its long-run table):
 

@@ -3,9 +3,10 @@
 llc vectorizes chains with the framework's transforms (JAX: ``vmap`` and ``lax.scan`` in one
 compiled program per block; torch: eager ``torch.func.vmap`` per step). The first table
 measures the step's dominant cost alone: ``torch.func.vmap`` over the gradient of the
-chains' stacked parameters against one ``torch.autograd`` gradient per chain, on the two models of ``python -m bench.speed``, for
-4 and 16 chains: the gradient of one minibatch per chain (the step's dominant cost), without
-the noise and the update, median of ``--repeats`` blocks of 100 steps, interleaved.
+chains' stacked parameters against one ``torch.autograd`` gradient per chain, on the two models of
+``python -m bench.speed``, for 4 and 16 chains: the gradient of one minibatch per chain (the step's
+dominant cost), without the noise and the update, median of ``--repeats`` blocks of 100 steps,
+interleaved.
 
 A second table measures llc's two torch paths end to end: ``chain_method="sequential"`` (one
 autograd gradient and one update per chain and step) against ``chain_method="vectorized"``
@@ -137,8 +138,8 @@ def main() -> None:
                       f"| {vectorized / sequential:.2f} | {against_four} |", flush=True)
     if args.only != "gradient":
         print(f"\nllc's two torch paths end to end ({args.device})\n")
-        print("| model | chains | sequential ms/step | vectorized ms/step | vectorized / sequential "
-              "| vectorized 16 / sequential 4 |")
+        print("| model | chains | sequential ms/step | vectorized ms/step "
+              "| vectorized / sequential | vectorized 16 / sequential 4 |")
         print("|---|---|---|---|---|---|")
         for model in ("tiny", "mlp"):
             sequential_four = None

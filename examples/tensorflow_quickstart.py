@@ -6,7 +6,8 @@ from llc.backends.tensorflow import from_keras
 keras.utils.set_random_seed(0)                         # a small trained regression model
 rng = np.random.default_rng(0)
 x = rng.standard_normal((4096, 5)).astype("float32")
-y = (np.tanh(x @ rng.standard_normal((5, 1))) + 0.5 * rng.standard_normal((4096, 1))).astype("float32")
+y = (np.tanh(x @ rng.standard_normal((5, 1)))
+     + 0.5 * rng.standard_normal((4096, 1))).astype("float32")
 model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="tanh"),
                           keras.layers.Dense(1)])
 schedule = keras.optimizers.schedules.CosineDecay(0.05, decay_steps=6000)

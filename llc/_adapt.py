@@ -123,6 +123,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import Backend
+from ._programs import compiled_step
 from .posterior import LocalizedPosterior
 from .samplers import (RMSPropSGLD, langevin_equivalent_step, langevin_noise_equivalent_step,
                        rmsprop_denominator)
@@ -189,7 +190,6 @@ def adapt_step_size(
     num_steps: int,
     target: float,
     window: int,
-    compile_step: Callable[[Callable[..., Any]], Callable[..., Any]],
     center_loss: Callable[[Any], Any],
     own_batch: bool = False,
 ) -> StepSizeAdaptation:
@@ -232,7 +232,7 @@ def adapt_step_size(
         carry = getattr(window_settings, "carry_state", None)
         if carry is not None:  # a state tied to the step (SGNHT's thermostat floor A = 0.1/h)
             states = [carry(state, previous) for state in states]
-        step = compile_step(window_settings.build(posterior).step)
+        step = compiled_step(backend, window_settings, posterior)
         acceptances, chain_powers, increases, thermostats = [], [], [], []
         diverged = False
         for chain in range(len(chain_keys)):
@@ -421,7 +421,8 @@ class _GradientPower:
             if beta2 > 0 else new.square_avg
         weight = 1.0 / rmsprop_denominator(xp, new.square_avg, new.count, beta2,
                                            self.eps_stability, self.bias_correction)  # ε_i / ε
-        return self.nbeta2 * xp.sum(weight * (square if self.noise is None else square + self.noise))
+        total = square if self.noise is None else square + self.noise
+        return self.nbeta2 * xp.sum(weight * total)
 
 
 def minibatch_gradient_variance(posterior: LocalizedPosterior, backend: Backend, dataset: Any,

@@ -21,7 +21,8 @@ PyTree = Any  # nested dict / list / tuple (or a framework pytree) of arrays
 Key = Any  # an explicit random key of the backend
 LossAndGrad = Callable[[Array, Any], tuple[Array, Array]]
 
-__all__ = ["Backend", "ChainTransforms", "RowBuffer", "backend_for", "get_backend", "available_backends", "array_namespace"]
+__all__ = ["Backend", "ChainTransforms", "RowBuffer", "available_backends", "array_namespace",
+           "backend_for", "get_backend"]
 
 
 class RowBuffer(Protocol):
@@ -85,6 +86,9 @@ class Backend(Protocol):
     name: str
     has_autodiff: bool
     chain_transforms: ChainTransforms | None  # None: chains run by the sequential runner
+    # compiled programs built from a run's structure, its numbers as arguments, and kept
+    # across calls (llc._programs); False: each call builds its own (eager frameworks)
+    reuses_programs: bool
 
     # ---- detection and arrays ---------------------------------------------------------
     def is_array(self, obj: Any) -> bool:
@@ -148,8 +152,10 @@ class Backend(Protocol):
         """``f(flat, batch) -> loss`` without the gradient (full-data loss evaluation)."""
 
     def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
-        """``step(key, state, batch, diagnose)`` compiled where the framework can (``jax.jit``;
-        the identity for eager frameworks); ``diagnose`` is static."""
+        """``step(..., key, state, batch, diagnose)`` compiled where the framework can
+        (``jax.jit``; the identity for eager frameworks); ``diagnose`` is static, given by
+        position or by name. A sampler step is ``step(key, state, batch, diagnose)``; a
+        program of ``llc._programs`` takes the run's numbers first."""
 
     # ---- rng --------------------------------------------------------------------------
     def key(self, seed: int) -> Key:
@@ -204,7 +210,8 @@ def get_backend(name: str) -> Backend:
                 module = importlib.import_module(module_name)
             except ModuleNotFoundError as error:
                 if error.name == module_name:
-                    raise ValueError(f"backend {name!r} has no adapter in this llc version") from None
+                    raise ValueError(
+                        f"backend {name!r} has no adapter in this llc version") from None
                 raise ImportError(
                     f"backend {name!r} needs {error.name!r}, which is not installed; "
                     f"install it with `pip install 'local-learning-coefficient[{name}]'`"

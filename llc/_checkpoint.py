@@ -134,4 +134,5 @@ def restore(path: Path, plan: ChainPlan, attrs: dict[str, Any]) -> tuple[RunnerS
             fields.append(plan.backend.from_numpy(array, dtype=str(array.dtype),
                                                   device=None if device == "cpu" else device))
         states.append(type(template)(*fields))
-    return RunnerState(int(saved["steps_done"]), states, runs), float(saved.get("elapsed_seconds", 0.0))
+    elapsed = float(saved.get("elapsed_seconds", 0.0))
+    return RunnerState(int(saved["steps_done"]), states, runs), elapsed

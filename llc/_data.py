@@ -76,7 +76,8 @@ class ArrayData:
                 yield tuple(backend.take(array, rows) for array in self.arrays)
             epoch, first = epoch + 1, 0
 
-    def evaluation_batches(self, max_batches: int | None) -> Iterator[tuple[tuple[Array, ...], int]]:
+    def evaluation_batches(self, max_batches: int | None
+                           ) -> Iterator[tuple[tuple[Array, ...], int]]:
         """Consecutive batches of ``batch_size`` rows in order (the last one shorter when
         ``batch_size`` does not divide n), with their sizes, for the loss at w*. The sampler's
         batch shape: a compiling framework reuses the program it already built for it."""
@@ -222,8 +223,9 @@ def make_data(
         if isinstance(data, list) and 2 <= len(data) <= 4 \
                 and all(_is_any_array(item) and len(item.shape) > 0 for item in data) \
                 and len({int(item.shape[0]) for item in data}) == 1:
+            rows = int(data[0].shape[0])
             hint = (f"; did you mean a tuple (x, y)? A list is read as {len(data)} batches, "
-                    f"each one array, while a tuple of arrays sharing their {int(data[0].shape[0])} "
+                    f"each one array, while a tuple of arrays sharing their {rows} "
                     "rows is the data set")
         raise ValueError(
             "`num_data` is required when `data` is an iterable of batches: the number of "

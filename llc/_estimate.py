@@ -28,6 +28,7 @@ from ._steps import describe_per_leaf, is_per_leaf, per_coordinate_steps
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from ._version import __version__
 from .diagnostics import HealthThresholds, check_health, warn_findings
+from ._programs import compiled_step
 from .posterior import LocalizedPosterior
 from .result import IncompleteRunWarning, LLCResult
 from .samplers import (SamplerSettings, get_sampler, langevin_equivalent_step,
@@ -345,7 +346,7 @@ def estimate(
                 "no: the burn-in's λ̂ still rose in its last window, so the bias bound "
                 "b̂ <= τ λ̂ is not established; run a longer burn-in")
         algorithm = settings.build(posterior)
-        algorithm = algorithm._replace(step=backend.compile(algorithm.step))
+        algorithm = algorithm._replace(step=compiled_step(backend, settings, posterior))
         plan = ChainPlan(
             backend, algorithm, dataset, center, num_burnin, num_draws, thin, nbeta, init_loss,
             batch_baseline=loss_only if baseline == "minibatch" else None,
@@ -455,7 +456,7 @@ def _adapt_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, 
                         f"{settings!r} has none")
     adaptation = adapt_step_size(settings, posterior, backend, dataset, chain_keys,
                                  num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
-                                 compile_step=backend.compile, center_loss=center_loss,
+                                 center_loss=center_loss,
                                  own_batch=own_batch)
     if all(row[2] == 0 for row in adaptation.history):
         raise RuntimeError(

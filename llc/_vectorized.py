@@ -12,14 +12,31 @@ and the tests compare them.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._programs import program_cache
 from ._runner import ChainPlan
 from ._tree import tree_map
 
 __all__ = ["BlockKernel"]
+
+
+class BlockStructure(NamedTuple):
+    """What a block program is built from: the run's structure, no arrays and no numbers
+    of the call, so that a cached program serves every call of the same structure."""
+
+    num_data: int
+    batch_size: int
+    batches_per_epoch: int
+    full_batch: bool
+    with_replacement: bool
+    num_burnin: int
+    thin: int
+    mala_every: int | None
+    first_order: bool
 
 
 class BlockKernel:
@@ -31,6 +48,14 @@ class BlockKernel:
         The run's shared settings; ``plan.dataset`` must hold arrays (``ArrayData``).
     chain_keys
         One key per chain, as the sequential path receives them.
+
+    Notes
+    -----
+    A sampler step from :func:`llc._programs.compiled_step` on an adapter that reuses
+    programs carries its uncompiled ``program``, ``structure`` and ``numbers``: the block is
+    then taken from the adapter's program cache (keyed by those and :class:`BlockStructure`)
+    and the numbers and w* are passed to it as arguments. Any other step is traced into a
+    block of this call alone.
     """
 
     def __init__(self, plan: ChainPlan, chain_keys: list[Any]) -> None:
@@ -46,82 +71,24 @@ class BlockKernel:
         self.num_chains = len(chain_keys)
         self._orders: Any = None
         self._next_step: int | None = None
-        self._block = transforms.jit(self._make_block(transforms), donate_argnums=(2,))
-        self._first_orders = transforms.jit(transforms.vmap(self._epoch_order, (0, None)))
+        dataset = plan.dataset
+        structure = BlockStructure(
+            dataset.num_data, dataset.batch_size, dataset.batches_per_epoch,
+            dataset.full_batch, dataset.with_replacement, plan.num_burnin, plan.thin,
+            plan.mala_every, plan.first_order)
+        step = plan.algorithm.step
+        program = getattr(step, "program", None)
+        if program is not None:
+            self.numbers: Any = step.numbers
+            self._block, self._first_orders = program_cache(backend).get(
+                ("block", structure, step.structure, plan.batch_baseline),
+                lambda: _compile_block(backend, structure, program, plan.batch_baseline))
+        else:
+            self.numbers = None
+            self._block, self._first_orders = _compile_block(
+                backend, structure, lambda numbers, *args, diagnose: step(*args, diagnose),
+                plan.batch_baseline)
 
-    # ---- traced code --------------------------------------------------------------------
-    def _epoch_order(self, data_key: Any, epoch: Any) -> Any:
-        backend, dataset = self.plan.backend, self.plan.dataset
-        if dataset.with_replacement:  # no permutation to carry: a placeholder of one row
-            return backend.namespace(epoch).reshape(epoch, (1,))
-        return backend.permutation(backend.fold_in(data_key, epoch), dataset.num_data,
-                                   self.arrays[0])
-
-    def _make_block(self, transforms: Any) -> Any:
-        plan, backend = self.plan, self.plan.backend
-        batch_size = plan.dataset.batch_size
-        per_epoch = plan.dataset.batches_per_epoch
-        step_fn = plan.algorithm.step
-
-        def chain_step(noise_key: Any, data_key: Any, state: Any, order: Any, arrays: Any,
-                       step: Any) -> tuple[Any, Any, dict[str, Any]]:
-            if plan.dataset.full_batch:
-                rows = None
-            elif plan.dataset.with_replacement:
-                rows = plan.dataset.rows(data_key, step)
-            else:
-                epoch, index = step // per_epoch, step % per_epoch
-                order = transforms.cond(index == 0, lambda: self._epoch_order(data_key, epoch),
-                                        lambda: order)
-                xp = backend.namespace(order)
-                rows = backend.take(order, index * batch_size + xp.arange(batch_size))
-            batch = (tuple(arrays) if rows is None
-                     else tuple(backend.take(array, rows) for array in arrays))
-            key = backend.fold_in(noise_key, step)
-            offset = step - plan.num_burnin
-            recorded = (offset >= 0) & (offset % plan.thin == 0)
-
-            def move(diagnose: bool) -> Any:
-                def run() -> tuple[Any, Any]:
-                    new_state, info = step_fn(key, state, batch, diagnose)
-                    acceptance = info.mala_acceptance
-                    if acceptance is None:
-                        acceptance = info.loss * float("nan")
-                    return new_state, info._replace(mala_acceptance=acceptance)
-                return run
-
-            if plan.mala_every is None:
-                new_state, info = move(False)()
-            else:
-                diagnose = recorded & ((offset // plan.thin) % plan.mala_every == 0)
-                new_state, info = transforms.cond(diagnose, move(True), move(False))
-            values = {"loss": info.loss, "distance": info.distance, "grad_norm": info.grad_norm,
-                      "mala_acceptance": info.mala_acceptance}
-            if plan.first_order:  # NaN from a sampler that does not report it
-                values["first_order"] = (info.loss * float("nan") if info.first_order is None
-                                         else info.first_order)
-            if plan.batch_baseline is not None:
-                values["baseline_loss"] = transforms.cond(
-                    recorded, lambda: plan.batch_baseline(plan.center, batch),
-                    lambda: info.loss * float("nan"))
-            return new_state, order, values
-
-        all_chains = transforms.vmap(chain_step, (0, 0, 0, 0, None, None))
-
-        def block(noise_keys: Any, data_keys: Any, states: Any, orders: Any, arrays: Any,
-                  steps: Any) -> tuple[Any, Any, dict[str, Any]]:
-            def body(carry: Any, step: Any) -> tuple[Any, dict[str, Any]]:
-                states, orders = carry
-                states, orders, values = all_chains(noise_keys, data_keys, states, orders,
-                                                    arrays, step)
-                return (states, orders), values
-
-            (states, orders), values = transforms.scan(body, (states, orders), steps)
-            return states, orders, values
-
-        return block
-
-    # ---- host side ----------------------------------------------------------------------
     def run(self, states: list[Any], start: int, stop: int) -> tuple[list[Any], dict[str, Any]]:
         """The chains' states at ``stop`` and each per-step value as a NumPy array
         (step, chain)."""
@@ -130,14 +97,92 @@ class BlockKernel:
         per_epoch = plan.dataset.batches_per_epoch
         if self._next_step != start:
             self._orders = self._first_orders(
-                self.data_keys, backend.asarray(np.asarray(start // per_epoch), like=like))
+                self.data_keys, backend.asarray(np.asarray(start // per_epoch), like=like),
+                self.arrays)
         stacked = tree_map(  # on the params' device, as the block's outputs are: one compile
             lambda *leaves: backend.asarray(backend.stack(list(leaves)), like=like), *states)
         steps = backend.asarray(np.arange(start, stop), like=like)
-        stacked, orders, values = self._block(self.noise_keys, self.data_keys, stacked,
-                                              self._orders, self.arrays, steps)
+        stacked, orders, values = self._block(self.numbers, plan.center, self.noise_keys,
+                                              self.data_keys, stacked, self._orders,
+                                              self.arrays, steps)
         host = {name: backend.to_numpy(value).astype(np.float64) for name, value in values.items()}
         self._orders, self._next_step = orders, stop
         unstacked = [tree_map(lambda leaf, chain=chain: leaf[chain], stacked)
                      for chain in range(self.num_chains)]
         return unstacked, host
+
+
+def _compile_block(backend: Any, structure: BlockStructure, step_fn: Callable[..., Any],
+                   batch_baseline: Callable[..., Any] | None) -> tuple[Any, Any]:
+    """``(block, first_orders)`` compiled: ``block(numbers, center, noise_keys, data_keys,
+    states, orders, arrays, steps)`` runs ``step_fn(numbers, key, state, batch, diagnose=)``
+    for every chain and step; ``first_orders(data_keys, epoch, arrays)`` the chains' epoch
+    orders. Reads nothing but its arguments and ``structure``."""
+    transforms = backend.chain_transforms
+    batch_size, per_epoch = structure.batch_size, structure.batches_per_epoch
+
+    def epoch_order(data_key: Any, epoch: Any, arrays: Any) -> Any:
+        if structure.with_replacement:  # no permutation to carry: a placeholder of one row
+            return backend.namespace(epoch).reshape(epoch, (1,))
+        return backend.permutation(backend.fold_in(data_key, epoch), structure.num_data,
+                                   arrays[0])
+
+    def chain_step(noise_key: Any, data_key: Any, state: Any, order: Any, numbers: Any,
+                   center: Any, arrays: Any, step: Any) -> tuple[Any, Any, dict[str, Any]]:
+        if structure.full_batch:
+            rows = None
+        elif structure.with_replacement:
+            rows = backend.integers(backend.fold_in(data_key, step), structure.num_data,
+                                    batch_size, arrays[0])
+        else:
+            epoch, index = step // per_epoch, step % per_epoch
+            order = transforms.cond(index == 0, lambda: epoch_order(data_key, epoch, arrays),
+                                    lambda: order)
+            xp = backend.namespace(order)
+            rows = backend.take(order, index * batch_size + xp.arange(batch_size))
+        batch = (tuple(arrays) if rows is None
+                 else tuple(backend.take(array, rows) for array in arrays))
+        key = backend.fold_in(noise_key, step)
+        offset = step - structure.num_burnin
+        recorded = (offset >= 0) & (offset % structure.thin == 0)
+
+        def move(diagnose: bool) -> Any:
+            def run() -> tuple[Any, Any]:
+                new_state, info = step_fn(numbers, key, state, batch, diagnose=diagnose)
+                acceptance = info.mala_acceptance
+                if acceptance is None:
+                    acceptance = info.loss * float("nan")
+                return new_state, info._replace(mala_acceptance=acceptance)
+            return run
+
+        if structure.mala_every is None:
+            new_state, info = move(False)()
+        else:
+            diagnose = recorded & ((offset // structure.thin) % structure.mala_every == 0)
+            new_state, info = transforms.cond(diagnose, move(True), move(False))
+        values = {"loss": info.loss, "distance": info.distance, "grad_norm": info.grad_norm,
+                  "mala_acceptance": info.mala_acceptance}
+        if structure.first_order:  # NaN from a sampler that does not report it
+            values["first_order"] = (info.loss * float("nan") if info.first_order is None
+                                     else info.first_order)
+        if batch_baseline is not None:
+            values["baseline_loss"] = transforms.cond(
+                recorded, lambda: batch_baseline(center, batch),
+                lambda: info.loss * float("nan"))
+        return new_state, order, values
+
+    all_chains = transforms.vmap(chain_step, (0, 0, 0, 0, None, None, None, None))
+
+    def block(numbers: Any, center: Any, noise_keys: Any, data_keys: Any, states: Any,
+              orders: Any, arrays: Any, steps: Any) -> tuple[Any, Any, dict[str, Any]]:
+        def body(carry: Any, step: Any) -> tuple[Any, dict[str, Any]]:
+            states, orders = carry
+            states, orders, values = all_chains(noise_keys, data_keys, states, orders,
+                                                numbers, center, arrays, step)
+            return (states, orders), values
+
+        (states, orders), values = transforms.scan(body, (states, orders), steps)
+        return states, orders, values
+
+    return (transforms.jit(block, donate_argnums=(4,)),
+            transforms.jit(transforms.vmap(epoch_order, (0, None, None))))

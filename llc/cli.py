@@ -94,14 +94,16 @@ def demo(backend: str | None = None, *, device: str | None = None,
         try:
             result.to_arviz().to_netcdf(folder / "demo.nc", engine="h5netcdf")
         except (ImportError, ValueError) as error:  # h5netcdf missing: xarray says ValueError
-            print(f"(could not write demo.nc: {error}; pip install 'local-learning-coefficient[netcdf]')",
+            print(f"(could not write demo.nc: {error}; "
+                  "pip install 'local-learning-coefficient[netcdf]')",
                   file=sys.stderr)
         else:
             report["files"].append(str(folder / "demo.nc"))
         try:
             figure = result.plot(true_lambda=problem.true_lambda)
         except ImportError:
-            print("(matplotlib not installed: no trace plot; pip install 'local-learning-coefficient[plots]')",
+            print("(matplotlib not installed: no trace plot; "
+                  "pip install 'local-learning-coefficient[plots]')",
                   file=sys.stderr)
         else:
             figure.savefig(folder / "demo_diagnostics.png", dpi=120)
@@ -115,7 +117,8 @@ def _step_size(text: str) -> float | str:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto'; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or 'auto'; got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number or 'auto'; got {text!r}")
     return value

@@ -196,8 +196,8 @@ class HealthThresholds:
         bias also moves the chains to stiffer regions), so a b̂ of 10 % is already a large step.
         ``step_size="auto"`` aims at 3 % during the burn-in. Known limitation: with a strong
         localization (γ = 100 on a digits classifier) the minibatch noise inside b̂ acts on
-        directions γ holds, where it barely moves λ̂, and the check can fire where λ̂ is flat. Acceptance cannot see this: on a singular
-        network λ̂ was 5× λ at a MALA acceptance of 0.976.
+        directions γ holds, where it barely moves λ̂, and the check can fire where λ̂ is flat.
+        Acceptance cannot see this: on a singular network λ̂ was 5× λ at a MALA acceptance of 0.976.
     max_loss_repeat_difference
         1e-5: ``stochastic-loss`` fires when two evaluations of ``loss_fn`` on the same
         batch at w* differ by more than this relative amount. A deterministic loss repeats
@@ -473,7 +473,8 @@ def _check_llc_above_max(run: _Run, t: HealthThresholds) -> Finding | None:
         return None
     mean, mcse = run.llc_mean, run.llc_mcse
     bound = dim / 2
-    if not (math.isfinite(mcse) and mean - t.significance_z * mcse > (1 + t.max_llc_margin) * bound):
+    threshold = (1 + t.max_llc_margin) * bound
+    if not (math.isfinite(mcse) and mean - t.significance_z * mcse > threshold):
         return None
     message = (f"λ̂ = {_fmt(mean)} ± {_fmt(mcse, 2)} (MCSE) exceeds d/2 = {_fmt(bound)} "
                f"(d = {int(dim)} parameters), the largest learning coefficient a minimum can "
@@ -481,7 +482,8 @@ def _check_llc_above_max(run: _Run, t: HealthThresholds) -> Finding | None:
                "overestimates the loss increase, usually because the step is too large "
                "(discretization and minibatch-gradient noise add energy).")
     step = run.step_size
-    suggestion = "lower `step_size`" + (f" from {_fmt(step)} to ~{_fmt(run.scaled_step(0.1), 2)}" if step else "")
+    suggestion = "lower `step_size`" + (
+        f" from {_fmt(step)} to ~{_fmt(run.scaled_step(0.1), 2)}" if step else "")
     num_data = _number(run.attrs.get("num_data"))
     if num_data and num_data >= 2 and run.result.nbeta < 0.5 * num_data / math.log(num_data):
         suggestion += (f"; `nbeta` = {_fmt(run.result.nbeta)} is far below n/log n = "
@@ -509,8 +511,9 @@ def _check_non_finite(run: _Run, t: HealthThresholds) -> Finding | None:
     parts = []
     if diverged:
         step = run.step_size
-        parts.append("lower `step_size`" + (f" from {_fmt(step)} to ~{_fmt(run.scaled_step(0.1), 2)}" if step
-                                             else "")
+        parts.append("lower `step_size`"
+                     + (f" from {_fmt(step)} to ~{_fmt(run.scaled_step(0.1), 2)}" if step
+                        else "")
                      + " (a diverging chain stepped beyond the stability limit, roughly "
                        "step_size < 4 / (nβ · largest Hessian eigenvalue)) or raise "
                        "`localization`")
@@ -616,7 +619,8 @@ def _check_low_mala_acceptance(run: _Run, t: HealthThresholds) -> Finding | None
     if step:
         worst = min(pooled, *[a for a in per_chain if math.isfinite(a)])
         factor = (1 - t.target_mala_acceptance) / max(1 - worst, 1e-12)
-        suggestion = (f"lower `step_size` from {_fmt(step)} to ~{_fmt(run.scaled_step(min(factor, 0.5)), 2)} "
+        smaller = _fmt(run.scaled_step(min(factor, 0.5)), 2)
+        suggestion = (f"lower `step_size` from {_fmt(step)} to ~{smaller} "
                       f"(1 − acceptance grows about in proportion to the step size; aim for "
                       f"≥ {t.target_mala_acceptance}).")
     else:
@@ -724,10 +728,11 @@ def _check_not_critical_point(run: _Run, t: HealthThresholds) -> Finding | None:
     suggestion = ("use a checkpoint closer to convergence (train longer, or finish with "
                   "full-batch steps)")
     if gamma is not None:
-        suggestion += (f", or raise `localization` from {_fmt(gamma)} to ~{_fmt(max(10 * gamma, 1.0))}"
-                       " so the chains move less far along the slope")
+        suggestion += (f", or raise `localization` from {_fmt(gamma)} to "
+                       f"~{_fmt(max(10 * gamma, 1.0))} so the chains move less far along the slope")
     if partial:
-        suggestion += "; compute L_n(w*) and its gradient on all the data (`init_loss_batches=None`)"
+        suggestion += ("; compute L_n(w*) and its gradient on all the data "
+                       "(`init_loss_batches=None`)")
     return Finding("not-critical-point", message, (), suggestion + ".")
 
 

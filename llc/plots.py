@@ -19,9 +19,9 @@ running mean of each chain (bold) and means over consecutive blocks of about 1/5
 draws (faint), not the single draws; the per-draw standard deviation is written in the title.
 With ``trace_batch="own"`` the blocks are whole epochs, aligned to the epochs, where that
 leaves at least 20 blocks: every epoch is a permutation of the rows, so the batch noise
-cancels over it and the block means show how the chain really moves. Failed chains (diverged or raised; left out of λ̂) are dashed, end in a
-labelled cross where they stopped, and are named "failed" in the legend; the y-ranges follow
-the healthy chains.
+cancels over it and the block means show how the chain really moves. Failed chains (diverged or
+raised; left out of λ̂) are dashed, end in a labelled cross where they stopped, and are named
+"failed" in the legend; the y-ranges follow the healthy chains.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def _pyplot() -> Any:
         import matplotlib
         import matplotlib.pyplot as plt
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("plots need matplotlib: pip install 'local-learning-coefficient[plots]'") from error
+        raise ImportError(
+            "plots need matplotlib: pip install 'local-learning-coefficient[plots]'") from error
     headless = sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     if headless:

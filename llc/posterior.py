@@ -39,9 +39,11 @@ class LocalizedPosterior:
     center
         w* as a flat vector (a private copy; never the user's arrays).
     nbeta
-        The effective inverse temperature nβ (> 0).
+        The effective inverse temperature nβ (> 0): a number, or a 0-d array of the backend
+        inside a compiled program that takes it as an argument (``llc._programs``).
     localization
-        The strength γ ≥ 0 of the pull back to w*.
+        The strength γ ≥ 0 of the pull back to w*: a number, or a 0-d array as ``nbeta``
+        (γ = 0 is then the number 0, which drops the term from the drift).
     backend
         The adapter that owns the arrays (noise, norms).
     slope
@@ -51,8 +53,8 @@ class LocalizedPosterior:
 
     loss_and_grad: LossAndGrad
     center: Array
-    nbeta: float
-    localization: float
+    nbeta: Any
+    localization: Any
     backend: Backend
     slope: Array | None = None
 
@@ -82,7 +84,7 @@ class LocalizedPosterior:
 
     def _drift(self, grad: Array, offset: Array) -> Array:
         """nβ ∇L_B(w) + γ (w − w*), written over ``offset``, a temporary of the caller's."""
-        if self.localization == 0:
+        if isinstance(self.localization, (int, float)) and self.localization == 0:
             return self.backend.linear_combination((self.nbeta, grad))
         return self.backend.linear_combination((self.nbeta, grad), (self.localization, offset),
                                                reuse=1)
@@ -110,7 +112,7 @@ class LocalizedPosterior:
         xp = self.backend.namespace(position)
         forward = proposal - position + (0.5 * step_size) * drift
         backward = position - proposal + (0.5 * step_size) * proposal_drift
-        if isinstance(step_size, float):
+        if len(getattr(step_size, "shape", ())) == 0:  # one ε for every coordinate
             transition = (xp.sum(forward * forward) - xp.sum(backward * backward)) \
                 / (2.0 * step_size)
         else:

@@ -326,7 +326,8 @@ class LLCResult:
             ))
         tree.attrs.update(_netcdf_attrs(self.attrs))
         tree.attrs["elapsed_seconds"] = float(self.elapsed)
-        tree.attrs["failed_chains"] = json.dumps([int(c) for c in np.flatnonzero(self.failed_chains)])
+        tree.attrs["failed_chains"] = json.dumps(
+            [int(c) for c in np.flatnonzero(self.failed_chains)])
         tree.attrs["chain_errors"] = json.dumps(self.chain_errors)
         tree.attrs["findings"] = json.dumps([dataclasses.asdict(f) for f in self.findings])
         return tree
@@ -336,7 +337,8 @@ class LLCResult:
         """Rebuild a result from :meth:`to_arviz`'s DataTree (e.g. one read from disk)."""
         for group in ("posterior", "sample_stats"):
             if group not in tree.children:
-                raise ValueError(f"`tree` has no {group!r} group: not written by LLCResult.to_arviz")
+                raise ValueError(
+                    f"`tree` has no {group!r} group: not written by LLCResult.to_arviz")
         posterior = tree["posterior"]
         attrs: dict[str, Any] = {str(key): value.item() if isinstance(value, np.generic) else value
                                  for key, value in tree.attrs.items()}
@@ -378,7 +380,8 @@ class LLCResult:
                 full_loss = full_loss[:, :-(-done // int(attrs.get("full_loss_every", 1)))]
         return cls(
             llc_trace=llc_trace,
-            loss_trace=np.asarray(posterior["loss"].values, dtype=np.float64)[:, :llc_trace.shape[1]],
+            loss_trace=np.asarray(posterior["loss"].values,
+                                  dtype=np.float64)[:, :llc_trace.shape[1]],
             init_loss=float(attrs["init_loss"]),
             nbeta=float(attrs["nbeta"]),
             sample_stats=stats,
@@ -451,13 +454,15 @@ class LLCResult:
             f"batch_size={attrs.get('batch_size')}, burn-in={attrs.get('num_burnin')}, "
             f"thin={attrs.get('thin')}, baseline={attrs.get('baseline')}, "
             f"trace_batch={attrs.get('trace_batch', 'own')}, seed={attrs.get('seed')}",
-            f"L_n(w*) = {self.init_loss:.6g}, ‖∇L_n(w*)‖ = {attrs.get('init_grad_norm', float('nan')):.3g}"
+            f"L_n(w*) = {self.init_loss:.6g}, "
+            f"‖∇L_n(w*)‖ = {attrs.get('init_grad_norm', float('nan')):.3g}"
             f", {self.elapsed:.1f} s",
         ]
         if self.full_loss_trace is not None:
             lines.append(f"λ̂ from L_n(w_t) at every {attrs.get('full_loss_every')}th draw: "
                          f"{self.full_llc_mean:.4g}")
-        lines += [f"chain {chain}: {error}" for chain, error in enumerate(self.chain_errors) if error]
+        lines += [f"chain {chain}: {error}"
+                  for chain, error in enumerate(self.chain_errors) if error]
         lines += [f"health: {finding}" for finding in self.findings] or ["health: no findings"]
         return "\n".join(lines)
 

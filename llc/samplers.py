@@ -154,7 +154,8 @@ def sgld(posterior: LocalizedPosterior, step_size: float | np.ndarray) -> Sampli
         noise = backend.normal(key, position)
         new_position = epsilon.langevin_move(position, here.drift, noise)
         acceptance = posterior.langevin_acceptance(
-            epsilon.size, position, here.loss, here.drift, new_position, batch) if diagnose else None
+            epsilon.size, position, here.loss, here.drift, new_position, batch
+        ) if diagnose else None
         return SGLDState(position=new_position), _describe(here, acceptance)
 
     return SamplingAlgorithm(init, step)
@@ -177,8 +178,14 @@ class SGLD:
     def __post_init__(self) -> None:
         object.__setattr__(self, "step_size", step_size_value(self.step_size))
 
+    kernel = staticmethod(sgld)
+
+    def kernel_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :attr:`kernel` after the posterior."""
+        return {"step_size": self.step_size}
+
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
-        return sgld(posterior, self.step_size)
+        return sgld(posterior, **self.kernel_arguments())
 
     def curvature_equivalent_step(self) -> float:
         return float(self.step_size)
@@ -231,24 +238,23 @@ class _Step:
     """A step size bound to a posterior: ``size`` is ε (a float) or the per-coordinate steps
     as an array of the posterior's backend, and the Langevin move applies it either way."""
 
-    def __init__(self, posterior: LocalizedPosterior, step_size: float | np.ndarray) -> None:
+    def __init__(self, posterior: LocalizedPosterior, step_size: Any) -> None:
         self.backend = posterior.backend
-        if isinstance(step_size, np.ndarray):
+        self.per_coordinate = len(getattr(step_size, "shape", ())) == 1
+        if self.per_coordinate:
             dimension = int(posterior.center.shape[0])
-            if step_size.shape != (dimension,):
-                raise ValueError(f"`step_size` has {step_size.size} per-coordinate steps; the "
-                                 f"parameters have {dimension} coordinates")
+            if tuple(step_size.shape) != (dimension,):
+                raise ValueError(f"`step_size` has {step_size.shape[0]} per-coordinate steps; "
+                                 f"the parameters have {dimension} coordinates")
             self.size = self.backend.asarray(step_size, like=posterior.center)
-            self.per_coordinate = True
-        else:
-            self.size = float(step_size)
-            self.per_coordinate = False
+        else:  # a number, or a 0-d array of a compiled program's arguments
+            self.size = step_size
 
     def sqrt(self, factor: float = 1.0) -> Any:
         """√(factor · ε), per coordinate where ε is."""
         if self.per_coordinate:
             return self.backend.namespace(self.size).sqrt(factor * self.size)
-        return math.sqrt(factor * self.size)
+        return _sqrt(self.backend, factor * self.size)
 
     def scaled(self, coefficient: float, vector: Array) -> tuple[Any, Array]:
         """The term ``coefficient · ε ⊙ vector`` for :meth:`Backend.linear_combination`."""
@@ -265,13 +271,20 @@ class _Step:
             (1.0, position), (-0.5 * self.size, drift), (self.sqrt(), noise), reuse=2)
 
 
-def _scalar_step(settings_name: str, step_size: Any) -> float:
-    if isinstance(step_size, np.ndarray):
+def _scalar_step(settings_name: str, step_size: Any) -> Any:
+    if len(getattr(step_size, "shape", ())) == 1:
         raise ValueError(f"the {settings_name} sampler takes one step size for every "
                          "coordinate: per-coordinate (per-leaf) steps would break its "
                          "thermostat, which holds the mean kinetic energy; use sgld, "
                          "rmsprop_sgld, sghmc or mala")
-    return float(step_size)
+    return float(step_size) if isinstance(step_size, numbers.Real) else step_size
+
+
+def _sqrt(backend: Any, value: Any) -> Any:
+    """√value of a number (``math.sqrt``) or of a 0-d array of a compiled program."""
+    if isinstance(value, numbers.Real):
+        return math.sqrt(value)
+    return backend.namespace(value).sqrt(value)
 
 
 def langevin_equivalent_step(settings: Any) -> float | None:
@@ -336,7 +349,8 @@ def _langevin_probe(posterior: LocalizedPosterior, key: Key, step_size: float,
     backend = posterior.backend
     noise = backend.normal(backend.fold_in(key, 1), position)
     proposal = backend.linear_combination(
-        (1.0, position), (-0.5 * step_size, here.drift), (math.sqrt(step_size), noise), reuse=2)
+        (1.0, position), (-0.5 * step_size, here.drift), (_sqrt(backend, step_size), noise),
+        reuse=2)
     return posterior.langevin_acceptance(step_size, position, here.loss, here.drift, proposal,
                                          batch)
 
@@ -461,7 +475,6 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float | np.ndarray, b
     """
     backend = posterior.backend
     step_size = _Step(posterior, step_size).size
-    beta2 = float(beta2)
 
     def init(position: Array) -> RMSPropSGLDState:
         zero = _zero_scalar(backend, position)
@@ -547,12 +560,18 @@ class RMSPropSGLD:
         """v₀: 0 in devinterp's variant, else 1."""
         return 0.0 if self.devinterp_variant else 1.0
 
-    def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
+    kernel = staticmethod(rmsprop_sgld)
+
+    def kernel_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :attr:`kernel` after the posterior."""
         assert self.beta2 is not None and self.eps_stability is not None  # resolved
-        return rmsprop_sgld(posterior, self.step_size, beta2=self.beta2,
-                            eps_stability=self.eps_stability,
-                            bias_correction=bool(self.bias_correction),
-                            initial_square_avg=self.initial_square_avg)
+        return {"step_size": self.step_size, "beta2": self.beta2,
+                "eps_stability": self.eps_stability,
+                "bias_correction": bool(self.bias_correction),
+                "initial_square_avg": self.initial_square_avg}
+
+    def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
+        return rmsprop_sgld(posterior, **self.kernel_arguments())
 
     def settings(self) -> dict[str, Any]:
         return _record(self)
@@ -610,7 +629,7 @@ def sghmc(posterior: LocalizedPosterior, step_size: float | np.ndarray, friction
     """
     backend = posterior.backend
     epsilon = _Step(posterior, step_size)
-    decay = 1.0 - float(friction)
+    decay = 1.0 - friction
     noise_scale = epsilon.sqrt(2.0 * friction)
     probe_step = None if epsilon.per_coordinate else 2.0 * epsilon.size / (2.0 - friction)
 
@@ -624,7 +643,8 @@ def sghmc(posterior: LocalizedPosterior, step_size: float | np.ndarray, friction
         noise = backend.normal(key, position)
         if epsilon.per_coordinate:
             momentum = backend.linear_combination(
-                (decay, state.momentum), epsilon.scaled(-1.0, here.drift), (1.0, noise_scale * noise))
+                (decay, state.momentum), epsilon.scaled(-1.0, here.drift),
+                (1.0, noise_scale * noise))
         else:
             momentum = backend.linear_combination(
                 (decay, state.momentum), (-epsilon.size, here.drift), (noise_scale, noise), reuse=2)
@@ -658,8 +678,14 @@ class SGHMC:
         object.__setattr__(self, "friction", _unit_interval(
             "friction", self.friction, closed_low=False, closed_high=True))
 
+    kernel = staticmethod(sghmc)
+
+    def kernel_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :attr:`kernel` after the posterior."""
+        return {"step_size": self.step_size, "friction": self.friction}
+
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
-        return sghmc(posterior, self.step_size, self.friction)
+        return sghmc(posterior, **self.kernel_arguments())
 
     def curvature_equivalent_step(self) -> float:
         return 2.0 * float(self.step_size) / (2.0 - self.friction)
@@ -740,8 +766,8 @@ def sgnht(posterior: LocalizedPosterior, step_size: float, diffusion: float | No
     """
     backend = posterior.backend
     h = _scalar_step("sgnht", step_size)
-    diffusion = SGNHT_FRICTION / h if diffusion is None else float(diffusion)
-    noise_scale = math.sqrt(2.0 * diffusion * h)
+    diffusion = SGNHT_FRICTION / h if diffusion is None else diffusion
+    noise_scale = _sqrt(backend, 2.0 * diffusion * h)
 
     def init(position: Array) -> SGNHTState:
         return SGNHTState(position=position, momentum=position * 0,
@@ -794,8 +820,14 @@ class SGNHT:
 
     step_exponent = 0.5  # ε_c = h²
 
+    kernel = staticmethod(sgnht)
+
+    def kernel_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :attr:`kernel` after the posterior (A resolved)."""
+        return {"step_size": self.step_size, "diffusion": self.resolved_diffusion}
+
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
-        return sgnht(posterior, self.step_size, self.diffusion)
+        return sgnht(posterior, **self.kernel_arguments())
 
     def curvature_equivalent_step(self) -> float:
         return float(self.step_size) ** 2
@@ -838,7 +870,8 @@ def mala(posterior: LocalizedPosterior, step_size: float | np.ndarray) -> Sampli
         \xi_t \sim \mathcal N(0, I), \\
         a_t &= \min\Big(1, \exp\big(U(w_t) - U(w') + \log q(w_t \mid w')
               - \log q(w' \mid w_t)\big)\Big), \quad
-        q(w' \mid w) = \mathcal N\big(w';\, w - \tfrac{\epsilon}{2}\nabla U(w),\, \epsilon I\big), \\
+        q(w' \mid w) = \mathcal N\big(w';\,
+              w - \tfrac{\epsilon}{2}\nabla U(w),\, \epsilon I\big), \\
         w_{t+1} &= w' \text{ with probability } a_t, \text{ else } w_t.
 
     The uniform of the accept test comes from the backend's normal generator alone:
@@ -912,8 +945,14 @@ class MALA:
     def __post_init__(self) -> None:
         object.__setattr__(self, "step_size", step_size_value(self.step_size))
 
+    kernel = staticmethod(mala)
+
+    def kernel_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :attr:`kernel` after the posterior."""
+        return {"step_size": self.step_size}
+
     def build(self, posterior: LocalizedPosterior) -> SamplingAlgorithm:
-        return mala(posterior, self.step_size)
+        return mala(posterior, **self.kernel_arguments())
 
     def settings(self) -> dict[str, Any]:
         return _record(self)

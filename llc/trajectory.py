@@ -556,7 +556,8 @@ def _validate_checkpoints(checkpoints: Any, steps: Any) -> tuple[list[Any], np.n
                     f"got the key {key!r}. To estimate λ̂ of one params pytree use "
                     "llc.estimate; for several pass a list of params pytrees")
         items = sorted(checkpoints.items(), key=lambda item: item[0])
-        return [params for _, params in items], _validate_steps([key for key, _ in items], len(items))
+        steps = _validate_steps([key for key, _ in items], len(items))
+        return [params for _, params in items], steps
     if isinstance(checkpoints, (str, bytes)) or not (
             hasattr(checkpoints, "__len__") and hasattr(checkpoints, "__getitem__")):
         raise TypeError(

@@ -107,9 +107,9 @@ def _exact_sgld_bias(step: float, h: np.ndarray, localization: float) -> float:
 
 def test_auto_step_in_every_backend(backend64) -> None:
     """The same adaptation through every adapter, on a Gaussian posterior with nβ = 10⁴ and
-    full batches (no minibatch noise): the start 1e-4 is accepted at about 0.82, and the frozen step is where the
-    exact bias of λ̂ for SGLD on this Gaussian, b(ε) = ½ Σ (1 − γ/h)(εh/4)/(1 − εh/4), is the
-    rule's τ·λ̂(ε) — the fixed point of (ε/8) E_ε‖nβ∇L‖² = τ (λ̂(0) + b(ε)), computed here
+    full batches (no minibatch noise): the start 1e-4 is accepted at about 0.82, and the frozen step
+    is where the exact bias of λ̂ for SGLD on this Gaussian, b(ε) = ½ Σ (1 − γ/h)(εh/4)/(1 − εh/4),
+    is the rule's τ·λ̂(ε) — the fixed point of (ε/8) E_ε‖nβ∇L‖² = τ (λ̂(0) + b(ε)), computed here
     from the Hessian's eigenvalues."""
     from llc import _adapt
 

@@ -406,7 +406,8 @@ non_array_item = st.one_of(
 
 
 @st.composite
-def malformed_data(draw: st.DrawFn, backend: str) -> tuple[str, Any, dict[str, Any], tuple[str, ...]]:
+def malformed_data(draw: st.DrawFn, backend: str
+                   ) -> tuple[str, Any, dict[str, Any], tuple[str, ...]]:
     """``(kind, data, extra estimate kwargs, names the message may use)``."""
     kind = draw(st.sampled_from([
         "mismatched", "scalar item", "no rows", "bare array", "empty tuple", "non-array item",

@@ -174,7 +174,8 @@ def test_estimator_formula(backend64) -> None:
     assert result.nbeta == pytest.approx(n / math.log(n))
     x, y = backend64.to_numpy(data)
     w = backend64.to_numpy(params)["weight"]
-    assert result.init_loss == pytest.approx(0.5 * np.mean(np.sum((x @ w.T - y) ** 2, 1)), rel=1e-12)
+    expected = 0.5 * np.mean(np.sum((x @ w.T - y) ** 2, 1))
+    assert result.init_loss == pytest.approx(expected, rel=1e-12)
     w_moved = w + 0.01  # off the least-squares point, where the gradient is not ~0
     moved = llc.estimate(loss_fn, backend64.asarray({"weight": w_moved}), data, **SHORT)
     expected = np.linalg.norm((x @ w_moved.T - y).T @ x / len(x))
@@ -270,7 +271,8 @@ def test_mala_acceptance_matches_a_hand_computation(backend64) -> None:
         residual = x @ weight.T - y
         loss = 0.5 * np.mean(np.sum(residual**2, 1))
         grad = (residual.T @ x / len(x)).ravel()
-        return nbeta * loss + 0.5 * gamma * np.sum((w - w_star) ** 2), nbeta * grad + gamma * (w - w_star)
+        potential = nbeta * loss + 0.5 * gamma * np.sum((w - w_star) ** 2)
+        return potential, nbeta * grad + gamma * (w - w_star)
 
     w, w_new = bk.to_numpy(start), bk.to_numpy(new_state.position)
     u, grad_u = potential_and_gradient(w)

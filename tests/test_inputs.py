@@ -10,7 +10,8 @@ import pytest
 
 import llc
 
-from _models import FailingChains, linear_loss, skip_if_compiled, linear_loss_and_grad, linear_problem
+from _models import (FailingChains, linear_loss, linear_loss_and_grad, linear_problem,
+                     skip_if_compiled)
 
 SHORT = dict(num_chains=2, num_draws=30, num_burnin=10, step_size=1e-4, progress=False)
 
@@ -58,7 +59,8 @@ def test_bad_params(backend64) -> None:
 def test_mixed_frameworks_in_params() -> None:
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="`params` mixes frameworks"):
-        llc.estimate(linear_loss, {"a": torch.ones(2), "b": np.ones(2)}, (np.ones((4, 1)),), **SHORT)
+        llc.estimate(linear_loss, {"a": torch.ones(2), "b": np.ones(2)}, (np.ones((4, 1)),),
+                     **SHORT)
 
 
 def test_bad_data(backend64) -> None:
@@ -205,7 +207,8 @@ def test_a_raising_chain_keeps_its_draws_and_the_others_finish(backend64) -> Non
                               step_size=1e-4, progress=False, seed=1, mala_every=None,
                               baseline="full")
     assert list(result.failed_chains) == [True, False]
-    assert np.isfinite(result.loss_trace[0, :15]).all() and np.isnan(result.loss_trace[0, 15:]).all()
+    assert np.isfinite(result.loss_trace[0, :15]).all()
+    assert np.isnan(result.loss_trace[0, 15:]).all()
     assert np.isfinite(result.loss_trace[1]).all()
     assert result.llc_mean == pytest.approx(result.llc_trace[1].mean())
 

@@ -111,8 +111,8 @@ def _token_dicts(length: int = 7, vocab: int = 10):
     tokens = rng.integers(0, vocab, size=(48, length))
     mask = np.ones_like(tokens)
     mask[::3, -2:] = 0
-    return [{"input_ids": jnp.asarray(tokens[i:i + 16]), "attention_mask": jnp.asarray(mask[i:i + 16])}
-            for i in range(0, 48, 16)]
+    return [{"input_ids": jnp.asarray(tokens[i:i + 16]),
+             "attention_mask": jnp.asarray(mask[i:i + 16])} for i in range(0, 48, 16)]
 
 
 def _masked_next_token_nll(logits, batch) -> float:

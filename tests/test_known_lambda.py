@@ -53,7 +53,8 @@ def recovery(result: llc.LLCResult, true_lambda: float) -> tuple[bool, str]:
     """Whether λ̂ is precise (4·MCSE < 10 % of λ) and within 10 % of λ."""
     mcse = result.llc_mcse
     error = result.llc_mean / true_lambda - 1.0
-    message = f"λ̂ = {result.llc_mean:.3f} ± {mcse:.3f}, λ = {true_lambda}, error {100 * error:+.1f} %"
+    message = (f"λ̂ = {result.llc_mean:.3f} ± {mcse:.3f}, λ = {true_lambda}, "
+               f"error {100 * error:+.1f} %")
     return 4 * mcse < 0.1 * true_lambda and abs(error) < 0.10, message
 
 
@@ -75,7 +76,8 @@ def test_recovers_known_lambda_float32() -> None:
     problem = PROBLEMS["dln-4-5-3-4-r2"]
     data_np, params_np = problem.setup(NUM_DATA, seed=0)
     for device in devices:
-        params = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in params_np.items()}
+        params = {k: torch.tensor(v, dtype=torch.float32, device=device)
+                  for k, v in params_np.items()}
         result = llc.estimate(problem.loss, params, data_np, **SETTINGS)
         assert result.attrs["dtype"] == "float32"
         ok, message = recovery(result, problem.true_lambda)

@@ -333,7 +333,8 @@ CASES = {
     "rmsprop_sgld": {"build": lambda p: rmsprop_sgld(p, RMSPROP_STEP), "steps": 16_000,
                          "burnin": 3_000, "thin": 8, "target": rmsprop_target,
                          "start": lambda t: t.mean + 1.5,  # 2–3 σ off; w* is ≈ 1000 σ away
-                         "bias": lambda t: langevin_bias(t, rmsprop_preconditioner(t, RMSPROP_STEP))},
+                         "bias": lambda t: langevin_bias(
+                             t, rmsprop_preconditioner(t, RMSPROP_STEP))},
 }
 
 BROKEN = {

@@ -19,6 +19,7 @@ keras = pytest.importorskip("keras")
 from _models import linear_data, linear_loss
 from llc.backends.tensorflow import backend, from_keras, namespace
 
+from llc._programs import program_cache
 from llc.posterior import LocalizedPosterior
 from llc.samplers import SGLD
 
@@ -92,6 +93,7 @@ def test_same_seed_same_result_for_any_global_seed() -> None:
 
 def test_tracing_count_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """One trace per value of the static `diagnose` and per batch shape, not per step."""
+    program_cache(backend).clear()  # programs kept from other tests would not be compiled
     compiled, gradients = [], []
     compile_step, value_and_grad = backend.compile, backend.value_and_grad
     monkeypatch.setattr(backend, "compile",
@@ -100,7 +102,8 @@ def test_tracing_count_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
                         lambda *a: gradients.append(value_and_grad(*a)) or gradients[-1])
     params, data = _linear()
     llc.estimate(linear_loss, params, data, batch_size=64, num_chains=3, num_draws=300,
-                 num_burnin=50, mala_every=5, step_size=1e-4, progress=False)
+                 num_burnin=50, mala_every=5, step_size=1e-4, progress=False,
+                 chain_method="sequential")  # the vectorized blocks trace the step inside
     assert compiled[0].experimental_get_tracing_count() == 2  # diagnose False and True
     # loss and gradient: one shape, as L_n(w*) is evaluated in batches of the minibatch's 64 rows
     assert gradients[0].experimental_get_tracing_count() == 1
@@ -112,6 +115,7 @@ def test_vectorized_blocks_trace_at_most_twice_and_batch_every_op(
     for the first block of another length; never per block. pfor batches every op: the traced
     program holds one while loop (the scan over the steps) and none of the loops over the
     chains that pfor falls back to for an op it cannot batch (stateless random ops included)."""
+    program_cache(backend).clear()
     transforms = type(backend.chain_transforms)
     jit = transforms.jit
     calls = []
@@ -131,8 +135,8 @@ def test_vectorized_blocks_trace_at_most_twice_and_batch_every_op(
                           num_draws=500, num_burnin=50, mala_every=5, baseline="minibatch",
                           step_size=1e-4, progress=False)  # blocks of 200, 200 and 150 steps
     assert result.attrs["chain_method"] == "vectorized"
-    orders = [call for call in calls if len(call[1]) == 2]  # the first epoch's orders
-    blocks = [call for call in calls if len(call[1]) == 6]
+    orders = [call for call in calls if len(call[1]) == 3]  # the first epoch's orders
+    blocks = [call for call in calls if len(call[1]) == 8]
     assert len(orders) == 1 and len(blocks) == 3
     assert orders[0][0].experimental_get_tracing_count() == 1
     assert blocks[0][0].experimental_get_tracing_count() == 2
@@ -163,6 +167,7 @@ def test_compiled_step_equals_the_eager_step() -> None:
 def test_a_short_last_batch_retraces_once() -> None:
     params, (x, y) = _linear()
     batches = [(x[:100], y[:100]), (x[100:200], y[100:200]), (x[200:], y[200:])]  # 100, 100, 56
+    program_cache(backend).clear()
     compiled = []
     original = backend.compile
 
@@ -447,14 +452,20 @@ def test_bad_params_and_loss_fn_name_the_argument() -> None:
         llc.estimate(linear_loss, {"weight": tf.zeros((0, 3), tf.float64)}, data, **SHORT)
     with pytest.raises(TypeError, match="`params` mixes frameworks"):
         llc.estimate(linear_loss, {"weight": params["weight"], "b": np.zeros(2)}, data, **SHORT)
-    per_sample = lambda p, b: tf.reduce_sum((b[0] @ tf.transpose(p["weight"]) - b[1]) ** 2, 1)
+    def per_sample(p, b):
+        return tf.reduce_sum((b[0] @ tf.transpose(p["weight"]) - b[1]) ** 2, 1)
+
     with pytest.raises(ValueError, match="scalar loss"):
         llc.estimate(per_sample, params, data, **SHORT)
-    stopped = lambda p, b: linear_loss({"weight": tf.stop_gradient(p["weight"])}, b)
+    def stopped(p, b):
+        return linear_loss({"weight": tf.stop_gradient(p["weight"])}, b)
+
     with pytest.raises(TypeError, match="does not use the `params`"):
         llc.estimate(stopped, params, data, **SHORT)
     closed_over = tf.Variable(tf.zeros((2, 3), tf.float64))
-    unused = lambda p, b: linear_loss({"weight": closed_over}, b)
+    def unused(p, b):
+        return linear_loss({"weight": closed_over}, b)
+
     with pytest.raises(TypeError, match="does not use the `params`"):
         llc.estimate(unused, params, data, **SHORT)
     with pytest.raises(TypeError, match="`loss_fn` must return a TensorFlow scalar"):

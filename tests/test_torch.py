@@ -52,7 +52,8 @@ def test_estimate_leaves_the_module_untouched() -> None:
 
 
 def test_batch_norm_buffers_are_not_written() -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8),
+                                torch.nn.Linear(8, 1))
     x, y = torch.randn(128, 4), torch.randn(128, 1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.warns(UserWarning, match="training mode"):
@@ -251,8 +252,8 @@ def test_vectorized_chains_summarize_torch_batching_rule_warnings() -> None:
     def step(v):
         warnings.warn("There is a performance drop because we have not yet implemented the "
                       "batching rule for aten::llc_test_op. Please file us an issue on GitHub",
-                      UserWarning)
-        warnings.warn("a warning of the user's own", RuntimeWarning)
+                      UserWarning, stacklevel=1)
+        warnings.warn("a warning of the user's own", RuntimeWarning, stacklevel=1)
         return v * 2
 
     mapped = TorchTransforms().vmap(step, (0,))

@@ -154,7 +154,8 @@ def test_an_interrupted_vectorized_run_resumes_to_the_same_result(vectorizable, 
     with pytest.warns(llc.IncompleteRunWarning, match="interrupted at step 400"):
         partial = _quiet(loss_fn, params, data, checkpoint=path, **settings)
     monkeypatch.setattr(_vectorized.BlockKernel, "run", run)
-    assert not partial.complete and partial.llc_trace.shape[1] == (400 - 30) // 2  # draws at steps 30, 32, ..., 398
+    # draws at steps 30, 32, ..., 398
+    assert not partial.complete and partial.llc_trace.shape[1] == (400 - 30) // 2
     resumed = _quiet(loss_fn, params, data, resume=path, **settings)
     assert resumed.complete
     np.testing.assert_array_equal(resumed.llc_trace, reference.llc_trace)
