@@ -14,11 +14,13 @@ from ._version import __version__
 from .posterior import LocalizedPosterior
 from .diagnostics import (ChainFailureWarning, Finding, HealthThresholds, LLCHealthWarning,
                           check_health)
-from .result import IncompleteRunWarning, LLCResult, load
+from ._errors import AllChainsFailedError
+from .result import IncompleteRunWarning, LLCResult
 from .trajectory import TrajectoryError, TrajectoryResult, estimate_trajectory
+from .io import load
 from .calibration import CalibrationResult, CalibrationWarning, calibrate
 from .slt_observables import Observables, observables
-from . import samplers
+from . import plots, samplers  # plots: the drawers of result.plot(); no matplotlib yet
 
 __all__ = [
     "__version__",
@@ -32,6 +34,7 @@ __all__ = [
     "TrajectoryResult",
     "TrajectoryError",
     "load",
+    "AllChainsFailedError",
     "ChainFailureWarning",
     "IncompleteRunWarning",
     "LLCHealthWarning",
@@ -44,6 +47,7 @@ __all__ = [
     "available_backends",
     "array_namespace",
     "samplers",
+    "plots",
     "observables",
     "Observables",
     "problems",

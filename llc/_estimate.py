@@ -23,7 +23,8 @@ from ._adapt import (_BIAS_TARGET, StepSizeAdaptation, adapt_step_size,
 from ._backend import Backend, backend_for
 from ._data import ArrayData, make_data
 from ._tree import tree_flatten
-from ._runner import ChainPlan, ChainRun, RunnerState, run_chains
+from ._plan import ChainPlan
+from ._runner import ChainRun, RunnerState, run_chains
 from ._steps import describe_per_leaf, is_per_leaf, per_coordinate_steps
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from ._version import __version__

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._programs import program_cache
-from ._runner import ChainPlan
+from ._plan import ChainPlan
 from ._tree import tree_map
 
 __all__ = ["BlockKernel"]

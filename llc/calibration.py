@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._errors import AllChainsFailedError
 from ._estimate import default_nbeta, estimate
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from .diagnostics import HealthThresholds, LLCHealthWarning, _Run
@@ -729,9 +730,7 @@ def calibrate(
                                       **estimate_kwargs)
             except KeyboardInterrupt:
                 return True
-            except RuntimeError as error:
-                if not str(error).startswith("every chain failed"):
-                    raise
+            except AllChainsFailedError as error:
                 grid.ran[i, j, k] = True
                 grid.numbers["diverged"][i, j, k] = 1.0
                 grid.numbers["elapsed_seconds"][i, j, k] = time.perf_counter() - point_started

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._adapt import _BIAS_TARGET
+from ._errors import ChainFailureWarning, Finding, LLCHealthWarning
 from .samplers import (langevin_equivalent_step, langevin_noise_equivalent_step,
                        settings_from_attrs, step_exponent)
 
@@ -57,40 +58,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["CHECKS", "ChainFailureWarning", "Finding", "HealthThresholds", "LLCHealthWarning",
            "check_health", "warn_findings"]
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem found in a result.
-
-    Attributes
-    ----------
-    code
-        Stable kebab-case identifier, e.g. ``"negative-llc"``: match on it, not on the text.
-    message
-        What went wrong, with the numbers.
-    chains
-        Indices of the chains concerned; empty when the finding is about the estimate as a
-        whole.
-    suggestion
-        A concrete change to make, e.g. "lower `step_size` from 0.01 to ~0.003".
-    """
-
-    code: str
-    message: str
-    chains: tuple[int, ...]
-    suggestion: str
-
-    def __str__(self) -> str:
-        return f"[{self.code}] {self.message} Suggestion: {self.suggestion}"
-
-
-class LLCHealthWarning(UserWarning):
-    """A health check found a problem with an λ̂ estimate (see :func:`check_health`)."""
-
-
-class ChainFailureWarning(LLCHealthWarning):
-    """Some chains diverged or raised and were left out of λ̂ (finding ``non-finite``)."""
 
 
 @dataclass(frozen=True)

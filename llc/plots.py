@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._drawing import register
 from .diagnostics import HealthThresholds
+from .trajectory import JUMP_RELATIVE, JUMP_Z
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -676,8 +678,6 @@ def plot_trajectory(trajectory: TrajectoryResult, *, log_x: bool | None = None,
     matplotlib.figure.Figure
         Two axes sharing the step axis: λ̂ (top) and loss (bottom).
     """
-    from .trajectory import JUMP_RELATIVE, JUMP_Z
-
     plt = _pyplot()
     z = JUMP_Z if z is None else z
     relative = JUMP_RELATIVE if relative is None else relative
@@ -764,3 +764,7 @@ def plot_trajectory(trajectory: TrajectoryResult, *, log_x: bool | None = None,
                      f"{_LAMBDA} (> {z:g} combined MCSE and > {100 * relative:g} % of "
                      f"{_LAMBDA}); hollow: checkpoint with a health finding", fontsize=10)
     return figure
+
+
+register("diagnostics", plot_diagnostics)
+register("trajectory", plot_trajectory)

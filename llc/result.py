@@ -12,21 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .diagnostics import ChainFailureWarning, Finding
+from ._drawing import draw
+from ._errors import AllChainsFailedError, ChainFailureWarning, Finding, IncompleteRunWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import xarray as xr
 
     from ._runner import ChainRun
-    from .trajectory import TrajectoryResult
 
-__all__ = ["LLCResult", "ChainFailureWarning", "IncompleteRunWarning", "load"]
-
-
-
-class IncompleteRunWarning(UserWarning):
-    """The run was interrupted: the result holds the draws taken so far."""
+__all__ = ["LLCResult", "ChainFailureWarning", "IncompleteRunWarning"]
 
 
 @dataclass
@@ -131,7 +126,7 @@ class LLCResult:
         failed = np.flatnonzero(self.failed_chains)
         if failed.size == len(self.failed_chains):
             details = "; ".join(f"chain {c}: {self.chain_errors[c]}" for c in failed)
-            raise RuntimeError(
+            raise AllChainsFailedError(
                 f"every chain failed ({details}). If they diverged, lower `step_size` "
                 f"(now {self.attrs.get('sampler_step_size')}) or raise `localization`"
             ) from self._first_error
@@ -472,9 +467,7 @@ class LLCResult:
     def plot(self, *, true_lambda: float | None = None) -> Any:
         """Diagnostic plots (:func:`llc.plots.plot_diagnostics`): λ̂ trace with running
         means, loss, rank plot, MALA acceptance, distance; returns the matplotlib figure."""
-        from .plots import plot_diagnostics
-
-        return plot_diagnostics(self, true_lambda=true_lambda)
+        return draw("diagnostics", self, true_lambda=true_lambda)
 
     def __repr__(self) -> str:
         chains, draws = self.llc_trace.shape
@@ -488,32 +481,6 @@ class LLCResult:
             f"chain std={self.llc_std:.3g}, nbeta={self.nbeta:.4g}, "
             f"chains={len(self.healthy_chains)}/{chains}, draws={draws}, {settings})"
         )
-
-
-def load(path: str | os.PathLike[str]) -> LLCResult | TrajectoryResult:
-    """Read a result written by :meth:`LLCResult.save` (netCDF, or zarr for ``*.zarr``), or
-    a trajectory written by :meth:`~llc.trajectory.TrajectoryResult.save` (then a
-    :class:`~llc.trajectory.TrajectoryResult` comes back).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If the file is not an llc result.
-    """
-    import xarray as xr
-
-    source = Path(path)
-    if not source.exists():
-        raise FileNotFoundError(f"`path` {str(source)!r} does not exist")
-    engine = "zarr" if source.suffix == ".zarr" or source.is_dir() else "h5netcdf"
-    with xr.open_datatree(source, engine=engine) as tree:
-        if tree.attrs.get("llc_kind") == "trajectory":
-            from .trajectory import TrajectoryResult
-
-            return TrajectoryResult.from_arviz(tree.load())
-        return LLCResult.from_arviz(tree.load())
 
 
 def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:

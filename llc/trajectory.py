@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._drawing import draw
 from ._estimate import estimate
 from .diagnostics import Finding
 from .result import IncompleteRunWarning, LLCResult, _netcdf_attrs, mala_acceptance_per_draw
@@ -472,10 +473,8 @@ class TrajectoryResult:
              ) -> Figure:
         """λ̂ (± 2 MCSE) and the training loss against the training step, on two aligned
         axes, with the abrupt changes of λ̂ shaded: :func:`llc.plots.plot_trajectory`."""
-        from .plots import plot_trajectory
-
-        return plot_trajectory(self, log_x=log_x, training_loss=training_loss,
-                               reference=reference, z=z, relative=relative)
+        return draw("trajectory", self, log_x=log_x, training_loss=training_loss,
+                    reference=reference, z=z, relative=relative)
 
 
 # ---- helpers for the DataTree ---------------------------------------------------------------

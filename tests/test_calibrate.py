@@ -349,7 +349,7 @@ def wandering_estimate(settles_at: float, calls: list):
                  num_draws, num_burnin, seed, sampler, **kwargs):
         calls.append((step_size, localization))
         if step_size >= 1e-3:
-            raise RuntimeError("every chain failed (chain 0: diverged)")
+            raise llc.AllChainsFailedError("every chain failed (chain 0: diverged)")
         noise = np.random.default_rng(0).normal(0.0, 0.3, (num_chains, num_draws))
         if localization < settles_at:
             level = 10.0 * (2.0 + math.log10(step_size / 1e-6))

@@ -215,7 +215,7 @@ def test_a_raising_chain_keeps_its_draws_and_the_others_finish(backend64) -> Non
 
 def test_every_chain_diverging_raises(backend64) -> None:
     loss_fn, params, data = linear_problem(backend64)
-    with pytest.raises(RuntimeError, match="every chain failed.*lower `step_size`"):
+    with pytest.raises(llc.AllChainsFailedError, match="every chain failed.*lower `step_size`"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             llc.estimate(loss_fn, params, data, num_chains=2, num_draws=300, num_burnin=10,
