@@ -1,5 +1,5 @@
 # Set up a fresh machine and run llc: `make demo` or `make test` (each creates .venv first);
-# `make lint` runs ruff, `make docs` builds the documentation site into site/.
+# `make lint` runs ruff and mypy, `make docs` builds the documentation site into site/.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -23,6 +23,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) -m bench

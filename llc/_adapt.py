@@ -175,8 +175,9 @@ class StepSizeAdaptation:
     settled: bool = True
 
 
-def with_step_size(settings: Any, step_size: float) -> Any:
-    """A copy of the sampler settings with another ``step_size``."""
+def with_step_size(settings: Any, step_size: float | np.ndarray) -> Any:
+    """A copy of the sampler settings with another ``step_size`` (a number or
+    per-coordinate steps)."""
     return dataclasses.replace(settings, step_size=step_size)
 
 
@@ -325,7 +326,8 @@ class _EquivalentStep:
         self.thermostat = math.nan
 
     def epsilon(self, settings: Any) -> float:
-        return langevin_equivalent_step(settings) if self.equivalent else settings.step_size
+        equivalent = langevin_equivalent_step(settings)
+        return equivalent if self.equivalent and equivalent is not None else settings.step_size
 
     def step_size(self, settings: Any, epsilon: float) -> float:
         """The sampler's own step for a curvature-equivalent ε_c."""
@@ -339,6 +341,7 @@ class _EquivalentStep:
             at = self.settings.with_curvature_equivalent_step(epsilon)
             noise_step = (at.noise_equivalent_step(thermostat=self.thermostat)
                           if math.isfinite(self.thermostat) else langevin_noise_equivalent_step(at))
+            assert noise_step is not None  # a sampler with an equivalent step has both
             excess = max(noise_step - epsilon, 0.0)
         return (epsilon * mean_power + excess * self.noise_power) / 8.0
 

@@ -68,7 +68,7 @@ def saved_attrs(path: Path) -> dict[str, Any]:
 
     with xr.open_datatree(path, engine=_engine(path)) as opened:
         attrs = dict(opened.attrs)
-    return {key: value.item() if isinstance(value, np.generic) else value
+    return {str(key): value.item() if isinstance(value, np.generic) else value
             for key, value in attrs.items()}
 
 

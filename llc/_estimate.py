@@ -294,7 +294,8 @@ def estimate(
     if per_leaf:
         settings = with_step_size(settings, per_coordinate_steps(step_size, params, backend))
     if adapt and isinstance(sampler, str) and langevin_equivalent_step(settings) is not None:
-        settings = settings.with_curvature_equivalent_step(_AUTO_START)  # SGNHT: h = 1e-2
+        settings = settings.with_curvature_equivalent_step(  # type: ignore[attr-defined]
+            _AUTO_START)  # SGNHT: h = 1e-2
     dataset = make_data(data, num_data=num_data, batch_size=batch_size, backend=backend,
                         like=center, with_replacement=trace_batch == "independent")
     iterable = not isinstance(dataset, ArrayData)
@@ -396,7 +397,7 @@ def estimate(
                 f"acceptance >= {target_acceptance}" if adapt else "off"),
             "step_size_history": history,
             "gradient_noise_power": noise_power,
-            "step_size_per_leaf": (describe_per_leaf(settings.step_size, [
+            "step_size_per_leaf": (describe_per_leaf(settings.step_size, [  # type: ignore[attr-defined]
                 math.prod(int(n) for n in tuple(leaf.shape)) for leaf in leaves])
                 if isinstance(getattr(settings, "step_size", None), np.ndarray) else "off"),
             **({"step_size_bias": step_bias, "step_size_settled": step_settled}
@@ -478,8 +479,9 @@ def _resolve_chain_method(chain_method: str, backend: Backend, dataset: Any,
     elif not isinstance(dataset, ArrayData):
         reason = "`data` is an iterable of batches; pass a tuple of arrays to draw on the device"
     if reason is None:
-        return chain_method == "vectorized" or backend.chain_transforms.worthwhile(
-            num_chains, center)
+        transforms = backend.chain_transforms
+        assert transforms is not None
+        return chain_method == "vectorized" or transforms.worthwhile(num_chains, center)
     if chain_method == "vectorized":
         raise ValueError(f"`chain_method='vectorized'` is not available: {reason}; use 'auto' "
                          "or 'sequential'")

@@ -88,7 +88,8 @@ class RunNumbers(NamedTuple):
     sampler: dict[str, Any]
 
 
-def run_numbers(posterior: LocalizedPosterior, settings: Any) -> tuple[Hashable, RunNumbers]:
+def run_numbers(posterior: LocalizedPosterior, settings: Any
+                ) -> tuple[tuple[Any, ...], RunNumbers]:
     """``(structure, numbers)`` of a posterior and sampler settings: ``structure`` keys the
     compiled step, ``numbers`` are its arguments as arrays of the posterior's backend (the
     dtype of w*, so that a program never sees a new dtype)."""

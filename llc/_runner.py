@@ -144,7 +144,7 @@ class SequentialChains:
         """The per-draw fields of a chain at its position w_t (before the step)."""
         plan = self.plan
         row = {"loss": info.loss, "distance": info.distance, "grad_norm": info.grad_norm}
-        if self.trace_streams is not None:
+        if self.trace_streams is not None and plan.trace_loss is not None:
             batch = next(self.trace_streams[chain])
             row["loss"] = plan.trace_loss(position, batch)
         if plan.first_order:  # NaN from a sampler that does not report it
@@ -187,17 +187,18 @@ class SequentialChains:
                             round_rows.append((chain, [info.loss, info.distance]))
                         elif recorded:
                             row = self._draw_row(chain, position, batch, info)
-                            values = [row[name] for name in plan.fields]
-                            round_rows.append((chain, values + ([info.mala_acceptance]
+                            fields = [row[name] for name in plan.fields]
+                            round_rows.append((chain, fields + ([info.mala_acceptance]
                                                                 if diagnose else [])))
                             if plan.keep_params_every and draw % plan.keep_params_every == 0:
                                 positions[chain][draw] = position
-                            if plan.full_loss and draw % plan.full_loss_every == 0:
+                            if plan.full_loss and plan.full_loss_every \
+                                    and draw % plan.full_loss_every == 0:
                                 full_losses[chain][draw] = plan.full_loss(position)
                     except Exception as error:  # a failing chain never loses the others' work
                         run.error = error
-                for chain, row in round_rows:
-                    tables[chain].set(len(steps[chain]), row)
+                for chain, values in round_rows:
+                    tables[chain].set(len(steps[chain]), values)
                     steps[chain].append(step)
                 state.states = states
                 state.step += 1
@@ -260,7 +261,7 @@ class VectorizedChains:
             position = state.states[chain].position  # a block starts at each kept draw
             if kept_step == start:
                 positions[first_draw] = backend.to_numpy(position)
-            if full_loss_step == start:
+            if full_loss_step == start and plan.full_loss is not None:
                 try:
                     full_losses[first_draw] = plan.full_loss(position)
                 except Exception as error:  # noqa: BLE001  (like a raising loss)

@@ -622,10 +622,11 @@ def _check_step_too_small(run: _Run, t: HealthThresholds) -> Finding | None:
                f"far below its stability limit, and " + "; ".join(reasons) + ".")
     step = run.step_size
     # b̂ grows in proportion to ε_c: the step may grow until b̂ reaches the auto rule's budget
-    room = math.inf if run.step_bias is None else _BIAS_TARGET / max(run.step_bias[1], 1e-12)
-    if step and room < 1.5:
+    ratio = None if run.step_bias is None else run.step_bias[1]
+    room = math.inf if ratio is None else _BIAS_TARGET / max(ratio, 1e-12)
+    if step and ratio is not None and room < 1.5:
         suggestion = (f"run the chains longer (raise `num_draws` and `num_burnin`): the step's "
-                      f"estimated bias is already {100 * run.step_bias[1]:.1f} % of λ̂, near "
+                      f"estimated bias is already {100 * ratio:.1f} % of λ̂, near "
                       f"the {100 * _BIAS_TARGET:.0f} % `step_size=\"auto\"` allows, so a "
                       "larger step would bias λ̂ (the acceptance does not see the minibatch "
                       "noise).")
@@ -649,9 +650,11 @@ def _check_step_too_large(run: _Run, t: HealthThresholds) -> Finding | None:
         return None
     bias, ratio = run.step_bias
     step = run.step_size
+    assert step is not None  # step_bias is None without a step size
     if ratio <= t.max_step_bias:
         return None
     epsilon = langevin_equivalent_step(run.settings)
+    assert epsilon is not None  # step_bias is None without it
     formula = ("(ε/8)" if epsilon == step else
                f"(ε_c/8) with ε_c = {_fmt(epsilon, 2)}, the SGLD step of the same curvature bias,")
     message = (f"the step's estimated bias of λ̂ is {_fmt(bias)} = {100 * ratio:.0f} % of "

@@ -115,7 +115,7 @@ class LLCResult:
             param_draws=None if runs[0].params is None
             else np.stack([np.asarray(run.params) for run in runs]),
             full_loss_trace=None if runs[0].full_loss is None
-            else np.stack([run.full_loss for run in runs])[
+            else np.stack([np.asarray(run.full_loss) for run in runs])[
                 :, :None if num_draws is None else -(-num_draws // int(attrs["full_loss_every"]))],
             attrs=attrs,
             elapsed=elapsed,

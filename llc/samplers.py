@@ -487,6 +487,7 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float | np.ndarray, b
         xp = backend.namespace(position)
         here = posterior.evaluate(position, batch)
         loss, grad, drift = here.loss, here.grad, here.drift
+        assert grad is not None  # evaluate keeps the gradient by default
         count = state.count + 1
         square_avg = backend.linear_combination((beta2, state.square_avg),
                                                 (1.0 - beta2, grad * grad))

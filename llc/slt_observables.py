@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._backend import backend_for
-from ._data import make_data
+from ._data import ArrayData, make_data
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -197,8 +197,9 @@ def observables(
     params
         w*, the same pytree given to ``llc.estimate`` (for the structure, dtype and device).
     eval_data
-        A fixed evaluation set: a tuple of arrays, best a random subset of the training data
-        (a few hundred to a few thousand points).
+        A fixed evaluation set: a tuple of arrays sharing their rows (not an iterable of
+        batches), best a random subset of the training data (a few hundred to a few
+        thousand points).
 
     Returns
     -------
@@ -220,7 +221,12 @@ def observables(
     if int(center.shape[0]) != result.param_draws.shape[-1]:
         raise ValueError(f"`params` has {int(center.shape[0])} numbers but the result's draws "
                          f"have {result.param_draws.shape[-1]}: pass the estimate's own params")
+    if not isinstance(eval_data, tuple):
+        raise TypeError("`eval_data` must be arrays sharing their rows, e.g. a tuple (x, y): "
+                        "the per-sample losses are taken on all of it at once; got a "
+                        f"{type(eval_data).__name__} (concatenate batches first)")
     dataset = make_data(eval_data, num_data=None, batch_size=None, backend=backend, like=center)
+    assert isinstance(dataset, ArrayData)  # a tuple is array data
     batch = dataset.arrays
     m = dataset.num_data
     healthy = result.param_draws[result.healthy_chains]

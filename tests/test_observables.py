@@ -140,3 +140,6 @@ def test_observables_errors(sampled) -> None:
         llc.observables(result, pointwise_loss, {"weight": np.zeros((2, 2))}, eval_data)
     with pytest.raises(TypeError, match="`pointwise_loss_fn` must be callable"):
         llc.observables(result, None, params, eval_data)
+    batches = [(eval_data[0][:50], eval_data[1][:50]), (eval_data[0][50:], eval_data[1][50:])]
+    with pytest.raises(TypeError, match="`eval_data` must be arrays sharing their rows"):
+        llc.observables(result, pointwise_loss, params, batches)
