@@ -14,7 +14,6 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
-import pytest
 
 import llc
 from llc._backend import Backend, ChainTransforms
