@@ -216,7 +216,7 @@ def _shuffle(key: jax.Array, n: int, wide: bool | None = None) -> jax.Array:
     random part would be too short: ``jax.random.permutation`` is used.
     """
     index_bits = max(1, (n - 1).bit_length())
-    wide = jax.config.jax_enable_x64 if wide is None else wide
+    wide = jax.config.jax_enable_x64 if wide is None else wide  # type: ignore[attr-defined]
     word_bits = 64 if wide else 32
     random_bits = word_bits - index_bits
     if random_bits < 8:

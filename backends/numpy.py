@@ -66,7 +66,8 @@ class NumpyBackend:
         first = terms[0][1]
         if reuse is not None and terms[reuse][1].dtype == first.dtype \
                 and terms[reuse][1].flags.writeable:
-            (first_coefficient, total), rest = terms[reuse], terms[:reuse] + terms[reuse + 1:]
+            (first_coefficient, total) = terms[reuse]
+            rest = list(terms[:reuse] + terms[reuse + 1:])
             np.multiply(total, first_coefficient, out=total, dtype=first.dtype)
         else:
             (first_coefficient, first), *rest = terms

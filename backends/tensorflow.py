@@ -18,6 +18,7 @@ built-in problems use, plus common elementwise functions), returned by
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import inspect
@@ -102,23 +103,23 @@ class TensorFlowNamespace:
     # reductions
     @staticmethod
     def sum(x: tf.Tensor, /, *, axis: int | tuple[int, ...] | None = None, dtype: Any = None,
-            keepdims: bool = False) -> tf.Tensor:
+            keepdims: builtins.bool = False) -> tf.Tensor:
         return tf.reduce_sum(x if dtype is None else tf.cast(x, dtype), axis=axis,
                              keepdims=keepdims)
 
     @staticmethod
     def mean(x: tf.Tensor, /, *, axis: int | tuple[int, ...] | None = None,
-             keepdims: bool = False) -> tf.Tensor:
+             keepdims: builtins.bool = False) -> tf.Tensor:
         return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def max(x: tf.Tensor, /, *, axis: int | tuple[int, ...] | None = None,
-            keepdims: bool = False) -> tf.Tensor:
+            keepdims: builtins.bool = False) -> tf.Tensor:
         return tf.reduce_max(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
     def min(x: tf.Tensor, /, *, axis: int | tuple[int, ...] | None = None,
-            keepdims: bool = False) -> tf.Tensor:
+            keepdims: builtins.bool = False) -> tf.Tensor:
         return tf.reduce_min(x, axis=axis, keepdims=keepdims)
 
     # linear algebra and shapes
@@ -143,7 +144,8 @@ class TensorFlowNamespace:
         return tf.transpose(x, perm=list(axes))
 
     @staticmethod
-    def reshape(x: tf.Tensor, /, shape: Sequence[int], *, copy: bool | None = None) -> tf.Tensor:
+    def reshape(x: tf.Tensor, /, shape: Sequence[int], *,
+                copy: builtins.bool | None = None) -> tf.Tensor:
         return tf.reshape(x, shape)
 
     @staticmethod
@@ -215,12 +217,12 @@ class TensorFlowNamespace:
         return tf.ones_like(x, dtype=dtype)
 
     @staticmethod
-    def astype(x: tf.Tensor, dtype: Any, /, *, copy: bool = True) -> tf.Tensor:
+    def astype(x: tf.Tensor, dtype: Any, /, *, copy: builtins.bool = True) -> tf.Tensor:
         return tf.cast(x, dtype)
 
     @staticmethod
     def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None,
-                copy: bool | None = None) -> tf.Tensor:
+                copy: builtins.bool | None = None) -> tf.Tensor:
         return tf.convert_to_tensor(obj, dtype=dtype)
 
 
@@ -249,8 +251,8 @@ def _tf_device(device: str) -> str:
     text = str(device)
     if text.startswith("/"):
         return text
-    kind, _, index = text.partition(":")
-    kind = {"cuda": "GPU", "gpu": "GPU", "cpu": "CPU"}.get(kind.lower())
+    name, _, index = text.partition(":")
+    kind = {"cuda": "GPU", "gpu": "GPU", "cpu": "CPU"}.get(name.lower())
     if kind is None or not (index or "0").isdigit():
         raise ValueError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
     return f"/{kind}:{index or 0}"
@@ -271,7 +273,7 @@ def _is_keras_variable(obj: Any) -> bool:
     """A Keras 3 variable of the TensorFlow backend (``model.trainable_variables``)."""
     keras = sys.modules.get("keras")
     variable = getattr(keras, "Variable", None)
-    return (variable is not None and isinstance(obj, variable)
+    return (keras is not None and variable is not None and isinstance(obj, variable)
             and keras.backend.backend() == "tensorflow")
 
 
@@ -808,7 +810,7 @@ def from_keras(
             targets = (tf.cast(targets, outputs.dtype)
                        if isinstance(targets, tf.Tensor) and targets.dtype.is_floating
                        else targets)
-            return tf.reduce_mean(loss.call(targets, outputs))
+            return tf.reduce_mean(loss.call(targets, outputs))  # type: ignore[attr-defined]
         return tf.reduce_mean(loss(targets, outputs))
 
     return loss_fn, params

@@ -67,6 +67,7 @@ def _is_batched(x: Any) -> bool:
 def _per_chain(key: torch.Tensor, draw: Callable[[int], torch.Tensor]) -> torch.Tensor:
     """``draw(k)`` for every chain's key ``k`` of the vmap-batched ``key``, stacked and
     returned batched like ``key``."""
+    assert _FUNCTORCH is not None  # only reached under the vectorized path's vmap
     functorch, guard, vmap_mode = _FUNCTORCH
     level = functorch.maybe_get_level(key)
     keys, axis = functorch._unwrap_batched(key, level)
@@ -81,6 +82,7 @@ def _gather_rows_per_chain(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     rows), or the same rows of each chain's ``x`` (its epoch order: ``index_select`` along
     the axis after the chains'). vmap's own batching rule for ``index_select`` took 2-3x as
     long in both cases (16 chains of the tiny model, CPU)."""
+    assert _FUNCTORCH is not None  # only reached under the vectorized path's vmap
     functorch = _FUNCTORCH[0]
     if _is_batched(rows):
         level = functorch.maybe_get_level(rows)
@@ -213,7 +215,7 @@ class TorchBackend:
             coefficient, total = terms[reuse]
             if not (_is_number(coefficient) and coefficient == 1):
                 total.mul_(coefficient)
-            rest = terms[:reuse] + terms[reuse + 1:]
+            rest = list(terms[:reuse] + terms[reuse + 1:])
         else:
             (first_coefficient, first), *rest = terms
             if rest and _is_number(rest[0][0]) and _is_number(first_coefficient) \
@@ -415,7 +417,7 @@ def _engine_run_backward() -> Callable[..., Any] | None:
 _RUN_BACKWARD = _engine_run_backward()
 
 
-def _gradient(loss: torch.Tensor, leaf: torch.Tensor) -> tuple[torch.Tensor | None]:
+def _gradient(loss: torch.Tensor, leaf: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     """``torch.autograd.grad(loss, leaf, allow_unused=True)`` for a scalar ``loss``, calling
     the autograd engine directly as that function does, without its argument handling
     (10 µs of a 40 µs backward pass of a tiny model); the public function where the engine's
@@ -525,14 +527,14 @@ def from_module(
 
     replica = _replica(module, {**params, **fixed}, buffers)
     if replica is None:
-        def loss_fn(sampled: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        def functional_loss_fn(sampled: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
             args, kwargs, targets = split(batch)
             outputs = torch.func.functional_call(
                 module, {**fixed, **buffers, **sampled}, tuple(args), kwargs, strict=False
             )
             return criterion(outputs, targets)
 
-        return loss_fn, params
+        return functional_loss_fn, params
 
     slots = _parameter_slots(module, replica, names=params)
 
