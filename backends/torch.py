@@ -376,7 +376,8 @@ class TorchBackend:
 class _TensorRows:
     """A table allocated at the first row and written in place: on an accelerator a tensor on
     the values' device (no host synchronization per step), on the CPU a NumPy table that
-    takes each value as a float (a few µs less per step than stacking and copying a row)."""
+    takes each value as a float (cheaper per step than stacking and copying a row,
+    docs/benchmarks.md)."""
 
     def __init__(self, num_rows: int, num_columns: int) -> None:
         self._shape = (num_rows, num_columns)
@@ -419,9 +420,9 @@ _RUN_BACKWARD = _engine_run_backward()
 
 def _gradient(loss: torch.Tensor, leaf: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     """``torch.autograd.grad(loss, leaf, allow_unused=True)`` for a scalar ``loss``, calling
-    the autograd engine directly as that function does, without its argument handling
-    (10 µs of a 40 µs backward pass of a tiny model); the public function where the engine's
-    entry point is missing."""
+    the autograd engine directly as that function does, without its argument handling (its
+    cost: docs/benchmarks.md, "Where a step's time goes"); the public function where the
+    engine's entry point is missing."""
     if _RUN_BACKWARD is None:
         return torch.autograd.grad(loss, leaf, allow_unused=True)
     return _RUN_BACKWARD((loss,), (torch.ones_like(loss),), False, False, (leaf,), True)
@@ -458,7 +459,7 @@ def from_module(
     ``criterion(module(*args, **kwargs), targets)``). It runs a private copy of the module whose
     parameter slots it points at the given tensors on each call (what
     :func:`torch.func.functional_call` does, without its per-call swapping in and out of the user's
-    module: 30 µs → 1 µs per call for a 3-layer network), so neither the module's parameters nor its
+    module, whose cost docs/benchmarks.md measures), so neither the module's parameters nor its
     buffers are ever written. The copy shares no storage with the module: ``params`` (w*, a detached
     copy of the module's named parameters), the parameters left fixed, and the buffers (batch-norm
     statistics) are copies made once. A module that cannot be deep-copied falls back to

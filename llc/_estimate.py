@@ -224,9 +224,8 @@ def estimate(
         inputs). ``"sequential"``: a Python loop over steps and chains, one compiled step
         each, the reference path (any backend, any data). ``"auto"`` (default): vectorized
         where the backend measured it faster: JAX and TensorFlow with array data; PyTorch
-        stays sequential (on a CPU its vectorized step cost 0.55× the sequential one
-        for 16 chains of a tiny model, about as much for a 784-128-10 MLP, and more for 4
-        chains, docs/benchmarks.md: pass ``"vectorized"`` for many chains of small models).
+        stays sequential (on a CPU its vectorized step pays only for many chains of small
+        models, docs/benchmarks.md: pass ``"vectorized"`` there).
         Both draw the same random numbers: their results agree to rounding.
     progress
         Show a progress bar on stderr; default: only when stderr is a terminal.

@@ -61,7 +61,7 @@ def tree_unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:
 
 def tree_builder(treedef: TreeDef) -> Callable[[list[Any]], Any]:
     """``leaves -> tree_unflatten(treedef, leaves)``, with a shortcut for the most common tree,
-    a plain dict of arrays (a few µs per call, which a sampler step pays on every gradient)."""
+    a plain dict of arrays (a sampler step pays the rebuild on every gradient)."""
     if treedef.kind == "dict" and treedef.meta[0] is dict \
             and all(child.kind == "leaf" for child in treedef.children):
         keys = treedef.meta[1]

@@ -164,7 +164,8 @@ class HealthThresholds:
         ``step_size="auto"`` aims at 3 % during the burn-in. Known limitation: with a strong
         localization (γ = 100 on a digits classifier) the minibatch noise inside b̂ acts on
         directions γ holds, where it barely moves λ̂, and the check can fire where λ̂ is flat.
-        Acceptance cannot see this: on a singular network λ̂ was 5× λ at a MALA acceptance of 0.976.
+        Acceptance cannot see this bias (docs/calibration.md: λ̂ five times λ at an
+        acceptance above 0.97).
     max_loss_repeat_difference
         1e-5: ``stochastic-loss`` fires when two evaluations of ``loss_fn`` on the same
         batch at w* differ by more than this relative amount. A deterministic loss repeats

@@ -467,11 +467,10 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float | np.ndarray, b
     the sampler is exact in the limit of a preconditioner that is constant over the
     posterior. Where v̂ follows the position instead (a full-batch gradient that vanishes at
     the mode, while the chain moves slowly compared with the 1/(1 − b₂) = 100-step memory of
-    v), the chain samples about :math:`e^{-U(w)}(\sqrt{\hat v(w)} + a)`: measured with
-    L = wᵀ diag(1, 2, 3) w / 2 (full batch), w* = 0, nβ = γ = 1 and ε = 0.01, the three
-    variances came out 34 %, 17 % and 1 % too large. Near w*
-    in λ̂ estimation the minibatch noise dominates g and v̂ is nearly constant (the regime
-    tests/test_samplers.py checks against exact moments).
+    v), the chain samples about :math:`e^{-U(w)}(\sqrt{\hat v(w)} + a)`, whose variances
+    are too large (docs/benchmarks.md, "Samplers at a matched number of gradient
+    evaluations"). Near w* in λ̂ estimation the minibatch noise dominates g and v̂ is nearly
+    constant (the regime tests/test_samplers.py checks against exact moments).
     """
     backend = posterior.backend
     step_size = _Step(posterior, step_size).size
