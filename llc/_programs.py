@@ -11,8 +11,9 @@ hyper-parameters) as array arguments. Programs are kept in a small least-recentl
 windows, ``llc.calibrate``'s grid and ``llc.estimate_trajectory``'s checkpoints reuse them.
 
 The invariant that makes this sound: a cached program reads nothing of the call that built
-it except its key. :func:`sampler_program` therefore splits every value the sampler and the
-posterior read into a static part (the key) and a dynamic part (arguments).
+it except its key. :func:`run_numbers` therefore splits every value the sampler and the
+posterior read into a static part (the key) and a dynamic part (arguments), and
+:func:`sampler_program` builds the step from the key alone.
 """
 
 from __future__ import annotations
@@ -113,12 +114,11 @@ def run_numbers(posterior: LocalizedPosterior, settings: Any
     return structure, numbers
 
 
-def sampler_program(settings: Any, posterior: LocalizedPosterior) -> Callable[..., Any]:
-    """``step(numbers, key, state, batch, diagnose)``: the sampler's step with the run's
-    numbers (:class:`RunNumbers`) as an argument, for a program that outlives the call."""
-    kind = type(settings)
-    static, _ = split_arguments(settings.kernel_arguments())
-    loss_and_grad, backend = posterior.loss_and_grad, posterior.backend
+def sampler_program(structure: tuple[Any, ...], backend: Any) -> Callable[..., Any]:
+    """``step(numbers, key, state, batch, diagnose)``: the sampler's step built from the
+    ``structure`` of :func:`run_numbers` alone (its cache key), the run's numbers
+    (:class:`RunNumbers`) an argument, for a program that outlives the call."""
+    kind, static, loss_and_grad = structure[:3]
 
     def step(numbers: RunNumbers, key: Any, state: Any, batch: Any, diagnose: bool) -> Any:
         localization = 0.0 if numbers.localization is None else numbers.localization
@@ -151,7 +151,7 @@ def compiled_step(backend: Any, settings: Any, posterior: LocalizedPosterior
             or not callable(getattr(settings, "kernel_arguments", None)):
         return backend.compile(settings.build(posterior).step)
     structure, numbers = run_numbers(posterior, settings)
-    uncompiled = sampler_program(settings, posterior)
+    uncompiled = sampler_program(structure, backend)
     program = program_cache(backend).get(("step", *structure),
                                          lambda: backend.compile(uncompiled))
 
