@@ -65,8 +65,9 @@ moves its thermostat with the diffusion tied to it (``SGNHT.carry_state``).
 
 For ``rmsprop_sgld`` the per-coordinate steps :math:`\epsilon_i = \epsilon / (\sqrt{\hat v_i}
 + a)` enter as weights: :math:`\overline G` averages
-:math:`n\beta^2\sum_i (\epsilon_i/\epsilon)\,(g_i^2 + \Sigma_{B,ii})` (the squared gradient
-g² recovered from the state's running mean), and the noise term is then already included.
+:math:`n\beta^2\sum_i (\epsilon_i/\epsilon)\,(g_i^2 + \Sigma_{B,ii})` (the weighted squared
+gradient is the step's ``SampleInfo.grad_power``; the noise term, counted only with
+``trace_batch="own"``, is weighted by each chain's preconditioner at the end of the window).
 
 **Why this estimate.** For a quadratic potential U with Hessian H (``localization``
 included) and a minibatch gradient :math:`\nabla U_B = H(w - w^*) + \zeta` with noise of
@@ -108,15 +109,16 @@ known-λ suite (at the steps that turned out accurate it was 0.9995 on the regul
 acceptance of 0.995 gave a mean |error| of 4.6 ± 0.4 % over the suite's 4 problems × 6 seeds
 (docs/step_size_auto.md has what this rule gives).
 
-The steps use the same random streams as the runner (noise keys ``fold_in(chain key,
-step)``, minibatch streams from step 0), so the draws continue them.
+The windows are the runner's own steps (:class:`StepSizeTuner`; the runner's warm-up phase,
+sequential or vectorized, every step diagnosed), so the draws continue their random streams,
+and a checkpoint written in the burn-in resumes it with the same numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +130,7 @@ from .posterior import LocalizedPosterior
 from .samplers import (RMSPropSGLD, langevin_equivalent_step, langevin_noise_equivalent_step,
                        rmsprop_denominator)
 
-__all__ = ["StepSizeAdaptation", "adapt_step_size"]
+__all__ = ["StepSizeAdaptation", "StepSizeTuner", "minibatch_gradient_variance", "with_step_size"]
 
 _BIAS_TARGET = 0.03  # τ: the estimated step bias of λ̂ allowed, as a fraction of λ̂
 _DAMPING = 0.5  # fraction of the log step change the rejection law asks for, per window
@@ -147,15 +149,11 @@ class StepSizeAdaptation:
 
     Attributes
     ----------
-    step_size
-        The frozen ε̄ used for the draws.
+    settings
+        The sampler settings of the draws, with the frozen step ε̄.
     history
         ``(first step of the window, ε used in it, mean acceptance, estimated bias b̂(ε),
         λ̂ of the recent windows)`` per window (b̂ and λ̂ in units of λ; module docs).
-    states
-        Each chain's sampler state at the end of the burn-in.
-    warmup_loss
-        (chain, step) minibatch losses of the burn-in (NaN where a window was undone).
     bias
         b̂(ε̄): the estimated step bias of λ̂ at the frozen step (pooled second half).
     llc
@@ -166,13 +164,16 @@ class StepSizeAdaptation:
         b̂ ≤ τ λ̂ is not established.
     """
 
-    step_size: float
+    settings: Any
     history: list[tuple[int, float, float, float, float]]
-    states: list[Any]
-    warmup_loss: np.ndarray
     bias: float = math.nan
     llc: float = math.nan
     settled: bool = True
+
+    @property
+    def step_size(self) -> float:
+        """The frozen ε̄ of the draws."""
+        return float(self.settings.step_size)
 
 
 def with_step_size(settings: Any, step_size: float | np.ndarray) -> Any:
@@ -181,134 +182,226 @@ def with_step_size(settings: Any, step_size: float | np.ndarray) -> Any:
     return dataclasses.replace(settings, step_size=step_size)
 
 
-def adapt_step_size(
-    settings: Any,
-    posterior: LocalizedPosterior,
-    backend: Backend,
-    dataset: Any,
-    chain_keys: list[Any],
-    *,
-    num_steps: int,
-    target: float,
-    window: int,
-    center_loss: Callable[[Any], Any],
-    own_batch: bool = False,
-) -> StepSizeAdaptation:
-    """Run the burn-in of every chain, adapting the step size (module docs).
+class StepSizeTuner:
+    """The controller of ``step_size="auto"`` between the burn-in's windows (module docs).
 
-    ``center_loss(batch)`` is L_B(w*) on a minibatch (one forward pass per burn-in step: the
-    windows' λ̂ is then paired by batch, as the minibatch baseline is). ``own_batch``: the
-    trace takes each loss on the step's own batch of a shuffled epoch, whose bias
-    (ε/4) nβ² tr Σ_B the estimate then includes."""
-    tau = _BIAS_TARGET
-    noise = minibatch_gradient_variance(posterior, backend, dataset, chain_keys[0])
-    nbeta = posterior.nbeta
-    dimension = int(posterior.center.shape[0])
-    power = _GradientPower(settings, posterior, backend, noise if own_batch else None)
-    scale = _EquivalentStep(settings, nbeta**2 * float(noise.sum()))
+    The runner (:func:`llc._runner.run_chains`) advances the chains one window of
+    :attr:`window` steps at a time, every step diagnosed, and records per step the minibatch
+    loss, L_B(w*) on the same batch (one forward pass), the MALA acceptance, the gradient's
+    norm and ``SampleInfo.grad_power``. Around each window it calls :meth:`begin_window` (the
+    sampler of the window) and :meth:`end_window` (which chains to put back where the window
+    began), and after the last window :meth:`begin_draws` (the sampler of the draws). The state
+    between windows is small and goes into checkpoints (:meth:`checkpoint_attrs`,
+    :meth:`restore`), so a run interrupted in its burn-in resumes with the same numbers.
 
-    def log_bias_bound(llc: float, mean_power: float) -> float:
+    Parameters
+    ----------
+    settings
+        The sampler settings the chains' states were initialized with (their step is the
+        first guess).
+    posterior, backend, dataset
+        The run's; the dataset gives the 16 minibatches at w* that estimate tr Σ_B (a stream
+        of their own, folded from ``noise_key``).
+    noise_key
+        The first chain's key.
+    num_steps
+        Burn-in steps (the windows cover them; the last one may be shorter).
+    target
+        δ, the floor of the windows' mean MALA acceptance.
+    window
+        Steps per window.
+    own_batch
+        The trace takes each loss on the step's own batch of a shuffled epoch, whose bias
+        (ε/4) nβ² tr Σ_B the estimate then includes.
+    """
+
+    def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
+                 dataset: Any, noise_key: Any, *, num_steps: int, target: float, window: int,
+                 own_batch: bool = False) -> None:
+        self.settings = settings
+        self.posterior = posterior
+        self.backend = backend
+        self.num_steps = num_steps
+        self.target = target
+        self.window = window
+        self.own_batch = own_batch
+        noise = minibatch_gradient_variance(posterior, backend, dataset, noise_key)
+        nbeta = posterior.nbeta
+        self.weighted = isinstance(settings, RMSPropSGLD)
+        self.noise = noise if (own_batch and self.weighted) else None
+        self.scale = _EquivalentStep(settings, nbeta**2 * float(noise.sum()))
+        self.noise_term = 0.0 if self.weighted or not own_batch else nbeta**2 * float(noise.sum())
+        dimension = int(posterior.center.shape[0])
+        # before the first window: λ̂ ≤ d/2 (the regular model's λ) and Ḡ ≥ nβ² tr Σ_B
+        self.log_step = min(math.log(self.scale.epsilon(settings)), self._log_bias_bound(
+            0.5 * dimension, (2.0 if own_batch else 1.0) * nbeta**2 * float(noise.sum())))
+        self.log_ceiling = math.inf  # below every step at which a chain diverged
+        self.windows: list[_Window] = []
+        self.history: list[tuple[int, float, float, float, float]] = []
+        self.window_settings: Any = None  # the settings of the window begun last
+        self._begun = False  # restored from a checkpoint written after a window began
+        self.adaptation: StepSizeAdaptation | None = None
+
+    def _log_bias_bound(self, llc: float, mean_power: float) -> float:
         """log of the largest ε_c with b̂(ε_c) ≤ τ·llc."""
         if not (mean_power > 0 and math.isfinite(mean_power)):
             return math.inf
-        return scale.log_bound(tau * llc, mean_power) if llc > 0 else -math.inf
+        return self.scale.log_bound(_BIAS_TARGET * llc, mean_power) if llc > 0 else -math.inf
 
-    noise_term = 0.0 if power.weighted or not own_batch else nbeta**2 * float(noise.sum())
-    # before the first window: λ̂ ≤ d/2 (the regular model's λ) and Ḡ ≥ nβ² tr Σ_B
-    log_step = min(math.log(scale.epsilon(settings)), log_bias_bound(
-        0.5 * dimension, (2.0 if own_batch else 1.0) * nbeta**2 * float(noise.sum())))
-    log_ceiling = math.inf  # below every step at which a chain diverged
-    split = [backend.split(key, 2) for key in chain_keys]
-    noise_keys = [keys[0] for keys in split]
-    streams = [dataset.stream(keys[1], 0) for keys in split]
-    states = [settings.build(posterior).init(posterior.center) for _ in chain_keys]
-    warmup_loss = np.full((len(chain_keys), num_steps), np.nan)
-    history = []
-    windows: list[_Window] = []
-    window_settings = settings
-    for start in range(0, num_steps, window):
-        stop = min(start + window, num_steps)
-        step_size = scale.step_size(settings, math.exp(log_step))
-        previous, window_settings = window_settings, with_step_size(settings, step_size)
-        carry = getattr(window_settings, "carry_state", None)
-        if carry is not None:  # a state tied to the step (SGNHT's thermostat floor A = 0.1/h)
+    def _algorithm(self, settings: Any) -> Any:
+        algorithm = settings.build(self.posterior)
+        return algorithm._replace(step=compiled_step(self.backend, settings, self.posterior))
+
+    def begin_window(self, states: list[Any]) -> tuple[Any, list[Any]]:
+        """The sampler of the next window and the chains' states moved to it (SGNHT's
+        thermostat is tied to its step: ``carry_state``). A tuner restored from a checkpoint
+        written after its window began returns that window's sampler, the states as they are."""
+        if self._begun:
+            self._begun = False
+            return self._algorithm(self.window_settings), states
+        step_size = self.scale.step_size(self.settings, math.exp(self.log_step))
+        previous = self.settings if self.window_settings is None else self.window_settings
+        self.window_settings = with_step_size(self.settings, step_size)
+        carry = getattr(self.window_settings, "carry_state", None)
+        if carry is not None:
             states = [carry(state, previous) for state in states]
-        step = compiled_step(backend, window_settings, posterior)
+        return self._algorithm(self.window_settings), states
+
+    def end_window(self, start: int, records: dict[int, Any], states: list[Any]) -> set[int]:
+        """Score the window that began at ``start`` and choose the next step.
+
+        ``records`` maps each chain that ran the window (not one that raised) to its
+        :class:`llc._runner.BlockRecord`; ``states`` are the chains' states at its end. Returns
+        the chains that diverged or ran away, which the runner puts back where the window
+        began (they count as acceptance 0, and ε then stays 2× below this window's step)."""
+        backend, nbeta = self.backend, self.posterior.nbeta
+        log_step = self.log_step
+        step_size = float(self.window_settings.step_size)
         acceptances, chain_powers, increases, thermostats = [], [], [], []
-        diverged = False
-        for chain in range(len(chain_keys)):
+        undone: set[int] = set()
+        for chain, record in sorted(records.items()):
+            values = record.values
+            loss, center = values["loss"], values["baseline_loss"]
+            acceptance = values["mala_acceptance"]
+            square = (nbeta**2 * values["grad_power"] if self.weighted
+                      else nbeta**2 * values["grad_norm"] * values["grad_norm"])
             state = states[chain]
-            losses, centers, accepted, squares = [], [], [], []
-            for step_index in range(start, stop):
-                batch = next(streams[chain])
-                new_state, info = step(backend.fold_in(noise_keys[chain], step_index), state,
-                                       batch, True)
-                losses.append(info.loss)
-                centers.append(center_loss(batch))
-                accepted.append(info.mala_acceptance)
-                squares.append(power.of_step(state, new_state, info))
-                state = new_state
-            loss = backend.to_numpy(backend.stack(losses)).astype(np.float64)
-            center = backend.to_numpy(backend.stack(centers)).astype(np.float64)
-            acceptance = backend.to_numpy(backend.stack(accepted)).astype(np.float64)
-            square = backend.to_numpy(backend.stack(squares)).astype(np.float64)
             position = backend.to_numpy(state.position)
             if np.isnan(acceptance).all() and np.isfinite(loss).all():
                 raise ValueError(
                     f"`step_size='auto'` adapts to the MALA acceptance, which the sampler "
-                    f"{settings!r} does not report: give `step_size` as a number")
+                    f"{self.settings!r} does not report: give `step_size` as a number")
             if np.isfinite(loss).all() and np.isfinite(acceptance).all() \
                     and np.isfinite(position).all() and np.isfinite(square).all() \
                     and acceptance.mean() >= _RUNAWAY_ACCEPTANCE:
-                states[chain] = state
-                warmup_loss[chain, start:stop] = loss
                 acceptances.append(acceptance.mean())
-                chain_powers.append(square.mean())
+                chain_power = square.mean()
+                if self.noise is not None:  # RMSProp-SGLD, own batch: Σ (ε_i/ε) Σ_B,ii
+                    chain_power += nbeta**2 * float(np.sum(self.noise / self._denominator(state)))
+                chain_powers.append(chain_power)
                 if hasattr(state, "thermostat"):  # SGNHT: its friction sets the noise bias
                     thermostats.append(float(backend.to_numpy(state.thermostat)))
                 increases.append(nbeta * float(np.mean(loss - center)))
             else:
                 acceptances.append(0.0)
-                diverged = True
+                undone.add(chain)
+        if not acceptances:  # no chain ran (every one raised): nothing to learn
+            return undone
         current = _Window(
             log_step=log_step, acceptance=float(np.mean(acceptances)),
-            power=(float(np.mean(chain_powers)) + noise_term) if chain_powers else math.nan,
+            power=(float(np.mean(chain_powers)) + self.noise_term) if chain_powers else math.nan,
             llc=float(np.mean(increases)) if increases else math.nan,
             thermostat=float(np.mean(thermostats)) if thermostats else math.nan)
-        windows.append(current)
-        if diverged:
-            log_ceiling = min(log_ceiling, log_step - _CEILING_MARGIN)
-        recent = windows[len(windows) // 2:]  # early windows, still leaving w*, expire
+        self.windows.append(current)
+        if undone:
+            self.log_ceiling = min(self.log_ceiling, log_step - _CEILING_MARGIN)
+        recent = self.windows[len(self.windows) // 2:]  # early windows, still leaving w*, expire
         recent_llc = _pooled([w.llc for w in recent])
-        scale.thermostat = current.thermostat
-        history.append((start, step_size, current.acceptance,
-                        scale.bias(math.exp(log_step), current.power), recent_llc))
-        log_bias = (log_bias_bound(recent_llc, current.power) if math.isfinite(current.power)
-                    else log_step)
+        self.scale.thermostat = current.thermostat
+        self.history.append((start, step_size, current.acceptance,
+                             self.scale.bias(math.exp(log_step), current.power), recent_llc))
+        log_bias = (self._log_bias_bound(recent_llc, current.power)
+                    if math.isfinite(current.power) else log_step)
         if _still_rising(recent):  # λ̂ not settled: the bound may stop ε, not lower it
             log_bias = max(log_bias, log_step)
-        log_step = min(_acceptance_law(recent, log_step, current.acceptance, target),
-                       log_bias, log_step + _MAX_GROWTH, log_ceiling)
+        log_next = min(_acceptance_law(recent, log_step, current.acceptance, self.target),
+                       log_bias, log_step + _MAX_GROWTH, self.log_ceiling)
         # at most ÷4 per window: one noisy window's λ̂ near 0 must not send ε to nothing
-        log_step = max(log_step, min(current.log_step - _MAX_LOG_CHANGE, log_ceiling))
-    second_half = windows[len(windows) // 2:]
-    met = [w.log_step for w in second_half if w.acceptance >= target]
-    settled = met or [min(w.log_step for w in second_half)]
-    late_llc = _pooled([w.llc for w in second_half])
-    late_power = _pooled([w.power for w in second_half])
-    scale.thermostat = _pooled([w.thermostat for w in second_half])
-    log_settled = sum(settled) / len(settled)
-    rising = _still_rising(second_half)
-    log_bias = log_bias_bound(late_llc, late_power)
-    if rising:
-        log_bias = max(log_bias, log_settled)
-    log_frozen = min(log_settled, log_ceiling, log_bias)
-    if not math.isfinite(log_frozen):  # no positive λ̂ in the second half: the smallest step
-        log_frozen = min(min(w.log_step for w in second_half), log_ceiling)
-    frozen = math.exp(log_frozen)
-    return StepSizeAdaptation(scale.step_size(settings, frozen), history, states, warmup_loss,
-                              bias=scale.bias(frozen, late_power), llc=late_llc,
-                              settled=not rising)
+        self.log_step = max(log_next, min(current.log_step - _MAX_LOG_CHANGE, self.log_ceiling))
+        return undone
+
+    def _denominator(self, state: Any) -> np.ndarray:
+        """√v̂ + a of an RMSProp-SGLD state, on the host (ε_i = ε / it)."""
+        settings = self.settings
+        return rmsprop_denominator(
+            np, self.backend.to_numpy(state.square_avg).astype(np.float64),
+            float(self.backend.to_numpy(state.count)), float(settings.beta2),
+            float(settings.eps_stability), bool(settings.bias_correction))
+
+    def finish(self) -> StepSizeAdaptation:
+        """The frozen step of the draws (module docs); also kept as :attr:`adaptation`."""
+        if not self.windows:  # every chain raised: the result reports their errors
+            current = self.settings if self.window_settings is None else self.window_settings
+            self.adaptation = StepSizeAdaptation(current, self.history, settled=False)
+            return self.adaptation
+        if all(w.acceptance == 0 for w in self.windows):
+            raise RuntimeError(
+                "`step_size='auto'`: every chain diverged at every step size tried (from "
+                f"{self.history[0][1]:.3g} down to {self.history[-1][1]:.3g}); check "
+                "that `params` is a minimum of `loss_fn`, or raise `localization`")
+        second_half = self.windows[len(self.windows) // 2:]
+        met = [w.log_step for w in second_half if w.acceptance >= self.target]
+        settled = met or [min(w.log_step for w in second_half)]
+        late_llc = _pooled([w.llc for w in second_half])
+        late_power = _pooled([w.power for w in second_half])
+        self.scale.thermostat = _pooled([w.thermostat for w in second_half])
+        log_settled = sum(settled) / len(settled)
+        rising = _still_rising(second_half)
+        log_bias = self._log_bias_bound(late_llc, late_power)
+        if rising:
+            log_bias = max(log_bias, log_settled)
+        log_frozen = min(log_settled, self.log_ceiling, log_bias)
+        if not math.isfinite(log_frozen):  # no positive λ̂ in the second half: the smallest
+            log_frozen = min(min(w.log_step for w in second_half), self.log_ceiling)
+        frozen = math.exp(log_frozen)
+        self.adaptation = StepSizeAdaptation(
+            with_step_size(self.settings, self.scale.step_size(self.settings, frozen)),
+            self.history, bias=self.scale.bias(frozen, late_power), llc=late_llc,
+            settled=not rising)
+        return self.adaptation
+
+    def begin_draws(self, states: list[Any]) -> tuple[Any, list[Any]]:
+        """:meth:`finish`, then the sampler of the draws at the frozen step and the chains'
+        states moved to it (as :meth:`begin_window` moves them)."""
+        adaptation = self.finish()
+        carry = getattr(adaptation.settings, "carry_state", None)
+        if carry is not None and self.window_settings is not None:
+            states = [carry(state, self.window_settings) for state in states]
+        return self._algorithm(adaptation.settings), states
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def checkpoint_attrs(self) -> dict[str, Any]:
+        """``{"step_size_tuning": JSON}`` while the burn-in runs (after a window has begun):
+        what :meth:`restore` needs; empty once :meth:`finish` has run."""
+        if self.adaptation is not None or self.window_settings is None:
+            return {}
+        return {"step_size_tuning": json.dumps({
+            "windows": [dataclasses.astuple(w) for w in self.windows], "history": self.history,
+            "log_step": self.log_step, "log_ceiling": self.log_ceiling,
+            "window_step_size": float(self.window_settings.step_size)})}
+
+    def restore(self, saved: str) -> None:
+        """Continue from :meth:`checkpoint_attrs`' JSON: the window begun last is running
+        (its chains' states are already moved to it), so the next :meth:`begin_window`
+        returns its sampler unchanged."""
+        state = json.loads(saved)
+        self.windows = [_Window(*row) for row in state["windows"]]
+        self.history = [tuple(row) for row in state["history"]]  # type: ignore[misc]
+        self.log_step, self.log_ceiling = float(state["log_step"]), float(state["log_ceiling"])
+        if self.windows:
+            self.scale.thermostat = self.windows[-1].thermostat
+        self.window_settings = with_step_size(self.settings, state["window_step_size"])
+        self._begun = True
 
 
 class _EquivalentStep:
@@ -397,35 +490,6 @@ def _acceptance_law(recent: list[_Window], log_step: float, acceptance: float,
             and not low < log_next < high:
         log_next = 0.5 * (low + high)  # the law overshoots: bisect the bracket
     return log_next
-
-
-class _GradientPower:
-    """Per step, nβ²‖∇L_B(w)‖² (or for RMSProp-SGLD the ε_i/ε-weighted sum with the noise
-    included): the quantity whose window mean is Ḡ in the module docs."""
-
-    def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
-                 noise: np.ndarray | None) -> None:
-        self.nbeta2 = posterior.nbeta**2
-        self.weighted = isinstance(settings, RMSPropSGLD)
-        if self.weighted:
-            self.beta2 = float(settings.beta2)
-            self.eps_stability = float(settings.eps_stability)
-            self.bias_correction = bool(settings.bias_correction)
-            self.noise = None if noise is None else backend.asarray(noise, like=posterior.center)
-        self.backend = backend
-
-    def of_step(self, old: Any, new: Any, info: Any) -> Any:
-        if not self.weighted:
-            return self.nbeta2 * info.grad_norm * info.grad_norm
-        xp = self.backend.namespace(new.square_avg)
-        beta2 = self.beta2
-        # v_t = b₂ v_{t−1} + (1 − b₂) g²: the step's g², per coordinate
-        square = (new.square_avg - beta2 * old.square_avg) / (1.0 - beta2) \
-            if beta2 > 0 else new.square_avg
-        weight = 1.0 / rmsprop_denominator(xp, new.square_avg, new.count, beta2,
-                                           self.eps_stability, self.bias_correction)  # ε_i / ε
-        total = square if self.noise is None else square + self.noise
-        return self.nbeta2 * xp.sum(weight * total)
 
 
 def minibatch_gradient_variance(posterior: LocalizedPosterior, backend: Backend, dataset: Any,

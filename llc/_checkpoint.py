@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,26 @@ from ._runner import ChainRun, RunnerState, write_atomically
 from .result import LLCResult, _netcdf_attrs, mala_acceptance_per_draw
 
 _COMPARED_APPROXIMATELY = ("init_loss", "init_grad_norm")
-_NOT_COMPARED = ("inference_library_version", "loss_repeat_difference")
+_NOT_COMPARED = ("inference_library_version", "loss_repeat_difference", "step_size_tuning")
 
 
 def _engine(path: Path) -> str:
     return "zarr" if path.suffix == ".zarr" or path.is_dir() else "h5netcdf"
 
 
-def writer(path: Path, plan: ChainPlan, attrs: dict[str, Any], origin: float):
-    """A checkpointer writing ``path``; ``origin`` is the ``perf_counter`` time of the start."""
+def writer(path: Path, plan: ChainPlan, attrs: dict[str, Any], origin: float,
+           live_attrs: Callable[[], dict[str, Any]] | None = None) -> Callable[[RunnerState], None]:
+    """A checkpointer writing ``path``; ``origin`` is the ``perf_counter`` time of the start.
+    ``live_attrs()`` adds attributes that change during the run (``step_size="auto"``'s step
+    and its tuner's state in the burn-in)."""
     import xarray as xr
 
     def write(state: RunnerState) -> None:
+        live = {} if live_attrs is None else live_attrs()
         snapshot = LLCResult.from_chains(
             state.runs,
-            attrs={**attrs, "complete": int(state.step >= plan.steps), "steps_done": state.step},
+            attrs={**attrs, **live, "complete": int(state.step >= plan.steps),
+                   "steps_done": state.step},
             elapsed=time.perf_counter() - origin,
         )
         tree = snapshot.to_arviz()

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _checkpoint
-from ._adapt import (_BIAS_TARGET, StepSizeAdaptation, adapt_step_size,
+from ._adapt import (_BIAS_TARGET, StepSizeTuner,
                      minibatch_gradient_variance, with_step_size)
 from ._backend import Backend, backend_for
 from ._data import ArrayData, make_data
@@ -322,31 +322,17 @@ def estimate(
             # curvature does, and the health check needs the noise to estimate that
             noise_power = posterior.nbeta**2 * float(minibatch_gradient_variance(
                 posterior, backend, dataset, chain_keys[0]).sum())
-        adaptation = None
-        history = "off"
-        step_bias: float | str = "missing"
-        step_settled = "missing"
-        if adapt and resume_path is not None:  # the checkpoint holds the frozen step
-            saved = _checkpoint.saved_attrs(resume_path)
+        tuner = None
+        saved = {} if resume_path is None else _checkpoint.saved_attrs(resume_path)
+        if adapt and (resume_path is None or "step_size_tuning" in saved):
+            tuner = _tuner_or_explain(settings, posterior, backend, dataset, chain_keys,
+                                      num_burnin, target_acceptance,
+                                      own_batch=trace_batch == "own")
+            if "step_size_tuning" in saved:  # a checkpoint written in the burn-in
+                tuner.restore(saved["step_size_tuning"])
+        elif adapt:  # resumed after the burn-in: the checkpoint holds the frozen step
             settings = with_step_size(settings, float(saved.get("sampler_step_size", math.nan)))
-            history = saved.get("step_size_history", "missing")
-            step_bias = saved.get("step_size_bias", "missing")
-            step_settled = saved.get("step_size_settled", "missing")
-        elif adapt:
-            adaptation = _adapt_or_explain(settings, posterior, backend, dataset, chain_keys,
-                                           num_burnin, target_acceptance,
-                                           lambda batch: loss_only(center, batch),
-                                           own_batch=trace_batch == "own")
-            settings = with_step_size(settings, adaptation.step_size)
-            history = json.dumps([[start, size, round(acceptance, 6),
-                                   round(bias, 6) if math.isfinite(bias) else None,
-                                   round(llc, 6) if math.isfinite(llc) else None]
-                                  for start, size, acceptance, bias, llc in adaptation.history])
-            step_bias = adaptation.bias
-            step_settled = "yes" if adaptation.settled else (
-                "no: the burn-in's λ̂ still rose in its last window, so the bias bound "
-                "b̂ <= τ λ̂ is not established; run a longer burn-in")
-        algorithm = settings.build(posterior)
+        algorithm = settings.build(posterior)  # the chains' states start with these settings
         algorithm = algorithm._replace(step=compiled_step(backend, settings, posterior))
         plan = ChainPlan(
             backend, algorithm, dataset, center, num_burnin, num_draws, thin, nbeta, init_loss,
@@ -358,6 +344,8 @@ def estimate(
             full_loss=(None if full_loss_every is None else functools.partial(
                 _full_loss, backend, loss_only, dataset, init_loss_batches)),
             full_loss_every=full_loss_every,
+            tuning_window=None if tuner is None else tuner.window,
+            warmup_baseline=None if tuner is None else loss_only,
         )
         attrs = {
             "inference_library": "llc",
@@ -382,8 +370,7 @@ def estimate(
             **({} if reshuffles is None else {"iterable_reshuffles": int(reshuffles)}),
             "full_loss_every": "off" if full_loss_every is None else full_loss_every,
             "sampler": settings.name,
-            **{f"sampler_{key}": value for key, value in settings.settings().items()
-               if key != "name"},
+            **_sampler_attrs(settings),
             "num_chains": num_chains,
             "num_draws": num_draws,
             "num_burnin": num_burnin,
@@ -394,31 +381,29 @@ def estimate(
             "step_size_adaptation": (
                 f"burn-in: estimated step bias <= {_BIAS_TARGET:g} λ̂, MALA "
                 f"acceptance >= {target_acceptance}" if adapt else "off"),
-            "step_size_history": history,
+            "step_size_history": "off",
             "gradient_noise_power": noise_power,
             "step_size_per_leaf": (describe_per_leaf(settings.step_size, [  # type: ignore[attr-defined]
                 math.prod(int(n) for n in tuple(leaf.shape)) for leaf in leaves])
                 if isinstance(getattr(settings, "step_size", None), np.ndarray) else "off"),
-            **({"step_size_bias": step_bias, "step_size_settled": step_settled}
-               if adapt else {}),
             "param_shapes": json.dumps([list(leaf.shape) for leaf in leaves]),
             "seed": seed,
         }
+        if adapt:  # the step so far: the tuner's, or the checkpoint's frozen one
+            attrs.update(_adaptation_attrs(settings, tuner, saved, checkpoint=False))
         previous_elapsed = 0.0
         if resume_path is not None:
             state, previous_elapsed = _checkpoint.restore(resume_path, plan, attrs)
-        elif adaptation is not None:
-            runs = [ChainRun.empty(plan) for _ in chain_keys]
-            for run, losses in zip(runs, adaptation.warmup_loss):
-                run.warmup_loss[:] = losses
-            state = RunnerState(num_burnin, adaptation.states, runs)
         else:
             state = RunnerState(0, [algorithm.init(center) for _ in chain_keys],
                                 [ChainRun.empty(plan) for _ in chain_keys])
+        live = None if tuner is None else (lambda: _adaptation_attrs(settings, tuner, saved))
         writer = None if checkpoint_path is None else _checkpoint.writer(
-            checkpoint_path, plan, attrs, started - previous_elapsed)
+            checkpoint_path, plan, attrs, started - previous_elapsed, live_attrs=live)
         state = run_chains(plan, chain_keys, state, progress=progress, checkpoint=writer,
-                           checkpoint_every=checkpoint_every, vectorized=vectorized)
+                           checkpoint_every=checkpoint_every, vectorized=vectorized, tuner=tuner)
+        if tuner is not None:
+            attrs.update(_adaptation_attrs(settings, tuner, saved, checkpoint=False))
 
     elapsed = previous_elapsed + time.perf_counter() - started
     if state.interrupted:
@@ -446,25 +431,52 @@ _ADAPT_WINDOW = 25  # burn-in steps per update of step_size="auto"
 _AUTO_START = 1e-4  # the first step size tried by step_size="auto"
 
 
-def _adapt_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
-                      dataset: Any, chain_keys: list[Any], num_burnin: int,
-                      target: float, center_loss: Callable[[Any], Any],
-                      own_batch: bool) -> StepSizeAdaptation:
-    """The step set during the burn-in (``llc._adapt``), with a clear error for a sampler
-    that reports no acceptance."""
+def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
+                      dataset: Any, chain_keys: list[Any], num_burnin: int, target: float,
+                      own_batch: bool) -> StepSizeTuner:
+    """The controller of the burn-in's step (``llc._adapt``), with a clear error for settings
+    without a step."""
     if not hasattr(settings, "step_size"):
         raise TypeError(f"`step_size='auto'` needs sampler settings with a `step_size`; "
                         f"{settings!r} has none")
-    adaptation = adapt_step_size(settings, posterior, backend, dataset, chain_keys,
-                                 num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
-                                 center_loss=center_loss,
-                                 own_batch=own_batch)
-    if all(row[2] == 0 for row in adaptation.history):
-        raise RuntimeError(
-            "`step_size='auto'`: every chain diverged at every step size tried (from "
-            f"{adaptation.history[0][1]:.3g} down to {adaptation.history[-1][1]:.3g}); check "
-            "that `params` is a minimum of `loss_fn`, or raise `localization`")
-    return adaptation
+    return StepSizeTuner(settings, posterior, backend, dataset, chain_keys[0],
+                         num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
+                         own_batch=own_batch)
+
+
+def _adaptation_attrs(settings: SamplerSettings, tuner: StepSizeTuner | None,
+                      saved: dict[str, Any], checkpoint: bool = True) -> dict[str, Any]:
+    """The root attributes of ``step_size="auto"``: the sampler's settings at the step in use
+    (the frozen one after the burn-in), the windows' history, b̂ and whether it settled, and
+    while the burn-in runs (with ``checkpoint``) the tuner's state for a checkpoint. Without
+    a tuner (a run resumed after its burn-in) they are the checkpoint's."""
+    if tuner is None:
+        keys = ("step_size_history", "step_size_bias", "step_size_settled")
+        return {**_sampler_attrs(settings), **{key: saved.get(key, "missing") for key in keys}}
+    adaptation = tuner.adaptation
+    if adaptation is None:  # in the burn-in
+        current = settings if tuner.window_settings is None else tuner.window_settings
+        return {**_sampler_attrs(current), "step_size_history": _history(tuner.history),
+                "step_size_bias": "pending", "step_size_settled": "pending",
+                **(tuner.checkpoint_attrs() if checkpoint else {})}
+    return {**_sampler_attrs(adaptation.settings),
+            "step_size_history": _history(adaptation.history),
+            "step_size_bias": adaptation.bias,
+            "step_size_settled": "yes" if adaptation.settled else (
+                "no: the burn-in's λ̂ still rose in its last window, so the bias bound "
+                "b̂ <= τ λ̂ is not established; run a longer burn-in")}
+
+
+def _history(history: list[tuple[int, float, float, float, float]]) -> str:
+    return json.dumps([[start, size, round(acceptance, 6),
+                        round(bias, 6) if math.isfinite(bias) else None,
+                        round(llc, 6) if math.isfinite(llc) else None]
+                       for start, size, acceptance, bias, llc in history])
+
+
+def _sampler_attrs(settings: SamplerSettings) -> dict[str, Any]:
+    return {f"sampler_{key}": value for key, value in settings.settings().items()
+            if key != "name"}
 
 
 def _resolve_chain_method(chain_method: str, backend: Backend, dataset: Any,

@@ -21,7 +21,9 @@ class ChainPlan:
     data instead of the step's own minibatch loss. ``first_order``: the steps report
     nβ ∇L_n(w*)·(w_t − w*) (``SampleInfo.first_order``), recorded at every draw.
     ``full_loss``: w ↦ L_n(w) on all the data, evaluated at every ``full_loss_every``-th
-    draw.
+    draw. ``tuning_window`` (``step_size="auto"``): the burn-in runs in windows of this
+    many steps, each burn-in step diagnosed and recording :attr:`warmup_fields`, with
+    ``warmup_baseline(w*, batch)`` = L_B(w*) on the step's batch.
     """
 
     backend: Backend
@@ -40,6 +42,8 @@ class ChainPlan:
     first_order: bool = False
     full_loss: Callable[[Any], float] | None = None
     full_loss_every: int | None = None
+    tuning_window: int | None = None
+    warmup_baseline: Callable[..., Any] | None = None
 
     @property
     def steps(self) -> int:
@@ -51,6 +55,15 @@ class ChainPlan:
         return (("loss", "distance", "grad_norm")
                 + (("first_order",) if self.first_order else ())
                 + (("baseline_loss",) if self.batch_baseline else ()))
+
+    @property
+    def warmup_fields(self) -> tuple[str, ...]:
+        """Per-step values recorded at burn-in steps: the loss and the distance, and while
+        the step size is tuned also L_B(w*), the MALA acceptance, ``grad_norm`` and
+        ``grad_power`` (NaN from a sampler that does not report it)."""
+        return ("loss", "distance") + (
+            ("baseline_loss", "mala_acceptance", "grad_norm", "grad_power")
+            if self.tuning_window else ())
 
     @property
     def recorded_fields(self) -> tuple[str, ...]:

@@ -16,12 +16,13 @@ Two ways to advance a block, which the tests compare:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -154,14 +155,21 @@ class SequentialChains:
             row["baseline_loss"] = plan.batch_baseline(plan.center, batch)
         return row
 
-    def advance(self, state: RunnerState, stop: int) -> None:
-        """Advance every healthy chain to ``stop`` and record the steps on the host.
+    def use(self, plan: ChainPlan) -> None:
+        """Go on with another plan of the same run (a new step size while it is tuned)."""
+        self.plan = plan
+
+    def advance(self, state: RunnerState, stop: int) -> dict[int, BlockRecord]:
+        """Advance every healthy chain to ``stop``, record the steps on the host, and return
+        each recorded chain's block.
 
         A ``KeyboardInterrupt`` leaves ``state`` at the last whole round, recorded, and
         propagates.
         """
         plan, backend, algorithm = self.plan, self.plan.backend, self.plan.algorithm
-        columns = len(plan.recorded_fields)
+        columns = max(len(plan.recorded_fields), len(plan.warmup_fields))
+        tuning = plan.tuning_window is not None
+        records: dict[int, BlockRecord] = {}
         tables = [backend.row_buffer(stop - state.step, columns) for _ in state.runs]
         steps: list[list[int]] = [[] for _ in state.runs]
         positions: list[dict[int, Any]] = [{} for _ in state.runs]
@@ -172,6 +180,7 @@ class SequentialChains:
                 draw = (step - plan.num_burnin) // plan.thin
                 recorded = plan.is_draw(step)
                 diagnose = recorded and plan.mala_every is not None and draw % plan.mala_every == 0
+                warming = step < plan.num_burnin
                 states = list(state.states)  # committed after the round: an interrupt
                 round_rows = []              # leaves every chain at `step`
                 for chain, run in enumerate(state.runs):
@@ -182,9 +191,9 @@ class SequentialChains:
                         position = state.states[chain].position  # w_t
                         states[chain], info = algorithm.step(
                             backend.fold_in(self.noise_keys[chain], step), states[chain], batch,
-                            diagnose)
-                        if step < plan.num_burnin:
-                            round_rows.append((chain, [info.loss, info.distance]))
+                            diagnose or (tuning and warming))
+                        if warming:
+                            round_rows.append((chain, self._warmup_row(batch, info)))
                         elif recorded:
                             row = self._draw_row(chain, position, batch, info)
                             fields = [row[name] for name in plan.fields]
@@ -205,19 +214,39 @@ class SequentialChains:
         finally:
             for chain, run in enumerate(state.runs):
                 if steps[chain] and run.recording:
-                    self._record(steps[chain], tables[chain], positions[chain],
-                                 full_losses[chain], run)
+                    records[chain] = self._record(steps[chain], tables[chain], positions[chain],
+                                                  full_losses[chain], run)
+        return records
+
+    def _warmup_row(self, batch: Any, info: Any) -> list[Any]:
+        """The :attr:`ChainPlan.warmup_fields` of a burn-in step."""
+        plan = self.plan
+        if plan.tuning_window is None or plan.warmup_baseline is None:
+            return [info.loss, info.distance]
+        nan = info.loss * float("nan")
+        return [info.loss, info.distance, plan.warmup_baseline(plan.center, batch),
+                nan if info.mala_acceptance is None else info.mala_acceptance, info.grad_norm,
+                nan if info.grad_power is None else info.grad_power]
 
     def _record(self, steps: list[int], table: RowBuffer, positions: dict[int, Any],
-                full_losses: dict[int, float], run: ChainRun) -> None:
-        """Copy a block's rows to the host: burn-in rows hold the loss and the distance only
-        (the other fields stay NaN), and ``mala_acceptance`` is NaN where not diagnosed."""
+                full_losses: dict[int, float], run: ChainRun) -> BlockRecord:
+        """Copy a block's rows to the host: burn-in rows hold the
+        :attr:`ChainPlan.warmup_fields`, draws the :attr:`ChainPlan.recorded_fields` (the
+        other fields stay NaN), and ``mala_acceptance`` is NaN where not diagnosed."""
         plan = self.plan
         host = table.to_numpy()[:len(steps)]
-        values = {name: host[:, column] for column, name in enumerate(plan.recorded_fields)}
+        step_array = np.array(steps, dtype=np.int64)
+        warming = step_array < plan.num_burnin
+        values = {name: np.full(len(steps), np.nan)
+                  for name in dict.fromkeys(plan.recorded_fields + plan.warmup_fields)}
+        for column, name in enumerate(plan.warmup_fields):
+            values[name][warming] = host[warming, column]
+        for column, name in enumerate(plan.recorded_fields):
+            values[name][~warming] = host[~warming, column]
         kept = {draw: plan.backend.to_numpy(position) for draw, position in positions.items()}
-        BlockRecord(np.array(steps, dtype=np.int64), values, kept,
-                    full_losses).record_into(plan, run)
+        record = BlockRecord(step_array, values, kept, full_losses)
+        record.record_into(plan, run)
+        return record
 
 
 class VectorizedChains:
@@ -230,15 +259,24 @@ class VectorizedChains:
 
     def __init__(self, plan: ChainPlan, chain_keys: list[Any], start: int) -> None:
         self.plan = plan
+        self.chain_keys = chain_keys
         self.kernel = BlockKernel(plan, chain_keys)
 
-    def advance(self, state: RunnerState, stop: int) -> None:
-        """Advance every chain to ``stop`` in one program; on an interrupt, nothing moves."""
+    def use(self, plan: ChainPlan) -> None:
+        """Go on with another plan of the same run (a new step size while it is tuned): an
+        adapter that reuses programs passes the new numbers to the same block."""
+        self.plan = plan
+        self.kernel = BlockKernel(plan, self.chain_keys)
+
+    def advance(self, state: RunnerState, stop: int) -> dict[int, BlockRecord]:
+        """Advance every chain to ``stop`` in one program and return each recorded chain's
+        block; on an interrupt, nothing moves."""
         plan, backend = self.plan, self.plan.backend
         start = state.step
+        records: dict[int, BlockRecord] = {}
         if all(run.failed for run in state.runs):
             state.step = stop
-            return
+            return records
         try:
             states, values = self.kernel.run(state.states, start, stop)
         except Exception as error:  # noqa: BLE001  (recorded per chain, like a raising loss)
@@ -246,7 +284,7 @@ class VectorizedChains:
                 if not run.failed:
                     run.error = error
             state.step = stop
-            return
+            return records
         steps = np.arange(start, stop)
         keep = np.array([step < plan.num_burnin or plan.is_draw(step)
                          for step in range(start, stop)])
@@ -256,7 +294,7 @@ class VectorizedChains:
             if not run.recording or run.error is not None:
                 continue
             chain_values = {name: column[keep, chain] for name, column in values.items()
-                            if name in run.draws or name in ("loss", "distance")}
+                            if name in run.draws or name in plan.warmup_fields}
             positions, full_losses = {}, {}
             position = state.states[chain].position  # a block starts at each kept draw
             if kept_step == start:
@@ -267,31 +305,74 @@ class VectorizedChains:
                 except Exception as error:  # noqa: BLE001  (like a raising loss)
                     run.error = error
                     continue
-            BlockRecord(steps[keep], chain_values, positions, full_losses).record_into(plan, run)
+            records[chain] = BlockRecord(steps[keep], chain_values, positions, full_losses)
+            records[chain].record_into(plan, run)
         state.states = states
         state.step = stop
+        return records
 
 
 def _block_stop(plan: ChainPlan, step: int, vectorized: bool) -> int:
     """Where the block starting at ``step`` ends: the next multiple of ``_FLUSH_EVERY``, the
-    end of the run, or (vectorized) the next draw whose position the host needs (kept, or
-    its full-data loss evaluated), which starts a block of its own."""
+    end of the run, the end of a tuning window (``plan.tuning_window``, in the burn-in), or
+    (vectorized) the next draw whose position the host needs (kept, or its full-data loss
+    evaluated), which starts a block of its own."""
+    if plan.tuning_window and step < plan.num_burnin:
+        return min((step // plan.tuning_window + 1) * plan.tuning_window, plan.num_burnin)
     stop = min((step // _FLUSH_EVERY + 1) * _FLUSH_EVERY, plan.steps)
     kept = plan.next_host_step(step + 1) if vectorized else None
     return stop if kept is None else min(stop, kept)
 
 
+class WarmupTuner(Protocol):
+    """What the runner asks of a controller that tunes the sampler during the burn-in
+    (:class:`llc._adapt.StepSizeTuner`): the burn-in runs in windows of ``window`` steps."""
+
+    window: int
+
+    def begin_window(self, states: list[Any]) -> tuple[Any, list[Any]]:
+        """The sampler of the next window and the chains' states moved to it."""
+
+    def end_window(self, start: int, records: dict[int, BlockRecord], states: list[Any]
+                   ) -> set[int]:
+        """Score the window begun at ``start``; the chains to put back where it began."""
+
+    def begin_draws(self, states: list[Any]) -> tuple[Any, list[Any]]:
+        """After the last window: the sampler of the draws and the states moved to it."""
+
+
+def _undo_window(state: RunnerState, start: int, before: list[Any], chains: set[int]) -> None:
+    """Put ``chains`` back at step ``start`` with their states ``before``, their burn-in
+    losses from ``start`` on forgotten (a diverged window, or an interrupted one)."""
+    for chain in chains:
+        run = state.runs[chain]
+        state.states[chain] = before[chain]
+        run.warmup_loss[start:] = np.nan
+        if run.diverged_at is not None and run.diverged_at >= start:
+            run.diverged_at = None
+
+
 def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, progress: bool,
                checkpoint: Checkpointer | None = None, checkpoint_every: int = 1000,
-               vectorized: bool = False) -> RunnerState:
+               vectorized: bool = False, tuner: WarmupTuner | None = None) -> RunnerState:
     """Advance every healthy chain from ``state.step`` to the end, in lockstep.
 
+    With a ``tuner`` (and ``plan.tuning_window`` set to its window) the burn-in is its warm-up
+    phase: the chains run a window at a time with the tuner's sampler, a chain that diverged
+    in a window is put back where the window began (it is not failed), and the draws use the
+    sampler the tuner settles on.
+
     A ``KeyboardInterrupt`` ends the run at the last whole round (sequential) or block
-    (vectorized): the result is marked interrupted (and checkpointed, when asked) instead of
-    being lost.
+    (vectorized), in the burn-in of a tuned run at the start of its window: the result is
+    marked interrupted (and checkpointed, when asked) instead of being lost.
     """
     from tqdm.auto import tqdm
 
+    if tuner is not None and state.step < plan.num_burnin:
+        algorithm, state.states = tuner.begin_window(state.states)
+        plan = dataclasses.replace(plan, algorithm=algorithm)
+    elif tuner is not None:
+        raise ValueError("a tuner serves the burn-in: the run is past it")
     chains = (VectorizedChains if vectorized else SequentialChains)(plan, chain_keys, state.step)
     last_checkpoint = state.step
 
@@ -308,7 +389,22 @@ def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, pr
               desc=f"llc {len(chain_keys)} chains", unit="step", dynamic_ncols=True) as bar:
         try:
             while state.step < plan.steps:
-                chains.advance(state, _block_stop(plan, state.step, vectorized))
+                start, before = state.step, list(state.states)
+                try:
+                    records = chains.advance(state, _block_stop(plan, state.step, vectorized))
+                except KeyboardInterrupt:
+                    if tuner is not None and start < plan.num_burnin:  # redo the whole window
+                        state.step = start
+                        _undo_window(state, start, before, set(range(len(state.runs))))
+                    raise
+                if tuner is not None and start < plan.num_burnin:
+                    _undo_window(state, start, before,
+                                 tuner.end_window(start, records, state.states))
+                    begin = (tuner.begin_window if state.step < plan.num_burnin
+                             else tuner.begin_draws)
+                    algorithm, state.states = begin(state.states)
+                    plan = dataclasses.replace(plan, algorithm=algorithm)
+                    chains.use(plan)
                 show_estimate()
                 bar.update(state.step - bar.n)
                 if checkpoint is not None and (state.step - last_checkpoint >= checkpoint_every

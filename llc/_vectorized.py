@@ -37,6 +37,7 @@ class BlockStructure(NamedTuple):
     thin: int
     mala_every: int | None
     first_order: bool
+    tuning: bool
 
 
 class BlockKernel:
@@ -75,19 +76,20 @@ class BlockKernel:
         structure = BlockStructure(
             dataset.num_data, dataset.batch_size, dataset.batches_per_epoch,
             dataset.full_batch, dataset.with_replacement, plan.num_burnin, plan.thin,
-            plan.mala_every, plan.first_order)
+            plan.mala_every, plan.first_order, plan.tuning_window is not None)
         step = plan.algorithm.step
         program = getattr(step, "program", None)
         if program is not None:
             self.numbers: Any = step.numbers
             self._block, self._first_orders = program_cache(backend).get(
-                ("block", structure, step.structure, plan.batch_baseline),
-                lambda: _compile_block(backend, structure, program, plan.batch_baseline))
+                ("block", structure, step.structure, plan.batch_baseline, plan.warmup_baseline),
+                lambda: _compile_block(backend, structure, program, plan.batch_baseline,
+                                       plan.warmup_baseline))
         else:
             self.numbers = None
             self._block, self._first_orders = _compile_block(
                 backend, structure, lambda numbers, *args, diagnose: step(*args, diagnose),
-                plan.batch_baseline)
+                plan.batch_baseline, plan.warmup_baseline)
 
     def run(self, states: list[Any], start: int, stop: int) -> tuple[list[Any], dict[str, Any]]:
         """The chains' states at ``stop`` and each per-step value as a NumPy array
@@ -113,11 +115,14 @@ class BlockKernel:
 
 
 def _compile_block(backend: Any, structure: BlockStructure, step_fn: Callable[..., Any],
-                   batch_baseline: Callable[..., Any] | None) -> tuple[Any, Any]:
+                   batch_baseline: Callable[..., Any] | None,
+                   warmup_baseline: Callable[..., Any] | None) -> tuple[Any, Any]:
     """``(block, first_orders)`` compiled: ``block(numbers, center, noise_keys, data_keys,
     states, orders, arrays, steps)`` runs ``step_fn(numbers, key, state, batch, diagnose=)``
     for every chain and step; ``first_orders(data_keys, epoch, arrays)`` the chains' epoch
-    orders. Reads nothing but its arguments and ``structure``."""
+    orders. Reads nothing but its arguments and ``structure``. With ``structure.tuning``
+    every burn-in step is diagnosed and records ``warmup_baseline(center, batch)`` and the
+    step's ``grad_power``."""
     transforms = backend.chain_transforms
     batch_size, per_epoch = structure.batch_size, structure.batches_per_epoch
 
@@ -145,30 +150,48 @@ def _compile_block(backend: Any, structure: BlockStructure, step_fn: Callable[..
         key = backend.fold_in(noise_key, step)
         offset = step - structure.num_burnin
         recorded = (offset >= 0) & (offset % structure.thin == 0)
+        warming = offset < 0
 
         def move(diagnose: bool) -> Any:
             def run() -> tuple[Any, Any]:
                 new_state, info = step_fn(numbers, key, state, batch, diagnose=diagnose)
-                acceptance = info.mala_acceptance
-                if acceptance is None:
-                    acceptance = info.loss * float("nan")
-                return new_state, info._replace(mala_acceptance=acceptance)
+                nan = info.loss * float("nan")
+                return new_state, info._replace(
+                    mala_acceptance=nan if info.mala_acceptance is None else info.mala_acceptance,
+                    grad_power=nan if info.grad_power is None else info.grad_power)
             return run
 
-        if structure.mala_every is None:
+        diagnose = None
+        if structure.mala_every is not None:
+            diagnose = recorded & ((offset // structure.thin) % structure.mala_every == 0)
+        if structure.tuning:
+            diagnose = warming if diagnose is None else diagnose | warming
+        if diagnose is None:
             new_state, info = move(False)()
         else:
-            diagnose = recorded & ((offset // structure.thin) % structure.mala_every == 0)
             new_state, info = transforms.cond(diagnose, move(True), move(False))
         values = {"loss": info.loss, "distance": info.distance, "grad_norm": info.grad_norm,
                   "mala_acceptance": info.mala_acceptance}
         if structure.first_order:  # NaN from a sampler that does not report it
             values["first_order"] = (info.loss * float("nan") if info.first_order is None
                                      else info.first_order)
+
+        def nothing() -> Any:
+            return info.loss * float("nan")
+
+        def baseline_at(when: Any, baseline: Callable[..., Any],
+                        otherwise: Callable[[], Any]) -> Callable[[], Any]:
+            return lambda: transforms.cond(when, lambda: baseline(center, batch), otherwise)
+
+        baseline = nothing
         if batch_baseline is not None:
-            values["baseline_loss"] = transforms.cond(
-                recorded, lambda: batch_baseline(center, batch),
-                lambda: info.loss * float("nan"))
+            baseline = baseline_at(recorded, batch_baseline, baseline)
+        if structure.tuning and warmup_baseline is not None:
+            baseline = baseline_at(warming, warmup_baseline, baseline)
+        if baseline is not nothing:
+            values["baseline_loss"] = baseline()
+        if structure.tuning:
+            values["grad_power"] = info.grad_power
         return new_state, order, values
 
     all_chains = transforms.vmap(chain_step, (0, 0, 0, 0, None, None, None, None))

@@ -60,7 +60,7 @@ __all__ = [
 
 
 class SampleInfo(NamedTuple):
-    """What a step reports about the point where its gradient was taken (framework scalars).
+    r"""What a step reports about the point where its gradient was taken (framework scalars).
 
     Attributes
     ----------
@@ -82,6 +82,12 @@ class SampleInfo(NamedTuple):
     first_order
         nβ ∇L_n(w*)·(w_t − w*), the first-order term of the loss increase, when the
         posterior knows ∇L_n(w*) (:attr:`LocalizedPosterior.slope`); else ``None``.
+    grad_power
+        :math:`\sum_i (\epsilon_i/\epsilon)\,(\partial_i L_B(w_t))^2`, the squared minibatch
+        gradient weighted by each coordinate's step relative to ε, reported with
+        ``diagnose`` by a sampler whose steps differ per coordinate from ε
+        (:func:`rmsprop_sgld`); ``None`` where it equals ``grad_norm²``. ``step_size="auto"``
+        reads it (:mod:`llc._adapt`).
     """
 
     loss: Array
@@ -89,6 +95,7 @@ class SampleInfo(NamedTuple):
     grad_norm: Array
     mala_acceptance: Array | None = None
     first_order: Array | None = None
+    grad_power: Array | None = None
 
 
 class SamplingAlgorithm(NamedTuple):
@@ -490,17 +497,19 @@ def rmsprop_sgld(posterior: LocalizedPosterior, step_size: float | np.ndarray, b
         count = state.count + 1
         square_avg = backend.linear_combination((beta2, state.square_avg),
                                                 (1.0 - beta2, grad * grad))
-        local_step = step_size / rmsprop_denominator(
-            xp, square_avg, count, beta2, eps_stability, bias_correction)
+        denominator = rmsprop_denominator(xp, square_avg, count, beta2, eps_stability,
+                                          bias_correction)
+        local_step = step_size / denominator
         noise = backend.normal(key, position)
         new_position = position - (0.5 * local_step) * drift + xp.sqrt(local_step) * noise
-        acceptance = None
+        info = _describe(here, None)
         if diagnose:
             proposal_loss, _, proposal_drift = posterior.potential_gradient(new_position, batch)
             log_ratio = posterior.langevin_log_ratio(local_step, position, loss, drift,
                                                      new_position, proposal_loss, proposal_drift)
-            acceptance = xp.exp(xp.clip(log_ratio, max=0.0))
-        return RMSPropSGLDState(new_position, square_avg, count), _describe(here, acceptance)
+            info = info._replace(mala_acceptance=xp.exp(xp.clip(log_ratio, max=0.0)),
+                                 grad_power=xp.sum(grad * grad / denominator))
+        return RMSPropSGLDState(new_position, square_avg, count), info
 
     return SamplingAlgorithm(init, step)
 

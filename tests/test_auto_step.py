@@ -338,3 +338,81 @@ def test_step_too_large_for_momentum_samplers(settings, step, exponent) -> None:
     assert f"{100 * ratio:.0f} %" in finding.message
     suggested = float(re.search(r"to ~([0-9.e+-]+)", finding.suggestion).group(1))
     assert suggested == pytest.approx(step * (0.03 / ratio) ** exponent, rel=0.03)
+
+
+def _interrupting(loss_fn, after: int):
+    """``loss_fn`` that raises ``KeyboardInterrupt`` on its ``after``-th call."""
+    calls = {"count": 0}
+
+    def interrupted(p, batch):
+        calls["count"] += 1
+        if calls["count"] == after:
+            raise KeyboardInterrupt
+        return loss_fn(p, batch)
+
+    return interrupted
+
+
+def test_auto_step_resumes_from_inside_the_burn_in(tmp_path) -> None:
+    """Interrupted in the middle of a burn-in window, the run checkpoints the tuner's state
+    at that window's start; resumed, it is the uninterrupted run bit for bit (sequential
+    NumPy: the interrupt comes from inside ``loss_fn``, mid-window)."""
+    import xarray as xr
+
+    data, params = DLN.setup(2_000, seed=1)
+    settings = {**SETTINGS, "num_draws": 100, "num_burnin": 200, "num_chains": 2,
+                "batch_size": 200, "step_size": "auto", "checkpoint_every": 25}
+    first = _quiet(DLN.loss_and_grad, params, data, **settings)
+    path = tmp_path / "burn_in.nc"
+    # 3 calls per chain and burn-in step (the step, its acceptance, L_B(w*)), 150 per window
+    with pytest.raises(KeyboardInterrupt, match="before the first draw"):
+        _quiet(_interrupting(DLN.loss_and_grad, 700), params, data, checkpoint=path, **settings)
+    with xr.open_datatree(path, engine="h5netcdf") as saved:
+        steps_done = int(saved.attrs["steps_done"])
+        assert "step_size_tuning" in saved.attrs and saved.attrs["step_size_bias"] == "pending"
+    assert 0 < steps_done < 200 and steps_done % 25 == 0  # at a window's start
+    resumed = _quiet(DLN.loss_and_grad, params, data, resume=path, **settings)
+    assert resumed.attrs["step_size_history"] == first.attrs["step_size_history"]
+    assert resumed.attrs["sampler_step_size"] == first.attrs["sampler_step_size"]
+    assert "step_size_tuning" not in resumed.attrs
+    np.testing.assert_array_equal(resumed.warmup_loss, first.warmup_loss)
+    np.testing.assert_array_equal(resumed.llc_trace, first.llc_trace)
+
+
+def test_auto_step_vectorized_matches_sequential(tmp_path) -> None:
+    """The burn-in's windows run on the vectorized path too (torch, float64): the same steps
+    and, to rounding, the same draws as the sequential path; and a vectorized run interrupted
+    between two windows resumes to the uninterrupted one bit for bit."""
+    pytest.importorskip("torch")
+    from llc import _runner
+
+    loss_fn, params, data = DLN.in_backend("torch", 2_000, seed=1)
+    settings = {**SETTINGS, "num_draws": 100, "num_burnin": 200, "num_chains": 3,
+                "batch_size": 200, "step_size": "auto", "sampler": "rmsprop_sgld"}
+    sequential = _quiet(loss_fn, params, data, chain_method="sequential", **settings)
+    vectorized = _quiet(loss_fn, params, data, chain_method="vectorized", **settings)
+    assert vectorized.attrs["chain_method"] == "vectorized"
+    np.testing.assert_allclose(json.loads(vectorized.attrs["step_size_history"]),
+                               json.loads(sequential.attrs["step_size_history"]), rtol=1e-9)
+    np.testing.assert_allclose(vectorized.warmup_loss, sequential.warmup_loss, rtol=1e-9)
+    np.testing.assert_allclose(vectorized.llc_trace, sequential.llc_trace, rtol=1e-8)
+
+    advance = _runner.VectorizedChains.advance
+    blocks = {"count": 0}
+
+    def interrupted(self, state, stop):
+        blocks["count"] += 1
+        if blocks["count"] == 4:  # the 4th window: nothing moves
+            raise KeyboardInterrupt
+        return advance(self, state, stop)
+
+    path = tmp_path / "vectorized.nc"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_runner.VectorizedChains, "advance", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _quiet(loss_fn, params, data, chain_method="vectorized", checkpoint=path,
+                   **settings)
+    resumed = _quiet(loss_fn, params, data, chain_method="vectorized", resume=path, **settings)
+    assert resumed.attrs["step_size_history"] == vectorized.attrs["step_size_history"]
+    np.testing.assert_array_equal(resumed.warmup_loss, vectorized.warmup_loss)
+    np.testing.assert_array_equal(resumed.llc_trace, vectorized.llc_trace)
