@@ -125,6 +125,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import Backend
+from ._data import DataSource
 from ._programs import compiled_step
 from .posterior import LocalizedPosterior
 from .samplers import (RMSPropSGLD, langevin_equivalent_step, langevin_noise_equivalent_step,
@@ -216,7 +217,7 @@ class StepSizeTuner:
     """
 
     def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
-                 dataset: Any, noise_key: Any, *, num_steps: int, target: float, window: int,
+                 dataset: DataSource, noise_key: Any, *, num_steps: int, target: float, window: int,
                  own_batch: bool = False) -> None:
         self.settings = settings
         self.posterior = posterior
@@ -492,8 +493,8 @@ def _acceptance_law(recent: list[_Window], log_step: float, acceptance: float,
     return log_next
 
 
-def minibatch_gradient_variance(posterior: LocalizedPosterior, backend: Backend, dataset: Any,
-                                key: Any) -> np.ndarray:
+def minibatch_gradient_variance(posterior: LocalizedPosterior, backend: Backend,
+                                dataset: DataSource, key: Any) -> np.ndarray:
     """Σ_B,ii: the per-coordinate variance of the minibatch gradient at w* (its sum is
     tr Σ_B), from ``_NOISE_PROBES`` minibatches of a stream of its own (so the chains'
     streams are untouched)."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -11,7 +11,30 @@ from ._backend import Array, Backend, Key, _loaded_backends
 from ._tree import tree_flatten, tree_map
 from ._validate import positive_int
 
-__all__ = ["ArrayData", "IterableData", "make_data"]
+__all__ = ["ArrayData", "DataSource", "IterableData", "make_data"]
+
+
+class DataSource(Protocol):
+    """Where a run's minibatches come from: :class:`ArrayData` (arrays llc batches itself)
+    or :class:`IterableData` (the user's batches). The runner, the step-size tuner and the
+    loss at w* read data only through this."""
+
+    @property
+    def num_data(self) -> int:
+        """n, the number of samples (the scale of nβ = n/log n)."""
+
+    @property
+    def batch_size(self) -> int | None:
+        """Rows per minibatch; ``None`` where the user's batches set it."""
+
+    def stream(self, key: Key, start: int = 0) -> Generator[Any, None, None]:
+        """Endless minibatches of one chain from its ``start``-th on, a pure function of
+        ``key`` and the position in the stream (array data) or one pass of the user's
+        iterable after another; ``close()`` ends the pass (a ``DataLoader``'s workers)."""
+
+    def evaluation_batches(self, max_batches: int | None) -> Iterator[tuple[Any, int]]:
+        """One pass over the data in order (or its first ``max_batches`` batches), each batch
+        with its number of rows: the loss and gradient at w*."""
 
 
 class ArrayData:
@@ -55,7 +78,7 @@ class ArrayData:
         return self.backend.integers(self.backend.fold_in(key, step), self.num_data,
                                      self.batch_size, self.arrays[0])
 
-    def stream(self, key: Key, start: int = 0) -> Iterator[tuple[Array, ...]]:
+    def stream(self, key: Key, start: int = 0) -> Generator[tuple[Array, ...], None, None]:
         """Endless minibatches for one chain, from its ``start``-th batch on."""
         backend = self.backend
         if self.full_batch:
@@ -110,7 +133,7 @@ class IterableData:
         return tree_map(lambda leaf: leaf if leaf is None or isinstance(leaf, (str, bytes))
                         else self.backend.asarray(leaf, like=self.like), batch)
 
-    def stream(self, key: Key, start: int = 0) -> Iterator[Any]:
+    def stream(self, key: Key, start: int = 0) -> Generator[Any, None, None]:
         """Endless batches: the iterable restarted whenever it runs out. The first ``start``
         batches are drawn and skipped (a resumed run), so the iterable's own randomness
         advances as in an uninterrupted run."""

@@ -21,7 +21,7 @@ from . import _checkpoint
 from ._adapt import (_BIAS_TARGET, StepSizeTuner,
                      minibatch_gradient_variance, with_step_size)
 from ._backend import Backend, backend_for
-from ._data import ArrayData, make_data
+from ._data import ArrayData, DataSource, make_data
 from ._tree import tree_flatten
 from ._plan import ChainPlan
 from ._runner import ChainRun, RunnerState, run_chains
@@ -432,7 +432,7 @@ _AUTO_START = 1e-4  # the first step size tried by step_size="auto"
 
 
 def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
-                      dataset: Any, chain_keys: list[Any], num_burnin: int, target: float,
+                      dataset: DataSource, chain_keys: list[Any], num_burnin: int, target: float,
                       own_batch: bool) -> StepSizeTuner:
     """The controller of the burn-in's step (``llc._adapt``), with a clear error for settings
     without a step."""
@@ -479,7 +479,7 @@ def _sampler_attrs(settings: SamplerSettings) -> dict[str, Any]:
             if key != "name"}
 
 
-def _resolve_chain_method(chain_method: str, backend: Backend, dataset: Any,
+def _resolve_chain_method(chain_method: str, backend: Backend, dataset: DataSource,
                           num_chains: int, center: Any) -> bool:
     """Whether the chains run vectorized (see ``estimate``'s ``chain_method``)."""
     if chain_method == "sequential":
@@ -522,7 +522,7 @@ class _LossAtCenter(NamedTuple):
 
 
 def _full_loss_and_grad(backend: Backend, loss_and_grad: Callable[..., Any], center: Any,
-                        dataset: Any, max_batches: int | None) -> _LossAtCenter:
+                        dataset: DataSource, max_batches: int | None) -> _LossAtCenter:
     """L_n(w*) and ∇L_n(w*) over the data in order (or its first ``max_batches`` batches)."""
     total_loss = 0.0
     total_grad = None
@@ -548,7 +548,7 @@ def _full_loss_and_grad(backend: Backend, loss_and_grad: Callable[..., Any], cen
     return _LossAtCenter(init_loss, mean_grad, grad_norm, count, batches)
 
 
-def _full_loss(backend: Backend, loss_only: Callable[..., Any], dataset: Any,
+def _full_loss(backend: Backend, loss_only: Callable[..., Any], dataset: DataSource,
                max_batches: int | None, position: Any) -> float:
     """L_n(position) over the batches of L_n(w*)."""
     total, count = 0.0, 0
@@ -558,13 +558,13 @@ def _full_loss(backend: Backend, loss_only: Callable[..., Any], dataset: Any,
     return total / count
 
 
-def _minibatch_description(dataset: Any, separate_trace: bool) -> str:
+def _minibatch_description(dataset: DataSource, separate_trace: bool) -> str:
     if isinstance(dataset, ArrayData):
         return "with replacement" if dataset.with_replacement else "shuffled epochs"
     return "iterable; trace on a separate pass" if separate_trace else "iterable"
 
 
-def _reshuffles(backend: Backend, dataset: Any) -> bool:
+def _reshuffles(backend: Backend, dataset: DataSource) -> bool:
     """Whether two passes over an iterable of batches start with different batches."""
     def first_batch() -> Any:
         stream = dataset.stream(None)
@@ -581,7 +581,7 @@ def _reshuffles(backend: Backend, dataset: Any) -> bool:
                    else a.shape == b.shape and np.array_equal(a, b) for a, b in pairs)
 
 
-def _probe(backend: Backend, loss_and_grad: Callable[..., Any], center: Any, dataset: Any
+def _probe(backend: Backend, loss_and_grad: Callable[..., Any], center: Any, dataset: DataSource
            ) -> float:
     """Call ``loss_fn`` at w*, so a broken loss fails here with its own traceback; then again
     on the same batch. Returns the relative difference of the two losses (0 for a

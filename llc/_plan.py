@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._backend import Backend
+from ._data import DataSource
 
 __all__ = ["ChainPlan"]
 
@@ -28,7 +29,7 @@ class ChainPlan:
 
     backend: Backend
     algorithm: Any
-    dataset: Any
+    dataset: DataSource
     center: Any
     num_burnin: int
     num_draws: int

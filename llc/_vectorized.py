@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._data import ArrayData
 from ._programs import program_cache
 from ._plan import ChainPlan
 from ._tree import tree_map
@@ -64,15 +65,19 @@ class BlockKernel:
         transforms = backend.chain_transforms
         if transforms is None:
             raise ValueError(f"the {backend.name} backend has no vectorized chains")
+        dataset = plan.dataset
+        if not isinstance(dataset, ArrayData):
+            raise ValueError("vectorized chains draw their minibatches on the device: `data` "
+                             "must be a tuple of arrays, not an iterable of batches")
         split = [backend.split(key, 2) for key in chain_keys]
         self.plan = plan
+        self.dataset = dataset
         self.noise_keys = backend.stack([keys[0] for keys in split])
         self.data_keys = backend.stack([keys[1] for keys in split])
-        self.arrays = tuple(plan.dataset.arrays)
+        self.arrays = tuple(dataset.arrays)
         self.num_chains = len(chain_keys)
         self._orders: Any = None
         self._next_step: int | None = None
-        dataset = plan.dataset
         structure = BlockStructure(
             dataset.num_data, dataset.batch_size, dataset.batches_per_epoch,
             dataset.full_batch, dataset.with_replacement, plan.num_burnin, plan.thin,
@@ -96,7 +101,7 @@ class BlockKernel:
         (step, chain)."""
         plan, backend = self.plan, self.plan.backend
         like = plan.center
-        per_epoch = plan.dataset.batches_per_epoch
+        per_epoch = self.dataset.batches_per_epoch
         if self._next_step != start:
             self._orders = self._first_orders(
                 self.data_keys, backend.asarray(np.asarray(start // per_epoch), like=like),

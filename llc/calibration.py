@@ -59,6 +59,7 @@ import numpy as np
 
 from ._errors import AllChainsFailedError
 from ._estimate import default_nbeta, estimate
+from ._sweep import sweep
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from .diagnostics import HealthThresholds, LLCHealthWarning, _Run
 from .result import IncompleteRunWarning, LLCResult
@@ -713,31 +714,32 @@ def calibrate(
                    bar: Any) -> bool:
         """Estimate the points ``order`` of ``grid`` (γ from ``gammas``); True if interrupted."""
         nonlocal shared_attrs
-        for i, j, k in order:
+
+        def run(point: tuple[int, int, int]) -> LLCResult:
+            i, j, k = point
             step, nbeta, gamma = float(step_grid[i]), float(nbeta_grid[j]), float(gammas[k])
             bar.set_postfix_str(f"ε={step:.2g} nβ={nbeta:.4g} γ={gamma:g}")
             point_sampler: Any = (sampler if isinstance(sampler, str)
                                   else dataclasses.replace(sampler, step_size=step))
-            point_started = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", LLCHealthWarning)  # kept as findings
-                    warnings.simplefilter("ignore", RuntimeWarning)  # arviz on short traces
-                    result = estimate(loss_fn, params, data, sampler=point_sampler,
-                                      step_size=step, nbeta=nbeta, localization=gamma,
-                                      num_chains=num_chains, num_draws=num_draws,
-                                      num_burnin=num_burnin, seed=seed, progress=False,
-                                      **estimate_kwargs)
-            except KeyboardInterrupt:
-                return True
-            except AllChainsFailedError as error:
+            return estimate(loss_fn, params, data, sampler=point_sampler, step_size=step,
+                            nbeta=nbeta, localization=gamma, num_chains=num_chains,
+                            num_draws=num_draws, num_burnin=num_burnin, seed=seed,
+                            progress=False, **estimate_kwargs)
+
+        for outcome in sweep(order, run, failures=(AllChainsFailedError,),
+                             ignore=(LLCHealthWarning,  # kept as findings
+                                     RuntimeWarning)):  # arviz on short traces
+            (i, j, k), result = outcome.point, outcome.result
+            if outcome.error is not None:
                 grid.ran[i, j, k] = True
                 grid.numbers["diverged"][i, j, k] = 1.0
-                grid.numbers["elapsed_seconds"][i, j, k] = time.perf_counter() - point_started
+                grid.numbers["elapsed_seconds"][i, j, k] = outcome.elapsed
                 grid.findings[i, j, k] = "non-finite"
-                grid.errors[i, j, k] = str(error)
+                grid.errors[i, j, k] = str(outcome.error)
                 bar.update(1)
                 continue
+            if result is None:  # interrupted before the estimate returned
+                return True
             grid.results[i, j, k] = result
             grid.ran[i, j, k] = result.complete
             for name, value in _statistics(result).items():
@@ -748,9 +750,10 @@ def calibrate(
                                     and "non-finite" not in codes)
             shared_attrs = _shared(shared_attrs, result.attrs)
             bar.update(1)
-            bar.set_postfix_str(f"ε={step:.2g}: λ̂ {grid.numbers['llc'][i, j, k]:.4g}, "
-                                f"acceptance {grid.numbers['mala_acceptance'][i, j, k]:.3f}")
-            if not result.complete:  # estimate caught a KeyboardInterrupt and returned
+            bar.set_postfix_str(f"ε={float(step_grid[i]):.2g}: λ̂ "
+                                f"{grid.numbers['llc'][i, j, k]:.4g}, acceptance "
+                                f"{grid.numbers['mala_acceptance'][i, j, k]:.3f}")
+            if outcome.interrupted:  # estimate caught a KeyboardInterrupt and returned
                 return True
         return False
 

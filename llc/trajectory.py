@@ -33,6 +33,7 @@ import numpy as np
 
 from ._drawing import draw
 from ._estimate import estimate
+from ._sweep import sweep
 from .diagnostics import Finding
 from .result import IncompleteRunWarning, LLCResult, _netcdf_attrs, mala_acceptance_per_draw
 
@@ -715,20 +716,18 @@ def estimate_trajectory(
                                 status=list(status), attrs=_shared_attrs(results),
                                 elapsed=time.perf_counter() - started)
 
+    def run(index: int) -> LLCResult:
+        return estimate(loss_fn, items[index], data, progress=False, **estimate_kwargs)
+
     interrupted_at: int | None = None
     with tqdm(total=count, disable=not progress, file=sys.stderr, desc="llc trajectory",
               unit="checkpoint", dynamic_ncols=True) as bar:
-        for index, params in enumerate(items):
-            step = step_values[index].item()
-            bar.set_postfix_str(f"step {step}")
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    result = estimate(loss_fn, params, data, progress=False, **estimate_kwargs)
-            except KeyboardInterrupt:
-                interrupted_at = index
-                break
-            except Exception as error:  # recorded, or re-raised with the partial result
+        bar.set_postfix_str(f"step {step_values[0].item()}")
+        for outcome in sweep(range(count), run, record=True):
+            index, step = outcome.point, step_values[outcome.point].item()
+            result = outcome.result
+            if outcome.error is not None:  # recorded, or re-raised with the partial result
+                error = outcome.error
                 errors[index] = f"{type(error).__name__}: {error}"
                 status[index] = FAILED
                 first_error = first_error or error
@@ -740,16 +739,17 @@ def estimate_trajectory(
                 warnings.warn(f"checkpoint {index} (step {step}) failed and is left out: "
                               f"{errors[index]}", UserWarning, stacklevel=2)
                 bar.update(1)
-                continue
-            results[index] = result
-            status[index] = DONE
-            bar.update(1)
-            bar.set_postfix_str(f"step {step}: λ̂ {result.llc_mean:.4g}")
-            _emit([w for w in caught if not issubclass(w.category, IncompleteRunWarning)],
-                  index, step)
-            if not result.complete:  # estimate caught a KeyboardInterrupt and returned
-                interrupted_at = index + 1
-                break
+            elif result is not None:
+                results[index] = result
+                status[index] = DONE
+                bar.update(1)
+                bar.set_postfix_str(f"step {step}: λ̂ {result.llc_mean:.4g}")
+                _emit([w for w in outcome.caught
+                       if not issubclass(w.category, IncompleteRunWarning)], index, step)
+            if outcome.interrupted:  # before the estimate returned, or inside it
+                interrupted_at = index + (result is not None)
+            elif index + 1 < count:
+                bar.set_postfix_str(f"step {step_values[index + 1].item()}")
 
     trajectory = snapshot()
     if interrupted_at is not None:
