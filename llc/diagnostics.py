@@ -161,10 +161,9 @@ class HealthThresholds:
         of w, E_ε[U − U*] = d/2 + (ε/8) E_ε‖∇U_B‖² exactly (docs/step_size_auto.md), so b̂
         is the bias of the regular part of the model; on singular models it undercounts (the
         bias also moves the chains to stiffer regions), so a b̂ of 10 % is already a large step.
-        ``step_size="auto"`` aims at 3 % during the burn-in. Known limitation: with a strong
-        localization (γ = 100 on a digits classifier) the minibatch noise inside b̂ acts on
-        directions γ holds, where it barely moves λ̂, and the check can fire where λ̂ is flat.
-        Acceptance cannot see this bias (docs/calibration.md: λ̂ five times λ at an
+        ``step_size="auto"`` aims at 3 % during the burn-in. Under a strong localization
+        b̂ still follows the bias λ̂ shows against smaller steps (docs/calibration.md, a
+        digits classifier at γ = 100). Acceptance cannot see this bias (docs/calibration.md: λ̂ five times λ at an
         acceptance above 0.97).
     max_loss_repeat_difference
         1e-5: ``stochastic-loss`` fires when two evaluations of ``loss_fn`` on the same
