@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 
 from llc._tree import tree_flatten
 
@@ -25,30 +24,6 @@ def scaled_sum(terms: tuple[tuple[Any, Any], ...]) -> Any:
 def _is_one(coefficient: Any) -> bool:
     return isinstance(coefficient, (int, float)) and not isinstance(coefficient, bool) \
         and coefficient == 1
-
-
-class StackedRows:
-    """A :class:`~llc._backend.RowBuffer` for frameworks whose arrays are immutable (JAX,
-    TensorFlow): it keeps each row's 0-d arrays and stacks each column once, in
-    :meth:`to_numpy` (one device-to-host copy per column)."""
-
-    def __init__(self, stack: Callable[[list[Any]], Any], to_numpy: Callable[[Any], Any],
-                 num_rows: int, num_columns: int) -> None:
-        self._stack, self._to_numpy = stack, to_numpy
-        self._shape = (num_rows, num_columns)
-        self._rows: dict[int, list[Any]] = {}
-
-    def set(self, index: int, values: list[Any]) -> None:
-        self._rows[index] = list(values)
-
-    def to_numpy(self) -> np.ndarray:
-        table = np.full(self._shape, np.nan)
-        for column in range(self._shape[1]):
-            rows = [index for index, values in self._rows.items() if len(values) > column]
-            if rows:
-                stacked = self._stack([self._rows[index][column] for index in rows])
-                table[rows, column] = np.asarray(self._to_numpy(stacked), dtype=np.float64)
-        return table
 
 
 def leaf_paths(tree: Any) -> list[str]:

@@ -19,9 +19,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from llc import _rng
+from llc._backend import BackendBase
 from llc._programs import program_cache
 
-from ._common import (StackedRows, check_reduction, next_token, scaled_sum, split_last,
+from ._common import (check_reduction, next_token, scaled_sum, split_last,
                       unpack_checked)
 
 __all__ = ["backend", "causal_lm_loss", "from_equinox", "from_flax", "next_token"]
@@ -47,7 +48,7 @@ class JaxTransforms:
         return True  # one compiled program per block beats a dispatch per chain and step
 
 
-class JaxBackend:
+class JaxBackend(BackendBase):
     """Adapter for ``jax.Array`` parameters on any JAX device."""
 
     name = "jax"
@@ -92,9 +93,6 @@ class JaxBackend:
 
     def stack(self, xs: list[jax.Array]) -> jax.Array:
         return jnp.stack(xs)
-
-    def row_buffer(self, num_rows: int, num_columns: int) -> StackedRows:
-        return StackedRows(self.stack, self.to_numpy, num_rows, num_columns)
 
     def take(self, x: jax.Array, indices: jax.Array) -> jax.Array:
         return jnp.take(x, indices, axis=0)

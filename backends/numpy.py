@@ -5,16 +5,16 @@ gradient: ``loss_fn(params, batch)`` returns ``(loss, grads)`` with ``grads`` sh
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import array_api_compat.numpy as np_namespace
 import numpy as np
 
 from llc import _rng
+from llc._backend import BackendBase
 from llc._tree import tree_flatten, tree_unflatten
 
 from ._common import check_floating, leaf_paths
@@ -22,13 +22,13 @@ from ._common import check_floating, leaf_paths
 _GENERATORS = threading.local()
 
 
-class NumpyBackend:
-    """Adapter for NumPy arrays (CPU, any floating dtype)."""
+class NumpyBackend(BackendBase):
+    """Adapter for NumPy arrays (CPU, any floating dtype). Eager, with llc's host keys and
+    no global generator of its own to isolate (the core isolates NumPy's and Python's):
+    :class:`~llc._backend.BackendBase`'s defaults."""
 
     name = "numpy"
     has_autodiff = False
-    chain_transforms = None  # eager: the sequential runner
-    reuses_programs = False  # nothing is compiled
 
     # ---- arrays -------------------------------------------------------------------------
     def is_array(self, obj: Any) -> bool:
@@ -82,9 +82,6 @@ class NumpyBackend:
         return {"device": "cpu", "dtype": str(x.dtype)}
 
     # ---- params -------------------------------------------------------------------------
-    def leaves(self, params: Any) -> list[Any]:
-        return tree_flatten(params)[0]
-
     def ravel(self, params: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
         leaves, treedef = tree_flatten(params)
         check_floating(
@@ -135,19 +132,7 @@ class NumpyBackend:
         loss_and_grad = self.value_and_grad(loss_fn, unravel)
         return lambda flat, batch: loss_and_grad(flat, batch)[0]
 
-    def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
-        return step  # eager: nothing to compile
-
     # ---- rng ----------------------------------------------------------------------------
-    def key(self, seed: int) -> int:
-        return _rng.make_key(seed)
-
-    def split(self, key: int, num: int) -> list[int]:
-        return _rng.split(key, num)
-
-    def fold_in(self, key: int, data: int) -> int:
-        return _rng.fold_in(key, data)
-
     def _generator(self, key: int) -> np.random.Generator:
         # One PCG64 per thread whose 128-bit state and stream are set from the key: the
         # same stream for the same key, in about a fifth of the time of default_rng(key),
@@ -175,10 +160,6 @@ class NumpyBackend:
 
     def integers(self, key: int, n: int, size: int, like: np.ndarray) -> np.ndarray:
         return self._generator(key).integers(0, n, size)
-
-    @contextlib.contextmanager
-    def isolated_global_rng(self, seed: int) -> Iterator[None]:
-        yield  # the core already isolates NumPy's and Python's global generators
 
 
 class _HostRows:

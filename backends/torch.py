@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from llc import _rng
+from llc._backend import BackendBase
 from llc._tree import tree_builder, tree_flatten, tree_map
 
 from ._common import (check_floating, check_reduction as _check_reduction, leaf_paths,
@@ -164,13 +165,13 @@ class TorchTransforms:
         return False  # "auto" runs torch chains sequentially: see the module docstring
 
 
-class TorchBackend:
-    """Adapter for ``torch.Tensor`` parameters."""
+class TorchBackend(BackendBase):
+    """Adapter for ``torch.Tensor`` parameters: eager (no compile, no program reuse) with
+    llc's host keys (:class:`~llc._backend.BackendBase`), batched over chains inside
+    ``torch.func.vmap``."""
 
     name = "torch"
-    has_autodiff = True
     chain_transforms = TorchTransforms() if _FUNCTORCH is not None else None
-    reuses_programs = False  # eager: nothing is compiled
 
     # ---- arrays -------------------------------------------------------------------------
     def is_array(self, obj: Any) -> bool:
@@ -235,9 +236,6 @@ class TorchBackend:
         return {"device": str(x.device), "dtype": str(x.dtype).removeprefix("torch.")}
 
     # ---- params -------------------------------------------------------------------------
-    def leaves(self, params: Any) -> list[Any]:
-        return tree_flatten(params)[0]
-
     def ravel(self, params: Any) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
         leaves, treedef = tree_flatten(params)
         check_floating(
@@ -308,13 +306,7 @@ class TorchBackend:
 
         return loss_only
 
-    def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
-        return step  # eager: nothing to compile
-
     # ---- rng ----------------------------------------------------------------------------
-    def key(self, seed: int) -> int:
-        return _rng.make_key(seed)
-
     def split(self, key: Any, num: int) -> list[Any]:
         if _is_batched(key):
             keys = _per_chain(key, lambda k: torch.tensor(_rng.split(k, num), dtype=torch.int64))

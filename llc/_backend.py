@@ -5,16 +5,24 @@ type of the parameters, trying only frameworks that are already imported (the ei
 array-api-compat way), so one process can estimate a torch model and a JAX model side by side.
 
 An adapter is one module in ``llc.backends`` (source folder ``backends/``) exposing an
-object ``backend`` that implements :class:`Backend`.
+object ``backend`` that implements :class:`Backend`, usually a subclass of
+:class:`BackendBase`, which holds the defaults frameworks share.
 """
 
 from __future__ import annotations
 
+import abc
+import contextlib
 import importlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from . import _rng
+from ._tree import tree_flatten
 
 Array = Any  # an array of the backend's framework
 PyTree = Any  # nested dict / list / tuple (or a framework pytree) of arrays
@@ -183,6 +191,75 @@ class Backend(Protocol):
         Framework code that draws from the global generator (a shuffling ``DataLoader``)
         becomes reproducible, and the user's global RNG state is left untouched.
         """
+
+
+class StackedRows:
+    """A :class:`RowBuffer` for frameworks whose arrays are immutable (JAX, TensorFlow): it
+    keeps each row's 0-d arrays and stacks each column once, in :meth:`to_numpy` (one
+    device-to-host copy per column)."""
+
+    def __init__(self, stack: Callable[[list[Any]], Any], to_numpy: Callable[[Any], Any],
+                 num_rows: int, num_columns: int) -> None:
+        self._stack, self._to_numpy = stack, to_numpy
+        self._shape = (num_rows, num_columns)
+        self._rows: dict[int, list[Any]] = {}
+
+    def set(self, index: int, values: list[Any]) -> None:
+        self._rows[index] = list(values)
+
+    def to_numpy(self) -> np.ndarray:
+        table = np.full(self._shape, np.nan)
+        for column in range(self._shape[1]):
+            rows = [index for index, values in self._rows.items() if len(values) > column]
+            if rows:
+                stacked = self._stack([self._rows[index][column] for index in rows])
+                table[rows, column] = np.asarray(self._to_numpy(stacked), dtype=np.float64)
+        return table
+
+
+class BackendBase(abc.ABC):
+    """Defaults for an adapter (subclass it and implement the rest of :class:`Backend`).
+
+    What frameworks share: an eager framework compiles nothing and reuses no programs; keys
+    are llc's own host integers (SplitMix64, ``llc._rng``: a pure function of seed, chain and
+    step), so ``key``/``split``/``fold_in`` need no framework; no global generator to
+    isolate; params are pytrees of dicts, lists and tuples; the per-step table stacks 0-d
+    arrays (:class:`StackedRows`). An adapter overrides what its framework does differently
+    (JAX's typed keys, torch's forked global generator, ``vmap``-able transforms).
+    """
+
+    has_autodiff: bool = True
+    chain_transforms: ChainTransforms | None = None
+    reuses_programs: bool = False
+
+    @abc.abstractmethod
+    def stack(self, xs: list[Array]) -> Array:
+        """Stack 0-d or equal-shape arrays along a new axis 0."""
+
+    @abc.abstractmethod
+    def to_numpy(self, x: Array) -> Any:
+        """``x`` as a NumPy array on the host."""
+
+    def leaves(self, params: PyTree) -> list[Array]:
+        return tree_flatten(params)[0]
+
+    def row_buffer(self, num_rows: int, num_columns: int) -> RowBuffer:
+        return StackedRows(self.stack, self.to_numpy, num_rows, num_columns)
+
+    def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        return step  # eager: nothing to compile
+
+    def key(self, seed: int) -> Key:
+        return _rng.make_key(seed)
+
+    def split(self, key: Key, num: int) -> list[Key]:
+        return _rng.split(key, num)
+
+    def fold_in(self, key: Key, data: int) -> Key:
+        return _rng.fold_in(key, data)
+
+    def isolated_global_rng(self, seed: int) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 # (backend name, framework module that must already be imported, adapter module)

@@ -163,8 +163,8 @@ class HealthThresholds:
         bias also moves the chains to stiffer regions), so a b̂ of 10 % is already a large step.
         ``step_size="auto"`` aims at 3 % during the burn-in. Under a strong localization
         b̂ still follows the bias λ̂ shows against smaller steps (docs/calibration.md, a
-        digits classifier at γ = 100). Acceptance cannot see this bias (docs/calibration.md: λ̂ five times λ at an
-        acceptance above 0.97).
+        digits classifier at γ = 100). Acceptance cannot see this bias (docs/calibration.md:
+        λ̂ five times λ at an acceptance above 0.97).
     max_loss_repeat_difference
         1e-5: ``stochastic-loss`` fires when two evaluations of ``loss_fn`` on the same
         batch at w* differ by more than this relative amount. A deterministic loss repeats

@@ -100,3 +100,85 @@ def test_every_adapter_keeps_the_contracts_the_core_relies_on(backend) -> None:
         pass
     assert isinstance(adapter.describe(flat), dict) and "dtype" in adapter.describe(flat)
     assert llc.get_backend(adapter.name) is adapter
+
+
+def test_every_bundled_adapter_builds_on_the_shared_base(backend) -> None:
+    """The defaults live once, in ``BackendBase`` (Keras 3's shape: a shared base, a module per
+    framework); a subclass that forgets what only it can provide fails when it is built."""
+    import pytest
+
+    from llc._backend import BackendBase, StackedRows
+
+    assert isinstance(backend.backend, BackendBase)
+
+    class Incomplete(BackendBase):
+        name = "incomplete"
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()  # type: ignore[abstract]
+
+    class Lists(BackendBase):
+        name = "lists"
+
+        def stack(self, xs):
+            return np.stack(xs)
+
+        def to_numpy(self, x):
+            return np.asarray(x)
+
+    lists = Lists()
+    assert not lists.reuses_programs and lists.chain_transforms is None
+    assert lists.split(lists.key(1), 2) == llc._rng.split(llc._rng.make_key(1), 2)
+    table = lists.row_buffer(3, 2)
+    assert isinstance(table, StackedRows)
+    table.set(0, [np.float64(1.0), np.float64(2.0)])
+    table.set(2, [np.float64(5.0)])
+    np.testing.assert_array_equal(table.to_numpy(), [[1.0, 2.0], [np.nan, np.nan],
+                                                     [5.0, np.nan]])
+    assert lists.compile(abs) is abs and lists.leaves({"a": 1, "b": [2, 3]}) == [1, 2, 3]
+
+
+def test_torch_without_its_private_vmap_hooks_runs_its_chains_sequentially(monkeypatch) -> None:
+    """torch's vectorized chains lean on functorch internals (per-chain keys inside ``vmap``),
+    fenced in ``_functorch_hooks``; without them the adapter offers no chain transforms and
+    ``chain_method="auto"`` runs the same chains one at a time, with the same numbers."""
+    import pytest
+
+    torch_backend = pytest.importorskip("llc.backends.torch")
+    problem = llc.problems.LinearRegression(3, 2)
+    loss_fn, params, data = problem.in_backend("torch", 400, seed=0)
+    settings = dict(step_size=1e-4, num_chains=2, num_draws=50, num_burnin=20, batch_size=100,
+                    seed=1, progress=False)
+    vectorized = llc.estimate(loss_fn, params, data, chain_method="vectorized", **settings)
+    monkeypatch.setattr(torch_backend, "_FUNCTORCH", None)
+    monkeypatch.setattr(torch_backend.backend, "chain_transforms", None)
+    fallback = llc.estimate(loss_fn, params, data, chain_method="auto", **settings)
+    assert fallback.attrs["chain_method"] == "sequential"
+    np.testing.assert_allclose(fallback.llc_trace, vectorized.llc_trace, rtol=1e-5)
+    with pytest.raises(ValueError, match="not available"):
+        llc.estimate(loss_fn, params, data, chain_method="vectorized", **settings)
+
+
+def test_tensorflow_without_its_private_pfor_helpers_draws_the_same_numbers(monkeypatch) -> None:
+    """TensorFlow's vectorized chains convert the stateless random ops with pfor's private
+    helpers (``_pfor_module``); without them pfor's own while loop converts those ops, and
+    the chains draw the same numbers."""
+    import pytest
+
+    tf_backend = pytest.importorskip("llc.backends.tensorflow")
+    from llc._programs import program_cache
+
+    problem = llc.problems.LinearRegression(3, 2)
+    loss_fn, params, data = problem.in_backend("tensorflow", 400, seed=0)
+    settings = dict(step_size=1e-4, num_chains=2, num_draws=50, num_burnin=20, batch_size=100,
+                    seed=1, progress=False, chain_method="vectorized")
+    program_cache(tf_backend.backend).clear()
+    private = llc.estimate(loss_fn, params, data, **settings)
+    program_cache(tf_backend.backend).clear()  # trace the block again, without the helpers
+    consulted = []
+    monkeypatch.setattr(tf_backend._vectorized, "_pfor_module",
+                        lambda: consulted.append(1))  # None: the fallback
+    public = llc.estimate(loss_fn, params, data, **settings)
+    program_cache(tf_backend.backend).clear()
+    assert consulted  # the block was traced again, on the fallback
+    np.testing.assert_array_equal(public.llc_trace, private.llc_trace)
