@@ -267,7 +267,16 @@ def from_flax(
 
     Examples
     --------
+    >>> import flax.linen as nn
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> model = nn.Sequential([nn.Dense(8), nn.tanh, nn.Dense(3)])
+    >>> variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
+    >>> def criterion(outputs, targets):
+    ...     return jnp.mean((outputs - targets) ** 2)
     >>> loss_fn, params = llc.backends.jax.from_flax(model.apply, variables, criterion)
+    >>> x, y = jax.random.normal(jax.random.key(1), (1000, 4)), jnp.zeros((1000, 3))
+    >>> result = llc.estimate(loss_fn, params, (x, y), step_size=1e-4, num_draws=100)
     """
     if not callable(apply_fn):
         raise TypeError("`apply_fn` must be callable as apply_fn(variables, *inputs), e.g. "
@@ -317,7 +326,15 @@ def from_equinox(
 
     Examples
     --------
+    >>> import equinox as eqx
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> model = eqx.nn.MLP(4, 3, width_size=8, depth=1, key=jax.random.key(0))
+    >>> def criterion(outputs, targets):
+    ...     return jnp.mean((outputs - targets) ** 2)
     >>> loss_fn, params = llc.backends.jax.from_equinox(model, criterion)
+    >>> x, y = jax.random.normal(jax.random.key(1), (1000, 4)), jnp.zeros((1000, 3))
+    >>> result = llc.estimate(loss_fn, params, (x, y), step_size=1e-4, num_draws=100)
     """
     import equinox as eqx
 

@@ -478,13 +478,20 @@ def from_module(
 
     Examples
     --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     >>> loss_fn, params = llc.backends.torch.from_module(model, torch.nn.functional.mse_loss)
+    >>> sorted(params)
+    ['0.bias', '0.weight', '2.bias', '2.weight']
+    >>> x, y = torch.randn(1000, 4), torch.randn(1000, 3)
+    >>> result = llc.estimate(loss_fn, params, (x, y), step_size=1e-4, num_draws=100)
 
     A causal language model on a DataLoader of tokenizer dicts (``input_ids``,
-    ``attention_mask``), the mean cross-entropy of every next token that is not padding:
+    ``attention_mask``), the mean cross-entropy of every next token that is not padding
+    (docs/language_models.md)::
 
-    >>> loss_fn, params = from_module(model, causal_lm_loss, unpack=next_token())
-    >>> llc.estimate(loss_fn, params, loader, num_data=num_tokens, ...)
+        loss_fn, params = from_module(model, causal_lm_loss, unpack=next_token())
+        result = llc.estimate(loss_fn, params, loader, num_data=num_tokens)
     """
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"`module` must be a torch.nn.Module; got {type(module).__name__}")

@@ -663,8 +663,10 @@ def calibrate(
     >>> problem = llc.problems.LinearRegression(4, 3)          # λ = 6
     >>> loss_fn, params, data = problem.in_backend("numpy", 10_000)
     >>> calibration = llc.calibrate(loss_fn, params, data, batch_size=500)
-    >>> calibration.recommended          # {'step_size': ..., 'nbeta': ..., 'localization': 1.0}
-    >>> calibration.plot(true_lambda=problem.true_lambda)
+    >>> sorted(calibration.recommended)      # the step, nβ and γ to pass to llc.estimate
+    ['localization', 'nbeta', 'step_size']
+    >>> result = llc.estimate(loss_fn, params, data, batch_size=500, **calibration.recommended)
+    >>> figure = calibration.plot(true_lambda=problem.true_lambda)
     """
     started = time.perf_counter()
     num_chains, num_draws, num_burnin = run_counts(loss_fn, num_chains, num_draws, num_burnin)

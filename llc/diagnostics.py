@@ -105,18 +105,16 @@ class HealthThresholds:
         0.95: the acceptance the suggested smaller step aims for (inside the well-sized range,
         with a margin above ``min_mala_acceptance``). The suggestion assumes 1 − acceptance
         grows in proportion to the step size, the steepest growth measured at moderate
-        acceptance (between ∝ ε and ∝ ε^1.5 on the known-λ problems), so it errs on the small
-        side.
+        acceptance (docs/trust.md, "Why the thresholds"), so it errs on the small side.
     step_too_small_acceptance
-        0.999: ``step-too-small`` needs the mean acceptance above this. 1 − acceptance grows
-        like ε to ε^1.5, so at 0.999 the step can grow 5–10× before acceptance reaches
-        0.95–0.99; the well-sized steps of the known-λ suite gave 0.98–0.998 and are not
-        flagged.
+        0.999: ``step-too-small`` needs the mean acceptance above this: well above what
+        well-sized steps of the known-λ suite give, so that they are not flagged (docs/trust.md,
+        "Why the thresholds").
     room_acceptance
         0.99: a mean acceptance above this leaves room for a larger step: ``low-ess`` then
         suggests one, and the larger step suggested by ``step-too-small`` aims for it
         (assuming 1 − acceptance ∝ ε^1.5, the slowest growth measured, so the suggested step
-        errs on the small side). Well-sized steps of the known-λ suite gave 0.98–0.998.
+        errs on the small side).
     diffusion_ratio
         0.5: with acceptance that high, ``step-too-small`` also needs slow mixing: bulk ESS
         below ``min_ess_per_chain`` per chain, or ‖w − w*‖² over the last half of the draws
@@ -125,8 +123,8 @@ class HealthThresholds:
         (1 − e^{−2t/τ})/(2t/τ), which is ≥ 0.5 only when t ≲ 0.8 τ: the run is shorter than
         one relaxation time and the potential has barely acted. The ratio alone is no
         verdict: in singular models the flat directions (held only by the localization) keep
-        diffusing at any sensible step (0.63–0.67 for the deep linear network of the known-λ
-        suite at its well-sized step), hence the acceptance condition as well.
+        diffusing at any sensible step (docs/trust.md, "Why the thresholds"), hence the
+        acceptance condition as well.
     max_first_order
         0.1: ``not-critical-point`` fires when the variance of the first-order term
         F = nβ ∇L_n(w*)·(w_t − w*) over the draws (recorded at every draw: one dot product)
@@ -137,9 +135,8 @@ class HealthThresholds:
         used rather than the mean because it is estimated far more precisely: chains that
         wander along a curved valley of a singular model make the mean of F slow to settle.
         A slope that moves λ̂ by 10 % is as large as the step-size errors llc aims to stay
-        within. The bound nβ‖∇L_n(w*)‖·‖w − w*‖ used before overstated the term 10²–10³× in
-        high dimension (the gradient hardly points along the draws) and fired on converged
-        networks.
+        within. A bound like nβ‖∇L_n(w*)‖·‖w − w*‖ would overstate the term in high
+        dimension, where the gradient hardly points along the draws.
     chain_disagreement_p
         0.001: ``chain-means-disagree`` fires when the healthy chains' means are further
         apart than their own autocorrelation MCSEs allow, at this p-value of the χ² test

@@ -682,10 +682,18 @@ def estimate_trajectory(
 
     Examples
     --------
-    >>> trajectory = llc.estimate_trajectory(saved_params, loss_fn, (x, y),
-    ...                                      steps=saved_steps, step_size=1e-4)
-    >>> trajectory.jumps()        # training steps where λ̂ changed abruptly
-    >>> trajectory.plot()         # λ̂ and L_n(w*) against the step
+    Checkpoints saved during training (here: the minimum of a linear regression and a point
+    on the way to it):
+
+    >>> problem = llc.problems.LinearRegression(4, 3)
+    >>> loss_fn, params, data = problem.in_backend("numpy", 10_000)
+    >>> saved = [{name: 0.9 * value for name, value in params.items()}, params]
+    >>> trajectory = llc.estimate_trajectory(saved, loss_fn, data, steps=[500, 1000],
+    ...                                      step_size=1e-4, batch_size=500)
+    >>> trajectory.llc_mean.shape
+    (2,)
+    >>> jumps = trajectory.jumps()        # training steps where λ̂ changed abruptly
+    >>> figure = trajectory.plot()        # λ̂ and L_n(w*) against the step
     """
     started = time.perf_counter()
     if not callable(loss_fn):

@@ -58,8 +58,14 @@ def from_keras(
 
     Examples
     --------
+    >>> import keras
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+    ...                           keras.layers.Dense(3)])
     >>> loss_fn, params = llc.backends.tensorflow.from_keras(model, keras.losses.MeanSquaredError())
-    >>> result = llc.estimate(loss_fn, params, (x, y), step_size=1e-4)
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(1000, 4)).astype("float32"), np.zeros((1000, 3), "float32")
+    >>> result = llc.estimate(loss_fn, params, (x, y), step_size=1e-4, num_draws=100)
     """
     if not callable(getattr(model, "stateless_call", None)) or \
             not hasattr(model, "trainable_variables"):

@@ -110,8 +110,11 @@ class Problem(abc.ABC):
 
         Examples
         --------
+        >>> problem = llc.problems.LinearRegression(4, 3)
         >>> loss_fn, params, data = problem.in_backend("torch", 10_000)
         >>> result = llc.estimate(loss_fn, params, data, step_size=3e-5)
+        >>> result.attrs["backend"], result.attrs["dtype"]
+        ('torch', 'float64')
         """
         from llc._backend import get_backend
         from llc._tree import tree_map
