@@ -25,6 +25,7 @@ from ._data import ArrayData, DataSource, make_data
 from ._tree import tree_flatten
 from ._plan import ChainPlan
 from ._runner import ChainRun, RunnerState, run_chains
+from ._restrict import restriction as restriction_of
 from ._steps import describe_per_leaf, is_per_leaf, per_coordinate_steps
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from ._version import __version__
@@ -68,6 +69,7 @@ def estimate(
     mala_every: int | None = 20,
     health_thresholds: HealthThresholds | None = None,
     keep_params_every: int | None = None,
+    restrict: Any = None,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1000,
     resume: str | os.PathLike[str] | None = None,
@@ -205,7 +207,18 @@ def estimate(
     keep_params_every
         Keep the parameters w_t of every k-th draw (``result.param_draws``, a host copy of
         chains × draws / k × num_params numbers); by default none are kept, and memory stays
-        O(chains × params) plus the traces.
+        O(chains × params) plus the traces. With ``restrict`` they are the sampled
+        coordinates only.
+    restrict
+        Sample only some coordinates, every other held at w* (the weight-refined λ̂ of a
+        component, Wang et al. 2024): λ̂_V = nβ (E^V[L_n] − L_n(w*)), with the localization,
+        noise, step and preconditioner on the d_V selected coordinates alone. A mask pytree
+        mirroring ``params`` (a bool per leaf or subtree, or a boolean array of a leaf's
+        shape, per element), name patterns (a string or a list: ``fnmatch`` on the leaves'
+        dotted names, ``"layers.0.attn.*"``), or a callable ``(name, array) -> bool or boolean
+        array``. ``attrs["restrict"]`` records per leaf its name, the coordinates selected
+        and its size, and ``attrs["num_params"]`` is d_V (``num_params_total``: d). Default
+        ``None``: every coordinate moves.
     checkpoint
         Write the run so far to this path every ``checkpoint_every`` steps (netCDF, or zarr
         for ``*.zarr``; replaced atomically), at the end and on an interrupt.
@@ -290,8 +303,21 @@ def estimate(
     backend = backend_for(params, argument="params")
     leaves = backend.leaves(params)
     center, unravel = backend.ravel(params)
+    num_params_total = int(center.shape[0])
+    restriction = None
+    if restrict is not None:
+        restriction = restriction_of(restrict, params, center, unravel, backend)
+        center, unravel = restriction.center, restriction.unravel
+    per_leaf_steps = "off"
     if per_leaf:
-        settings = with_step_size(settings, per_coordinate_steps(step_size, params, backend))
+        steps = per_coordinate_steps(step_size, params, backend)
+        per_leaf_steps = describe_per_leaf(steps, [math.prod(int(n) for n in tuple(leaf.shape))
+                                                   for leaf in leaves])
+        settings = with_step_size(settings, steps if restriction is None
+                                  else steps[restriction.free])
+    elif isinstance(getattr(settings, "step_size", None), np.ndarray) and restriction is None:
+        per_leaf_steps = describe_per_leaf(settings.step_size, [  # type: ignore[attr-defined]
+            math.prod(int(n) for n in tuple(leaf.shape)) for leaf in leaves])
     if adapt and isinstance(sampler, str) and langevin_equivalent_step(settings) is not None:
         settings = settings.with_curvature_equivalent_step(  # type: ignore[attr-defined]
             _AUTO_START)  # SGNHT: h = 1e-2
@@ -306,6 +332,8 @@ def estimate(
 
     with _isolated_global_rng(backend, seed):
         loss_and_grad = backend.value_and_grad(loss_fn, unravel)
+        if restriction is not None and not backend.has_autodiff:
+            loss_and_grad = restriction.hand_written_gradient(loss_and_grad)
         repeat_difference = _probe(backend, loss_and_grad, center, dataset)
         loss_only = backend.value(loss_fn, unravel)
         init = _full_loss_and_grad(backend, loss_and_grad, center, dataset, init_loss_batches)
@@ -383,9 +411,10 @@ def estimate(
                 f"acceptance >= {target_acceptance}" if adapt else "off"),
             "step_size_history": "off",
             "gradient_noise_power": noise_power,
-            "step_size_per_leaf": (describe_per_leaf(settings.step_size, [  # type: ignore[attr-defined]
-                math.prod(int(n) for n in tuple(leaf.shape)) for leaf in leaves])
-                if isinstance(getattr(settings, "step_size", None), np.ndarray) else "off"),
+            "step_size_per_leaf": per_leaf_steps,
+            "num_params_total": num_params_total,
+            "restrict": "off" if restriction is None else restriction.description(
+                [math.prod(int(n) for n in tuple(leaf.shape)) for leaf in leaves]),
             "param_shapes": json.dumps([list(leaf.shape) for leaf in leaves]),
             "seed": seed,
         }

@@ -98,11 +98,28 @@ class SampleInfo(NamedTuple):
     grad_power: Array | None = None
 
 
+class InitFn(Protocol):
+    """``init(position)``: a sampler's state at ``position`` (a NamedTuple whose first field
+    is ``position``, arrays of the position's framework on its device)."""
+
+    def __call__(self, position: Array) -> Any: ...
+
+
+class StepFn(Protocol):
+    """``step(key, state, batch, diagnose=False)``: one transition, a pure function of its
+    arguments (the key alone carries the randomness). ``diagnose`` (static: a compiled step
+    is specialized on it) asks for ``SampleInfo.mala_acceptance`` (and ``grad_power`` where
+    the sampler has per-coordinate steps) at the cost of one more gradient."""
+
+    def __call__(self, key: Key, state: Any, batch: Any, diagnose: bool = False
+                 ) -> tuple[Any, SampleInfo]: ...
+
+
 class SamplingAlgorithm(NamedTuple):
     """A pure ``(init, step)`` pair bound to one posterior."""
 
-    init: Any  # Callable[[Array], State]
-    step: Any  # Callable[[Key, State, Batch, bool], tuple[State, SampleInfo]]
+    init: InitFn
+    step: StepFn
 
 
 class SamplerSettings(Protocol):

@@ -216,6 +216,10 @@ def observables(
                          "keep_params_every=k (e.g. 10) to compute these observables")
     if not callable(pointwise_loss_fn):
         raise TypeError("`pointwise_loss_fn` must be callable as pointwise_loss_fn(params, batch)")
+    if result.attrs.get("restrict", "off") != "off":
+        raise ValueError("`result` is a restricted estimate (`restrict=`): its parameter draws "
+                         "hold the sampled coordinates only, and these observables need the "
+                         "whole model; run them on an unrestricted estimate")
     backend = backend_for(params, argument="params")
     center, unravel = backend.ravel(params)
     if int(center.shape[0]) != result.param_draws.shape[-1]:
