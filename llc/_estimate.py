@@ -315,7 +315,8 @@ def estimate(
                                                    for leaf in leaves])
         settings = with_step_size(settings, steps if restriction is None
                                   else steps[restriction.free])
-    elif isinstance(getattr(settings, "step_size", None), np.ndarray) and restriction is None:
+    elif isinstance(getattr(settings, "step_size", None), np.ndarray) and restriction is None \
+            and settings.step_size.shape == (num_params_total,):  # type: ignore[attr-defined]
         per_leaf_steps = describe_per_leaf(settings.step_size, [  # type: ignore[attr-defined]
             math.prod(int(n) for n in tuple(leaf.shape)) for leaf in leaves])
     if adapt and isinstance(sampler, str) and langevin_equivalent_step(settings) is not None:

@@ -165,3 +165,46 @@ def test_observables_refuse_a_restricted_estimate() -> None:
     assert result.param_draws.shape[-1] == 15  # the sampled coordinates
     with pytest.raises(ValueError, match="restricted estimate"):
         llc.observables(result, lambda p, batch: np.zeros(len(batch[0])), params, data)
+
+
+def _linear_model(active: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free data of y = W₀x with x ~ N(0, I₄) on its first ``active`` coordinates and
+    0 on the rest."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(10_000, 4))
+    x[:, active:] = 0.0
+    return x, x @ _TEACHER.T
+
+
+_TEACHER = np.random.default_rng(0).normal(size=(3, 4))
+
+
+def _linear_loss_and_grad(p, batch):
+    x, y = batch
+    residual = x @ p["W"].T - y
+    return 0.5 * np.mean(np.sum(residual**2, axis=1)), {"W": residual.T @ x / len(x)}
+
+
+@pytest.mark.statistical
+def test_data_refined_lambda_counts_the_directions_the_data_sees() -> None:
+    """The same model and w* = W₀ (a minimum on every subset: the data are noise-free), nβ
+    fixed, on two data distributions: inputs on all 4 coordinates (λ = 3·4/2 = 6) and on 2 of
+    them (the loss is flat along the other columns of W: λ = 3·2/2 = 3). With both
+    refinements at once, column 3 of W on the second data set is exactly flat (λ̂ = 0) and on
+    the first a regular block of 3 (λ = 1.5). Tolerance: 4 MCSE plus the estimated step bias."""
+    params = {"W": _TEACHER.copy()}
+    settings = dict(step_size=5e-5, nbeta=10_000 / np.log(10_000), batch_size=500,
+                    num_chains=4, num_draws=2000, num_burnin=500, seed=0, progress=False)
+    column3 = {"W": np.arange(12).reshape(3, 4) % 4 == 3}
+    cases = [(_linear_model(4, 1), None, 6.0), (_linear_model(2, 2), None, 3.0),
+             (_linear_model(4, 1), column3, 1.5)]
+    for data, restrict, expected in cases:
+        result = _quiet(_linear_loss_and_grad, params, data, restrict=restrict, **settings)
+        bias = _Run(result).step_bias
+        assert bias is not None and bias[1] < 0.05
+        tolerance = 4 * result.llc_mcse + bias[0]
+        assert abs(result.llc_mean - expected) < tolerance, (expected, result.llc_mean, tolerance)
+        assert tolerance < 0.25 * expected  # far from the other cases' λ (×2 apart)
+    flat = _quiet(_linear_loss_and_grad, params, _linear_model(2, 2), restrict=column3,
+                  **settings)
+    assert flat.llc_mean == 0.0 and np.all(flat.llc_trace == 0.0)
