@@ -208,3 +208,25 @@ def test_data_refined_lambda_counts_the_directions_the_data_sees() -> None:
     flat = _quiet(_linear_loss_and_grad, params, _linear_model(2, 2), restrict=column3,
                   **settings)
     assert flat.llc_mean == 0.0 and np.all(flat.llc_trace == 0.0)
+
+
+def test_restricted_chains_are_the_lower_dimensional_models_in_every_backend(backend64) -> None:
+    """Every adapter, float64, both chain methods where the adapter has them: a restriction to
+    W2 runs the chains of the model of W2 alone (W1 and W3 constants), to rounding."""
+    if backend64.name == "numpy":
+        pytest.skip("NumPy: tests the hand-written gradient above")
+    loss_fn, params, data = DLN.in_backend(backend64.name, 2_000, seed=1,
+                                           device=backend64.device)
+    fixed = {"W1": params["W1"], "W3": params["W3"]}
+
+    def lower_loss(sub, batch):
+        return loss_fn({**fixed, "W2": sub["W2"]}, batch)
+
+    methods = ["sequential"] + (["vectorized"] if backend64.backend.chain_transforms else [])
+    for chain_method in methods:
+        lower = _quiet(lower_loss, {"W2": params["W2"]}, data, chain_method=chain_method,
+                       **QUICK)
+        restricted = _quiet(loss_fn, params, data, restrict="W2", chain_method=chain_method,
+                            **QUICK)
+        assert restricted.attrs["num_params"] == 15
+        np.testing.assert_allclose(restricted.llc_trace, lower.llc_trace, rtol=1e-9)
