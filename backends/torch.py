@@ -26,12 +26,13 @@ import torch
 
 from llc import _rng
 from llc._backend import BackendBase
+from llc._restrict import ComponentMask, block_mask
 from llc._tree import tree_builder, tree_flatten, tree_map
 
 from ._common import (check_floating, check_reduction as _check_reduction, leaf_paths,
                       next_token, split_last, unpack_checked)
 
-__all__ = ["backend", "causal_lm_loss", "from_module", "next_token"]
+__all__ = ["attention_heads", "backend", "causal_lm_loss", "from_module", "next_token"]
 
 _GENERATORS = threading.local()
 
@@ -621,3 +622,146 @@ def _parameter_slots(module: torch.nn.Module, replica: torch.nn.Module, names: A
 
 
 backend = TorchBackend()
+
+
+def attention_heads(
+    model: torch.nn.Module,
+    *,
+    num_heads: int | None = None,
+    q: str | None = None,
+    k: str | None = None,
+    v: str | None = None,
+    qkv: str | None = None,
+    o: str | None = None,
+) -> dict[str, ComponentMask]:
+    """Per-head components of a model's attention, for ``llc.estimate(..., restrict=...)``.
+
+    A head is the slices of the projections that only it uses: its rows of the query, key
+    and value weights and biases (its ``head_dim`` output features) and its columns of the
+    output projection's weight (its input features); the output bias is shared and belongs to
+    no head. Join heads with ``|``.
+
+    Parameters
+    ----------
+    model
+        The module whose parameters ``from_module(model, ...)`` samples: the masks are keyed
+        by ``model.named_parameters()`` names.
+    num_heads
+        The number of heads of a hand-written attention (``q``/``k``/``v``/``o`` or
+        ``qkv``/``o`` given); read from ``torch.nn.MultiheadAttention`` otherwise.
+    q, k, v, qkv, o
+        For hand-written attention: the names (``model.get_submodule``) of its
+        ``torch.nn.Linear`` projections — separate ``q``, ``k``, ``v``, or a fused ``qkv``
+        whose output features are the queries, then the keys, then the values (each
+        ``num_heads × head_dim``, head by head) — and the output projection ``o``. Without
+        them every ``torch.nn.MultiheadAttention`` inside ``model`` is split (fused
+        ``in_proj_weight``, or separate ``q_proj_weight``/``k_proj_weight``/
+        ``v_proj_weight`` when the key or value size differs, and ``bias_k``/``bias_v``).
+
+    Returns
+    -------
+    dict[str, llc.ComponentMask]
+        ``"<attention module's name>.head<h>"`` ↦ that head's component
+        (``"head<h>"`` when ``model`` is itself the attention).
+
+    Raises
+    ------
+    ValueError, TypeError
+        When ``model`` has no ``torch.nn.MultiheadAttention`` and no projections are named,
+        a named module is not a ``torch.nn.Linear``, or the sizes do not split into heads.
+    """
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+
+    def name_of(parameter: torch.Tensor, what: str) -> str:
+        if id(parameter) not in names:
+            raise ValueError(f"{what} is not a parameter of `model` (frozen with "
+                             "requires_grad=False?)")
+        return names[id(parameter)]
+
+    def rows(parameter: torch.Tensor | None, what: str, start: int, stop: int,
+             masks: dict[str, np.ndarray]) -> None:
+        if parameter is not None:
+            masks[name_of(parameter, what)] = block_mask(
+                tuple(parameter.shape), 0 if parameter.dim() < 3 else -1, start, stop)
+
+    heads: dict[str, ComponentMask] = {}
+    if any(name is not None for name in (q, k, v, qkv, o)):
+        if o is None or (qkv is None and None in (q, k, v)) or (qkv is not None and
+                                                              (q, k, v) != (None,) * 3):
+            raise ValueError("name the output projection `o` and either `q`, `k` and `v` or "
+                             "a fused `qkv`")
+        if not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f"`num_heads` must be a positive int for hand-written attention; "
+                             f"got {num_heads!r}")
+        linear = {}
+        for role, path in (("q", q), ("k", k), ("v", v), ("qkv", qkv), ("o", o)):
+            if path is not None:
+                layer = model.get_submodule(path)
+                if not isinstance(layer, torch.nn.Linear):
+                    raise TypeError(f"`{role}` = {path!r} must name a torch.nn.Linear; got "
+                                    f"{type(layer).__name__}")
+                linear[role] = layer
+        width = linear["o"].in_features
+        if width % num_heads:
+            raise ValueError(f"the output projection's {width} input features do not split "
+                             f"into {num_heads} heads")
+        size = width // num_heads
+        if qkv is not None and linear["qkv"].out_features != 3 * width:
+            raise ValueError(f"the fused `qkv` has {linear['qkv'].out_features} output "
+                             f"features; 3 × {width} expected (queries, keys, values)")
+        prefix = o.rpartition(".")[0]
+        for head in range(num_heads):
+            masks: dict[str, np.ndarray] = {}
+            start, stop = head * size, (head + 1) * size
+            if qkv is not None:
+                for offset in (0, width, 2 * width):
+                    part: dict[str, np.ndarray] = {}
+                    rows(linear["qkv"].weight, "qkv.weight", offset + start, offset + stop, part)
+                    rows(linear["qkv"].bias, "qkv.bias", offset + start, offset + stop, part)
+                    for name, mask in part.items():
+                        masks[name] = masks[name] | mask if name in masks else mask
+            else:
+                for role in ("q", "k", "v"):
+                    if linear[role].out_features != width:
+                        raise ValueError(f"`{role}` has {linear[role].out_features} output "
+                                         f"features; the output projection takes {width}")
+                    rows(linear[role].weight, f"{role}.weight", start, stop, masks)
+                    rows(linear[role].bias, f"{role}.bias", start, stop, masks)
+            weight = linear["o"].weight
+            masks[name_of(weight, "o.weight")] = block_mask(tuple(weight.shape), 1, start, stop)
+            heads[f"{prefix}.head{head}" if prefix else f"head{head}"] = ComponentMask(masks)
+        return heads
+    for path, attention in model.named_modules():
+        if not isinstance(attention, torch.nn.MultiheadAttention):
+            continue
+        width, count = attention.embed_dim, attention.num_heads
+        size = width // count
+        for head in range(count):
+            masks = {}
+            start, stop = head * size, (head + 1) * size
+            if attention.in_proj_weight is not None:
+                fused = attention.in_proj_weight
+                masks[name_of(fused, "in_proj_weight")] = (
+                    block_mask(tuple(fused.shape), 0, start, stop)
+                    | block_mask(tuple(fused.shape), 0, width + start, width + stop)
+                    | block_mask(tuple(fused.shape), 0, 2 * width + start, 2 * width + stop))
+            else:
+                for weight in (attention.q_proj_weight, attention.k_proj_weight,
+                               attention.v_proj_weight):
+                    rows(weight, "a projection weight", start, stop, masks)
+            if attention.in_proj_bias is not None:
+                bias = attention.in_proj_bias
+                masks[name_of(bias, "in_proj_bias")] = (
+                    block_mask(tuple(bias.shape), 0, start, stop)
+                    | block_mask(tuple(bias.shape), 0, width + start, width + stop)
+                    | block_mask(tuple(bias.shape), 0, 2 * width + start, 2 * width + stop))
+            for extra in (attention.bias_k, attention.bias_v):  # (1, 1, E)
+                rows(extra, "bias_k/bias_v", start, stop, masks)
+            out = attention.out_proj.weight
+            masks[name_of(out, "out_proj.weight")] = block_mask(tuple(out.shape), 1, start, stop)
+            heads[f"{path}.head{head}" if path else f"head{head}"] = ComponentMask(masks)
+    if not heads:
+        raise ValueError("`model` has no torch.nn.MultiheadAttention: for hand-written "
+                         "attention name its projections (q=, k=, v= or qkv=, and o=) and "
+                         "num_heads=")
+    return heads

@@ -10,6 +10,7 @@ deep-learning framework.
 
 from ._backend import Backend, array_namespace, available_backends, get_backend
 from ._estimate import default_nbeta, estimate
+from ._restrict import ComponentMask
 from ._version import __version__
 from .posterior import LocalizedPosterior
 from .diagnostics import (ChainFailureWarning, Finding, HealthThresholds, LLCHealthWarning,
@@ -42,6 +43,7 @@ __all__ = [
     "HealthThresholds",
     "check_health",
     "LocalizedPosterior",
+    "ComponentMask",
     "Backend",
     "get_backend",
     "available_backends",

@@ -18,7 +18,59 @@ import numpy as np
 
 from ._backend import Array, Backend
 
-__all__ = ["Restriction", "restriction"]
+__all__ = ["ComponentMask", "Restriction", "restriction"]
+
+
+class ComponentMask:
+    """A model component as slices of named parameters, usable as ``restrict=`` (it is a
+    callable ``(name, array) -> mask``): the framework helpers build them (e.g.
+    ``llc.backends.torch.attention_heads``), and ``|`` joins components.
+
+    Parameters
+    ----------
+    masks
+        Parameter name ↦ boolean array of that parameter's shape (the coordinates of the
+        component); parameters not named are not part of it.
+    """
+
+    def __init__(self, masks: Mapping[str, np.ndarray]) -> None:
+        self.masks = {name: np.asarray(mask, dtype=bool) for name, mask in masks.items()}
+
+    def __call__(self, name: str, array: Any) -> Any:
+        mask = self.masks.get(name)
+        if mask is None:
+            return False
+        if mask.shape != tuple(np.shape(array)):
+            raise ValueError(f"the component's mask of {name!r} has shape {mask.shape}; the "
+                             f"parameter has shape {tuple(np.shape(array))}: build the masks "
+                             "from the model whose params you pass")
+        return mask
+
+    def __or__(self, other: ComponentMask) -> ComponentMask:
+        joined = dict(self.masks)
+        for name, mask in other.masks.items():
+            joined[name] = joined[name] | mask if name in joined else mask
+        return ComponentMask(joined)
+
+    @property
+    def size(self) -> int:
+        """The number of coordinates of the component."""
+        return int(sum(mask.sum() for mask in self.masks.values()))
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{name}: {int(mask.sum())}/{mask.size}"
+                          for name, mask in self.masks.items())
+        return f"ComponentMask({parts})"
+
+
+def block_mask(shape: tuple[int, ...], axis: int, start: int, stop: int) -> np.ndarray:
+    """A boolean array of ``shape``, True where the index along ``axis`` is in
+    ``[start, stop)`` (a head's rows or columns of a projection)."""
+    mask = np.zeros(shape, dtype=bool)
+    index: list[Any] = [slice(None)] * len(shape)
+    index[axis] = slice(start, stop)
+    mask[tuple(index)] = True
+    return mask
 
 
 class Restriction:
