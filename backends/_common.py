@@ -155,3 +155,21 @@ def check_reduction(reduction: Any) -> None:
     """``reduction`` of a ``causal_lm_loss``: ``"mean"`` or ``"none"``."""
     if reduction not in ("mean", "none"):
         raise ValueError(f"`reduction` must be 'mean' or 'none'; got {reduction!r}")
+
+
+def heads_along_an_axis(parts: list[tuple[str, tuple[int, ...], int]], num_heads: int,
+                        prefix: str) -> dict[str, Any]:
+    """Per-head :class:`llc.ComponentMask` objects of an attention whose projections keep the
+    heads on an axis of their own (Flax's ``MultiHeadDotProductAttention``, Keras's
+    ``MultiHeadAttention``: query/key/value kernels (E, H, d), biases (H, d), output kernel
+    (H, d, E)). ``parts`` are (parameter name, shape, head axis); the output bias is shared
+    and is not part of any head."""
+    from llc._restrict import ComponentMask, block_mask
+
+    for name, shape, axis in parts:
+        if shape[axis] != num_heads:
+            raise ValueError(f"{name!r} has shape {shape}: expected {num_heads} heads on axis "
+                             f"{axis}")
+    return {f"{prefix}head{head}": ComponentMask({name: block_mask(shape, axis, head, head + 1)
+                                                  for name, shape, axis in parts})
+            for head in range(num_heads)}

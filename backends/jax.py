@@ -10,6 +10,7 @@ configuration.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,12 +21,14 @@ from jax.flatten_util import ravel_pytree
 
 from llc import _rng
 from llc._backend import BackendBase
+from llc._restrict import ComponentMask
 from llc._programs import program_cache
 
-from ._common import (check_reduction, next_token, scaled_sum, split_last,
-                      unpack_checked)
+from ._common import (check_reduction, heads_along_an_axis, next_token, scaled_sum,
+                      split_last, unpack_checked)
 
-__all__ = ["backend", "causal_lm_loss", "from_equinox", "from_flax", "next_token"]
+__all__ = ["attention_heads", "backend", "causal_lm_loss", "from_equinox", "from_flax",
+           "next_token"]
 
 
 class JaxTransforms:
@@ -383,3 +386,101 @@ def causal_lm_loss(outputs: Any, targets: Any, *, reduction: str = "mean") -> An
         return jnp.mean(losses)
     weights = weights.astype(losses.dtype)
     return jnp.sum(losses * weights) / jnp.sum(weights)
+
+
+def attention_heads(params: Any) -> dict[str, ComponentMask]:
+    """Per-head components of every Flax ``MultiHeadDotProductAttention`` (or Equinox
+    ``MultiheadAttention``) in ``params``, for ``llc.estimate(..., restrict=...)``.
+
+    ``params`` is the collection ``from_flax`` samples (``variables["params"]``): an attention
+    is a sub-dict with ``query``, ``key``, ``value`` and ``out``, whose kernels keep the heads
+    on an axis of their own ((E, H, d) and (H, d, E)). A head is its slice of the query, key
+    and value kernels and biases and of the output kernel; the output bias is shared and
+    belongs to no head. Join heads with ``|``.
+
+    For Equinox, ``params`` is :func:`from_equinox`'s module of arrays; a head is its rows of
+    the query, key and value projections (weights and biases) and its columns of the output
+    projection's weight, and the heads are named ``"attention<i>.head<h>"`` (the i-th
+    attention in the module's leaf order).
+
+    Returns
+    -------
+    dict[str, llc.ComponentMask]
+        ``"<dotted path of the attention>.head<h>"`` ↦ that head's component.
+
+    Raises
+    ------
+    ValueError
+        If ``params`` holds no such attention, or its shapes do not agree on the heads.
+    """
+    heads: dict[str, ComponentMask] = {}
+
+    def visit(node: Any, path: str) -> None:
+        if not hasattr(node, "items"):
+            return
+        roles = ("query", "key", "value", "out")
+        found = [node[role].get("kernel") if hasattr(node.get(role), "get") else None
+                 for role in roles]
+        kernels = [kernel for kernel in found if kernel is not None and len(kernel.shape) == 3]
+        if len(kernels) == len(roles):
+            parts = []
+            for role, kernel in zip(roles, kernels):
+                axis = 0 if role == "out" else 1
+                parts.append((f"{path}{role}.kernel", tuple(kernel.shape), axis))
+                bias = node[role].get("bias")
+                if bias is not None and role != "out":
+                    parts.append((f"{path}{role}.bias", tuple(bias.shape), 0))
+            heads.update(heads_along_an_axis(parts, int(kernels[0].shape[1]), path))
+            return
+        for key, value in node.items():
+            visit(value, f"{path}{key}.")
+
+    if not hasattr(params, "items") and _equinox_attention(params):
+        return _equinox_heads(params)
+    visit(params, "")
+    if not heads:
+        raise ValueError("`params` holds no Flax MultiHeadDotProductAttention (a dict with "
+                         "'query', 'key', 'value' and 'out' kernels of 3 axes) and no "
+                         "equinox.nn.MultiheadAttention")
+    return heads
+
+
+def _equinox_attention(params: Any) -> list[Any]:
+    """The ``equinox.nn.MultiheadAttention`` modules inside ``params``, if Equinox is loaded."""
+    eqx = sys.modules.get("equinox")
+    if eqx is None:
+        return []
+
+    def is_attention(node: Any) -> bool:
+        return isinstance(node, eqx.nn.MultiheadAttention)
+
+    return [node for node in jax.tree_util.tree_leaves(params, is_leaf=is_attention)
+            if is_attention(node)]
+
+
+def _equinox_heads(params: Any) -> dict[str, ComponentMask]:
+    """Per-head components of the Equinox attentions in ``params`` (``from_equinox``'s
+    module of arrays): its query, key and value projections' rows (weights (H·d, E), biases
+    (H·d,)) and its output projection's columns. Equinox modules have no parameter names:
+    the masks are keyed as ``restrict=`` names the leaves of such a pytree, by their position
+    among ``jax.tree_util.tree_leaves(params)``, and the heads as ``attention<i>.head<h>``."""
+    from llc._restrict import block_mask
+
+    position = {id(leaf): str(index)
+                for index, leaf in enumerate(jax.tree_util.tree_leaves(params))}
+    heads: dict[str, ComponentMask] = {}
+    for number, attention in enumerate(_equinox_attention(params)):
+        count = int(attention.num_heads)
+        size = int(attention.query_proj.weight.shape[0]) // count
+        for head in range(count):
+            start, stop = head * size, (head + 1) * size
+            masks = {}
+            for projection in (attention.query_proj, attention.key_proj, attention.value_proj):
+                for array in (projection.weight, projection.bias):
+                    if array is not None:
+                        masks[position[id(array)]] = block_mask(tuple(array.shape), 0, start,
+                                                                stop)
+            weight = attention.output_proj.weight
+            masks[position[id(weight)]] = block_mask(tuple(weight.shape), 1, start, stop)
+            heads[f"attention{number}.head{head}"] = ComponentMask(masks)
+    return heads

@@ -150,3 +150,149 @@ def test_attention_heads_errors() -> None:
     other = llc.ComponentMask({"attn.q.weight": np.ones((4, 4), bool)})
     with pytest.raises(ValueError, match="has shape"):
         other("attn.q.weight", np.zeros((8, 8)))
+
+
+def _replace(tree, changes: dict, prefix: str = ""):
+    """``tree`` (nested dicts) with the leaves named in ``changes`` (dotted names) replaced by
+    ``changes[name](leaf)``."""
+    if hasattr(tree, "items"):
+        return {key: _replace(value, changes, f"{prefix}{key}.") for key, value in tree.items()}
+    name = prefix.rstrip(".")
+    return changes[name](tree) if name in changes else tree
+
+
+def _check_heads_by_their_effect(loss_fn, params, batch, heads, output_of, as_array,
+                                 replace=_replace) -> None:
+    """The test of ``test_a_heads_mask_is_exactly_what_only_that_head_uses`` through the loss
+    (a function of the output), for any framework: ``as_array(mask_or_noise, like)``."""
+    rng = np.random.default_rng(1)
+    reference = float(loss_fn(params, batch))
+    for name, head in heads.items():
+        output = output_of(head)
+
+        def cut_output(leaf, mask=head.masks[output]):
+            return leaf * as_array(~mask, leaf)
+
+        def perturbed(mask):
+            def change(leaf):
+                noise = rng.normal(size=mask.shape) * mask
+                return leaf + as_array(noise, leaf)
+            return change
+
+        others = {key: perturbed(mask) for key, mask in head.masks.items() if key != output}
+        cut = replace(params, {output: cut_output})
+        cut_and_changed = replace(cut, others)
+        assert float(loss_fn(cut_and_changed, batch)) == pytest.approx(
+            float(loss_fn(cut, batch)), rel=1e-10, abs=1e-12), name
+        assert float(loss_fn(replace(params, others), batch)) != pytest.approx(
+            reference, rel=1e-6), name
+
+
+def test_flax_attention_heads() -> None:
+    pytest.importorskip("flax")
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from llc.backends.jax import attention_heads as flax_heads
+    from llc.backends.jax import from_flax
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8)(x)
+
+    model = Model()
+    x = jax.random.normal(jax.random.key(0), (3, 5, 8), dtype=jnp.float64)
+    variables = model.init(jax.random.key(1), x)
+    loss_fn, params = from_flax(model.apply, variables,
+                                lambda out, y: jnp.mean((out - y) ** 2))
+    batch = (x, jnp.zeros((3, 5, 8)))
+    heads = flax_heads(params)
+    prefix = "MultiHeadDotProductAttention_0."
+    assert sorted(heads) == [f"{prefix}head0", f"{prefix}head1"]
+    assert heads[f"{prefix}head0"].size == 3 * (8 * 4 + 4) + 4 * 8
+    _check_heads_by_their_effect(loss_fn, params, batch, heads,
+                                 lambda head: f"{prefix}out.kernel",
+                                 lambda array, leaf: jnp.asarray(array, dtype=leaf.dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.LLCHealthWarning)
+        result = llc.estimate(loss_fn, params, batch, restrict=heads[f"{prefix}head1"],
+                              step_size=1e-5, num_chains=1, num_draws=5, num_burnin=0,
+                              batch_size=3, progress=False)
+    assert result.attrs["num_params"] == heads[f"{prefix}head1"].size
+    with pytest.raises(ValueError, match="no Flax MultiHeadDotProductAttention"):
+        flax_heads({"Dense_0": {"kernel": jnp.ones((2, 2))}})
+
+
+def test_keras_attention_heads() -> None:
+    keras = pytest.importorskip("keras")
+    tf = pytest.importorskip("tensorflow")
+    from llc.backends.tensorflow import attention_heads as keras_heads
+    from llc.backends.tensorflow import from_keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 8))
+    outputs = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="attention")(
+        inputs, inputs)
+    model = keras.Model(inputs, outputs)
+    loss_fn, params = from_keras(model, keras.losses.MeanSquaredError())
+    x = np.random.default_rng(0).normal(size=(3, 5, 8)).astype("float32")
+    batch = (tf.constant(x), tf.zeros((3, 5, 8)))
+    heads = keras_heads(model)
+    assert sorted(heads) == ["attention.head0", "attention.head1"]
+    assert heads["attention.head0"].size == 3 * (8 * 4 + 4) + 4 * 8
+    _check_heads_by_their_effect(
+        loss_fn, params, batch, heads, lambda head: "attention/attention_output/kernel",
+        lambda array, leaf: tf.constant(np.asarray(array), dtype=leaf.dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.LLCHealthWarning)
+        result = llc.estimate(loss_fn, params, batch, restrict=heads["attention.head0"],
+                              step_size=1e-5, num_chains=1, num_draws=5, num_burnin=0,
+                              batch_size=3, progress=False)
+    assert result.attrs["num_params"] == heads["attention.head0"].size
+    with pytest.raises(ValueError, match="no keras.layers.MultiHeadAttention"):
+        keras_heads(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+
+
+def test_equinox_attention_heads() -> None:
+    eqx = pytest.importorskip("equinox")
+    import jax
+    import jax.numpy as jnp
+
+    from llc.backends.jax import attention_heads as jax_heads
+    from llc.backends.jax import from_equinox
+
+    class Model(eqx.Module):
+        attention: eqx.nn.MultiheadAttention
+
+        def __call__(self, x):
+            return self.attention(x, x, x)
+
+    model = Model(eqx.nn.MultiheadAttention(2, 8, use_query_bias=True, use_key_bias=True,
+                                            use_value_bias=True, use_output_bias=True,
+                                            key=jax.random.key(0), dtype=jnp.float64))
+    loss_fn, params = from_equinox(model, lambda out, y: jnp.mean((out - y) ** 2))
+    x = jax.random.normal(jax.random.key(1), (3, 5, 8), dtype=jnp.float64)
+    batch = (x, jnp.zeros((3, 5, 8)))
+    heads = jax_heads(params)
+    assert sorted(heads) == ["attention0.head0", "attention0.head1"]
+    assert heads["attention0.head0"].size == 3 * (8 * 4 + 4) + 8 * 4
+    output = next(str(index) for index, leaf in enumerate(jax.tree_util.tree_leaves(params))
+                  if leaf is params.attention.output_proj.weight)  # named by position
+
+    def by_position(tree, changes):
+        leaves, treedef = jax.tree_util.tree_flatten(tree)
+        return jax.tree_util.tree_unflatten(
+            treedef, [changes[str(i)](leaf) if str(i) in changes else leaf
+                      for i, leaf in enumerate(leaves)])
+
+    _check_heads_by_their_effect(loss_fn, params, batch, heads, lambda head: output,
+                                 lambda array, leaf: jnp.asarray(array, dtype=leaf.dtype),
+                                 replace=by_position)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", llc.LLCHealthWarning)
+        result = llc.estimate(loss_fn, params, batch, restrict=heads["attention0.head0"],
+                              step_size=1e-5, num_chains=1, num_draws=5, num_burnin=0,
+                              batch_size=3, progress=False)
+    assert result.attrs["num_params"] == heads["attention0.head0"].size

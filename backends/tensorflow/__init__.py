@@ -45,9 +45,10 @@ from ._compile import _function
 from ._devices import _describe_device, _device_of, _on, _tf_device
 from ._namespace import TensorFlowNamespace, _promote, namespace
 from ._vectorized import TensorFlowTransforms, _unrolled_under_pfor
-from .keras import causal_lm_loss, from_keras
+from .keras import attention_heads, causal_lm_loss, from_keras
 
-__all__ = ["backend", "causal_lm_loss", "from_keras", "namespace", "next_token"]
+__all__ = ["attention_heads", "backend", "causal_lm_loss", "from_keras", "namespace",
+           "next_token"]
 
 # "auto_select" is Philox on CPU and GPU (ThreeFry on TPU) and gives the same numbers as
 # alg="philox", which costs ~0.6 ms more per eager call in TF 2.21.

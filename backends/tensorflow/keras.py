@@ -8,7 +8,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from .._common import check_reduction, split_last, unpack_checked
+from llc._restrict import ComponentMask
+
+from .._common import check_reduction, heads_along_an_axis, split_last, unpack_checked
 from ._namespace import _promote
 
 
@@ -81,9 +83,7 @@ def from_keras(
     if not trainable:
         raise ValueError("`model` has no trainable weights: build it first (train it, call it "
                          "on a batch or call model.build(input_shape))")
-    names = [variable.path for variable in trainable]
-    if len(set(names)) != len(names):  # unique keys, in the order of trainable_variables
-        names = [f"{name}#{index}" for index, name in enumerate(names)]
+    names = _weight_names(model)
     params = {name: tf.identity(tf.convert_to_tensor(variable.value))
               for name, variable in zip(names, trainable)}
     fixed = [tf.identity(tf.convert_to_tensor(variable.value))
@@ -137,3 +137,54 @@ def causal_lm_loss(targets: Any, outputs: Any, *, reduction: str = "mean") -> An
     weights = tf.cast(weights, losses.dtype)
     return tf.reduce_sum(losses * weights) / tf.reduce_sum(weights)
 
+
+
+def attention_heads(model: Any) -> dict[str, ComponentMask]:
+    """Per-head components of every ``keras.layers.MultiHeadAttention`` in ``model``, for
+    ``llc.estimate(..., restrict=...)`` with the params of :func:`from_keras`.
+
+    A head is its slice of the query, key and value kernels (E, H, d) and biases (H, d) and
+    of the output kernel (H, d, E); the output bias is shared and belongs to no head. The
+    masks are keyed by the names :func:`from_keras` gives the weights. Join heads with ``|``.
+
+    Returns
+    -------
+    dict[str, llc.ComponentMask]
+        ``"<layer name>.head<h>"`` ↦ that head's component.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` has no built ``MultiHeadAttention`` layer.
+    """
+    keras = sys.modules.get("keras")
+    names = dict(zip((id(variable) for variable in model.trainable_variables),
+                     _weight_names(model)))
+    heads: dict[str, ComponentMask] = {}
+    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else model.layers
+    for layer in layers:
+        if keras is None or not isinstance(layer, keras.layers.MultiHeadAttention):
+            continue
+        parts = []
+        for role, dense in (("query", layer.query_dense), ("key", layer.key_dense),
+                            ("value", layer.value_dense), ("output", layer.output_dense)):
+            if dense is None or dense.kernel is None:
+                raise ValueError(f"the attention layer {layer.name!r} is not built: call the "
+                                 "model on a batch first")
+            parts.append((names[id(dense.kernel)], tuple(dense.kernel.shape),
+                          0 if role == "output" else 1))
+            if dense.bias is not None and role != "output":
+                parts.append((names[id(dense.bias)], tuple(dense.bias.shape), 0))
+        heads.update(heads_along_an_axis(parts, int(layer.num_heads), f"{layer.name}."))
+    if not heads:
+        raise ValueError("`model` has no keras.layers.MultiHeadAttention")
+    return heads
+
+
+def _weight_names(model: Any) -> list[str]:
+    """The keys :func:`from_keras` gives ``model.trainable_variables``: their paths, numbered
+    when two coincide."""
+    names = [variable.path for variable in model.trainable_variables]
+    if len(set(names)) != len(names):  # unique keys, in the order of trainable_variables
+        names = [f"{name}#{index}" for index, name in enumerate(names)]
+    return names
