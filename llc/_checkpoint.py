@@ -29,7 +29,8 @@ def _engine(path: Path) -> str:
 
 
 def writer(path: Path, plan: ChainPlan, attrs: dict[str, Any], origin: float,
-           live_attrs: Callable[[], dict[str, Any]] | None = None) -> Callable[[RunnerState], None]:
+           live_attrs: Callable[[], dict[str, Any]] | None = None,
+           probe_loss_at_center: np.ndarray | None = None) -> Callable[[RunnerState], None]:
     """A checkpointer writing ``path``; ``origin`` is the ``perf_counter`` time of the start.
     ``live_attrs()`` adds attributes that change during the run (``step_size="auto"``'s step
     and its tuner's state in the burn-in)."""
@@ -42,6 +43,7 @@ def writer(path: Path, plan: ChainPlan, attrs: dict[str, Any], origin: float,
             attrs={**attrs, **live, "complete": int(state.step >= plan.steps),
                    "steps_done": state.step},
             elapsed=time.perf_counter() - origin,
+            probe_loss_at_center=probe_loss_at_center,
         )
         tree = snapshot.to_arviz()
         tree["sampler_state"] = xr.DataTree(_states_to_dataset(plan, state.states))
@@ -127,6 +129,8 @@ def restore(path: Path, plan: ChainPlan, attrs: dict[str, Any]) -> tuple[RunnerS
             run.params[:] = tree["parameters"].to_dataset()["w"].values[chain]
         if run.full_loss is not None and "full_loss" in tree.children:
             run.full_loss[:] = tree["full_loss"].to_dataset()["loss"].values[chain]
+        if run.probe is not None and "probe_loss" in tree.children:
+            run.probe[:] = tree["probe_loss"].to_dataset()["loss"].values[chain]
         if chain in failed:
             run.failure = errors[chain] or "failed before the checkpoint"
         runs.append(run)

@@ -70,6 +70,8 @@ def estimate(
     health_thresholds: HealthThresholds | None = None,
     keep_params_every: int | None = None,
     restrict: Any = None,
+    probe: tuple[Callable[[Any, Any], Any], Any] | None = None,
+    probe_every: int = 10,
     checkpoint: str | os.PathLike[str] | None = None,
     checkpoint_every: int = 1000,
     resume: str | os.PathLike[str] | None = None,
@@ -219,6 +221,19 @@ def estimate(
         array``. ``attrs["restrict"]`` records per leaf its name, the coordinates selected
         and its size, and ``attrs["num_params"]`` is d_V (``num_params_total``: d). Default
         ``None``: every coordinate moves.
+    probe
+        ``(pointwise_loss_fn, probe_data)``: evaluate the per-sample losses ℓ_i(w_t) =
+        ``pointwise_loss_fn(params, probe_data)`` on the fixed probe data at every
+        ``probe_every``-th draw (and once at w*), for per-sample observables
+        (susceptibilities, Bayesian influence). ``pointwise_loss_fn`` returns a framework
+        array of the probe rows' losses, shape (samples,) or (samples, tokens), or a tuple
+        ``(losses, mask)`` (as ``causal_lm_loss(..., reduction="none")`` gives: masked
+        tokens become NaN); ``probe_data`` is a tuple of arrays sharing their rows, evaluated
+        as one batch. Stored as ``result.probe_loss`` (chain, draw // k, samples[, tokens]),
+        host memory chains × ⌈draws/k⌉ × samples × tokens × 8 bytes, and the DataTree group
+        ``probe_loss``. One forward pass on the probe data per evaluation.
+    probe_every
+        k, the draws between two probe evaluations (default 10).
     checkpoint
         Write the run so far to this path every ``checkpoint_every`` steps (netCDF, or zarr
         for ``*.zarr``; replaced atomically), at the end and on an interrupt.
@@ -276,6 +291,11 @@ def estimate(
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     if keep_params_every is not None:
         keep_params_every = positive_int("keep_params_every", keep_params_every)
+    probe_every = positive_int("probe_every", probe_every)
+    if probe is not None and not (isinstance(probe, tuple) and len(probe) == 2
+                                  and callable(probe[0])):
+        raise TypeError("`probe` must be a tuple (pointwise_loss_fn, probe_data) with "
+                        f"pointwise_loss_fn(params, batch) -> per-sample losses; got {probe!r:.80}")
     resume_path = None if resume is None else Path(resume)
     if resume_path is not None and not resume_path.exists():
         raise FileNotFoundError(f"`resume`: no checkpoint at {str(resume_path)!r}")
@@ -344,6 +364,8 @@ def estimate(
         init_loss = init.loss
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend,
                                        slope=init.grad)
+        probe_losses = None if probe is None else _probe_losses(backend, probe, unravel, center)
+        probe_center = None if probe_losses is None else probe_losses(center)
         chain_keys = backend.split(backend.key(seed), num_chains)
         noise_power = "off"
         if langevin_noise_equivalent_step(settings) != langevin_equivalent_step(settings):
@@ -375,6 +397,9 @@ def estimate(
             full_loss_every=full_loss_every,
             tuning_window=None if tuner is None else tuner.window,
             warmup_baseline=None if tuner is None else loss_only,
+            probe=probe_losses,
+            probe_every=None if probe is None else probe_every,
+            probe_shape=() if probe_center is None else tuple(probe_center.shape),
         )
         attrs = {
             "inference_library": "llc",
@@ -406,6 +431,9 @@ def estimate(
             "thin": thin,
             "mala_every": "off" if mala_every is None else mala_every,
             "keep_params_every": "off" if keep_params_every is None else keep_params_every,
+            "probe_every": "off" if probe is None else probe_every,
+            "probe_shape": "off" if probe_center is None else json.dumps(
+                list(probe_center.shape)),
             "chain_method": "vectorized" if vectorized else "sequential",
             "step_size_adaptation": (
                 f"burn-in: estimated step bias <= {_BIAS_TARGET:g} λ̂, MALA "
@@ -429,7 +457,8 @@ def estimate(
                                 [ChainRun.empty(plan) for _ in chain_keys])
         live = None if tuner is None else (lambda: _adaptation_attrs(settings, tuner, saved))
         writer = None if checkpoint_path is None else _checkpoint.writer(
-            checkpoint_path, plan, attrs, started - previous_elapsed, live_attrs=live)
+            checkpoint_path, plan, attrs, started - previous_elapsed, live_attrs=live,
+            probe_loss_at_center=probe_center)
         state = run_chains(plan, chain_keys, state, progress=progress, checkpoint=writer,
                            checkpoint_every=checkpoint_every, vectorized=vectorized, tuner=tuner)
         if tuner is not None:
@@ -441,7 +470,8 @@ def estimate(
         if done == 0:
             raise KeyboardInterrupt("interrupted before the first draw")
         attrs.update(complete=0, steps_done=state.step)
-        result = LLCResult.from_chains(state.runs, attrs=attrs, elapsed=elapsed, num_draws=done)
+        result = LLCResult.from_chains(state.runs, attrs=attrs, elapsed=elapsed, num_draws=done,
+                                       probe_loss_at_center=probe_center)
         warnings.warn(
             f"interrupted at step {state.step} of {plan.steps}: the result holds the first "
             f"{done} of {num_draws} draws per chain (result.complete is False)"
@@ -449,7 +479,8 @@ def estimate(
             IncompleteRunWarning, stacklevel=2)
     else:
         attrs.update(complete=1, steps_done=state.step)
-        result = LLCResult.from_chains(state.runs, attrs=attrs, elapsed=elapsed)
+        result = LLCResult.from_chains(state.runs, attrs=attrs, elapsed=elapsed,
+                                       probe_loss_at_center=probe_center)
     result._raise_if_every_chain_failed()
     result.findings = check_health(result, health_thresholds)
     warn_findings(result.findings, stacklevel=3)
@@ -507,6 +538,36 @@ def _history(history: list[tuple[int, float, float, float, float]]) -> str:
 def _sampler_attrs(settings: SamplerSettings) -> dict[str, Any]:
     return {f"sampler_{key}": value for key, value in settings.settings().items()
             if key != "name"}
+
+
+def _probe_losses(backend: Backend, probe: tuple[Callable[..., Any], Any],
+                  unravel: Callable[[Any], Any], like: Any) -> Callable[[Any], np.ndarray]:
+    """w ↦ the per-sample losses on the probe data, a float64 NumPy array (masked tokens
+    NaN), checked against the probe's rows."""
+    pointwise_loss_fn, probe_data = probe
+    if not isinstance(probe_data, tuple):
+        raise TypeError("`probe` data must be a tuple of arrays sharing their rows (evaluated "
+                        f"as one batch); got {type(probe_data).__name__}")
+    probe_set = make_data(probe_data, num_data=None, batch_size=None, backend=backend,
+                          like=like)
+    assert isinstance(probe_set, ArrayData)  # a tuple is array data
+    batch, rows = tuple(probe_set.arrays), probe_set.num_data
+
+    def evaluate(position: Any) -> np.ndarray:
+        output = pointwise_loss_fn(unravel(position), batch)
+        mask = None
+        if isinstance(output, tuple) and len(output) == 2:
+            output, mask = output
+        losses = np.asarray(backend.to_numpy(output), dtype=np.float64)
+        if losses.ndim not in (1, 2) or losses.shape[0] != rows:
+            raise ValueError(f"`probe`'s pointwise_loss_fn must return a loss per probe row, "
+                             f"shape ({rows},) or ({rows}, tokens); got {losses.shape}")
+        if mask is not None:
+            kept = np.asarray(backend.to_numpy(mask)).astype(bool)
+            losses = np.where(np.broadcast_to(kept, losses.shape), losses, np.nan)
+        return losses
+
+    return evaluate
 
 
 def _resolve_chain_method(chain_method: str, backend: Backend, dataset: DataSource,

@@ -24,7 +24,9 @@ class ChainPlan:
     ``full_loss``: w ↦ L_n(w) on all the data, evaluated at every ``full_loss_every``-th
     draw. ``tuning_window`` (``step_size="auto"``): the burn-in runs in windows of this
     many steps, each burn-in step diagnosed and recording :attr:`warmup_fields`, with
-    ``warmup_baseline(w*, batch)`` = L_B(w*) on the step's batch.
+    ``warmup_baseline(w*, batch)`` = L_B(w*) on the step's batch. ``probe``: w ↦ the
+    per-sample losses on the probe data (a float64 NumPy array of ``probe_shape``), evaluated
+    at every ``probe_every``-th draw.
     """
 
     backend: Backend
@@ -45,6 +47,9 @@ class ChainPlan:
     full_loss_every: int | None = None
     tuning_window: int | None = None
     warmup_baseline: Callable[..., Any] | None = None
+    probe: Callable[[Any], Any] | None = None
+    probe_every: int | None = None
+    probe_shape: tuple[int, ...] = ()
 
     @property
     def steps(self) -> int:
@@ -77,6 +82,12 @@ class ChainPlan:
         return 0 if not self.keep_params_every else -(-self.num_draws // self.keep_params_every)
 
     @property
+    def num_probes(self) -> int:
+        """Probe evaluations per chain (every ``probe_every``-th draw)."""
+        return 0 if not (self.probe and self.probe_every) else -(-self.num_draws
+                                                                 // self.probe_every)
+
+    @property
     def num_full_losses(self) -> int:
         """Full-data losses per chain (every ``full_loss_every``-th draw)."""
         return 0 if not self.full_loss_every else -(-self.num_draws // self.full_loss_every)
@@ -105,8 +116,13 @@ class ChainPlan:
         """The first step ≥ ``step`` where L_n(w_t) is evaluated (``full_loss_every``)."""
         return self._next_step_every(step, self.full_loss_every if self.full_loss else None)
 
+    def next_probe_step(self, step: int) -> int | None:
+        """The first step ≥ ``step`` where the probe losses are evaluated."""
+        return self._next_step_every(step, self.probe_every if self.probe else None)
+
     def next_host_step(self, step: int) -> int | None:
-        """The first step ≥ ``step`` that needs the host (a kept position or L_n(w_t))."""
-        steps = [s for s in (self.next_kept_step(step), self.next_full_loss_step(step))
-                 if s is not None]
+        """The first step ≥ ``step`` that needs the host (a kept position, L_n(w_t) or the
+        probe losses)."""
+        steps = [s for s in (self.next_kept_step(step), self.next_full_loss_step(step),
+                             self.next_probe_step(step)) if s is not None]
         return min(steps) if steps else None

@@ -44,14 +44,18 @@ class ChainRun:
     failure: str | None = None  # a failure restored from a checkpoint
     params: np.ndarray | None = None  # (kept draw, param) when keep_params_every is set
     full_loss: np.ndarray | None = None  # L_n(w_t) of every full_loss_every-th draw
+    probe: np.ndarray | None = None  # (probe, *probe_shape) per-sample losses
 
     @classmethod
     def empty(cls, plan: ChainPlan) -> ChainRun:
         kept = (np.full((plan.num_kept_params, int(plan.center.shape[0])), np.nan)
                 if plan.keep_params_every else None)
         full = np.full(plan.num_full_losses, np.nan) if plan.num_full_losses else None
+        probe = (np.full((plan.num_probes, *plan.probe_shape), np.nan) if plan.num_probes
+                 else None)
         draws = {name: np.full(plan.num_draws, np.nan) for name in plan.recorded_fields}
-        return cls(np.full(plan.num_burnin, np.nan), draws, params=kept, full_loss=full)
+        return cls(np.full(plan.num_burnin, np.nan), draws, params=kept, full_loss=full,
+                   probe=probe)
 
     @property
     def failed(self) -> bool:
@@ -78,13 +82,14 @@ class BlockRecord:
     ``steps`` are the recorded steps in increasing order (burn-in steps and draws); the
     per-draw fields are NaN at burn-in steps, and ``mala_acceptance`` is NaN where the step
     was not diagnosed. ``positions`` maps a draw index to its kept position w_t, and
-    ``full_losses`` a draw index to L_n(w_t).
+    ``full_losses`` a draw index to L_n(w_t), ``probes`` a draw index to the probe losses.
     """
 
     steps: np.ndarray
     values: dict[str, np.ndarray]
     positions: dict[int, np.ndarray] = field(default_factory=dict)
     full_losses: dict[int, float] = field(default_factory=dict)
+    probes: dict[int, np.ndarray] = field(default_factory=dict)
 
     def record_into(self, plan: ChainPlan, run: ChainRun) -> None:
         """Write into ``run``; set ``run.diverged_at`` at the first non-finite value.
@@ -112,6 +117,10 @@ class BlockRecord:
             for draw, value in self.full_losses.items():
                 if draw < done:
                     run.full_loss[draw // plan.full_loss_every] = value
+        if run.probe is not None and plan.probe_every:
+            for draw, losses in self.probes.items():
+                if draw < done:
+                    run.probe[draw // plan.probe_every] = losses
 
 
 @dataclass
@@ -174,6 +183,7 @@ class SequentialChains:
         steps: list[list[int]] = [[] for _ in state.runs]
         positions: list[dict[int, Any]] = [{} for _ in state.runs]
         full_losses: list[dict[int, float]] = [{} for _ in state.runs]
+        probes: list[dict[int, np.ndarray]] = [{} for _ in state.runs]
         try:
             while state.step < stop:
                 step = state.step
@@ -204,6 +214,9 @@ class SequentialChains:
                             if plan.full_loss and plan.full_loss_every \
                                     and draw % plan.full_loss_every == 0:
                                 full_losses[chain][draw] = plan.full_loss(position)
+                            if plan.probe and plan.probe_every \
+                                    and draw % plan.probe_every == 0:
+                                probes[chain][draw] = plan.probe(position)
                     except Exception as error:  # a failing chain never loses the others' work
                         run.error = error
                 for chain, values in round_rows:
@@ -215,7 +228,7 @@ class SequentialChains:
             for chain, run in enumerate(state.runs):
                 if steps[chain] and run.recording:
                     records[chain] = self._record(steps[chain], tables[chain], positions[chain],
-                                                  full_losses[chain], run)
+                                                  full_losses[chain], run, probes[chain])
         return records
 
     def _warmup_row(self, batch: Any, info: Any) -> list[Any]:
@@ -229,7 +242,8 @@ class SequentialChains:
                 nan if info.grad_power is None else info.grad_power]
 
     def _record(self, steps: list[int], table: RowBuffer, positions: dict[int, Any],
-                full_losses: dict[int, float], run: ChainRun) -> BlockRecord:
+                full_losses: dict[int, float], run: ChainRun,
+                probes: dict[int, np.ndarray]) -> BlockRecord:
         """Copy a block's rows to the host: burn-in rows hold the
         :attr:`ChainPlan.warmup_fields`, draws the :attr:`ChainPlan.recorded_fields` (the
         other fields stay NaN), and ``mala_acceptance`` is NaN where not diagnosed."""
@@ -244,7 +258,7 @@ class SequentialChains:
         for column, name in enumerate(plan.recorded_fields):
             values[name][~warming] = host[~warming, column]
         kept = {draw: plan.backend.to_numpy(position) for draw, position in positions.items()}
-        record = BlockRecord(step_array, values, kept, full_losses)
+        record = BlockRecord(step_array, values, kept, full_losses, probes)
         record.record_into(plan, run)
         return record
 
@@ -289,23 +303,27 @@ class VectorizedChains:
         keep = np.array([step < plan.num_burnin or plan.is_draw(step)
                          for step in range(start, stop)])
         kept_step, full_loss_step = plan.next_kept_step(start), plan.next_full_loss_step(start)
+        probe_step = plan.next_probe_step(start)
         first_draw = plan.draws_before(start)
         for chain, run in enumerate(state.runs):
             if not run.recording or run.error is not None:
                 continue
             chain_values = {name: column[keep, chain] for name, column in values.items()
                             if name in run.draws or name in plan.warmup_fields}
-            positions, full_losses = {}, {}
+            positions, full_losses, probes = {}, {}, {}
             position = state.states[chain].position  # a block starts at each kept draw
             if kept_step == start:
                 positions[first_draw] = backend.to_numpy(position)
-            if full_loss_step == start and plan.full_loss is not None:
-                try:
+            try:
+                if full_loss_step == start and plan.full_loss is not None:
                     full_losses[first_draw] = plan.full_loss(position)
-                except Exception as error:  # noqa: BLE001  (like a raising loss)
-                    run.error = error
-                    continue
-            records[chain] = BlockRecord(steps[keep], chain_values, positions, full_losses)
+                if probe_step == start and plan.probe is not None:
+                    probes[first_draw] = plan.probe(position)
+            except Exception as error:  # noqa: BLE001  (like a raising loss)
+                run.error = error
+                continue
+            records[chain] = BlockRecord(steps[keep], chain_values, positions, full_losses,
+                                         probes)
             records[chain].record_into(plan, run)
         state.states = states
         state.step = stop

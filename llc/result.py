@@ -63,6 +63,12 @@ class LLCResult:
     full_loss_trace
         With ``full_loss_every=k``: the full-data loss L_n(w_t) of every k-th draw, shape
         (chain, ⌈draws / k⌉); else ``None``.
+    probe_loss
+        With ``probe=``: the per-sample (or per-token) losses ℓ_i(w_t) on the probe data at
+        every ``probe_every``-th draw, shape (chain, ⌈draws / k⌉, samples[, tokens]), NaN
+        where a token is masked; else ``None``.
+    probe_loss_at_center
+        ℓ_i(w*) on the probe data, shape (samples[, tokens]); ``None`` without ``probe=``.
     """
 
     llc_trace: np.ndarray
@@ -78,12 +84,15 @@ class LLCResult:
     findings: list[Finding] = field(default_factory=list)
     param_draws: np.ndarray | None = None
     full_loss_trace: np.ndarray | None = None
+    probe_loss: np.ndarray | None = None
+    probe_loss_at_center: np.ndarray | None = None
     _first_error: BaseException | None = field(default=None, repr=False, compare=False)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_chains(cls, runs: list[ChainRun], *, attrs: dict[str, Any], elapsed: float,
-                    num_draws: int | None = None) -> LLCResult:
+                    num_draws: int | None = None,
+                    probe_loss_at_center: np.ndarray | None = None) -> LLCResult:
         """Assemble a result from the chains' host-side records (the first ``num_draws``
         draws of each, for an interrupted run)."""
         nbeta = float(attrs["nbeta"])
@@ -117,6 +126,10 @@ class LLCResult:
             full_loss_trace=None if runs[0].full_loss is None
             else np.stack([np.asarray(run.full_loss) for run in runs])[
                 :, :None if num_draws is None else -(-num_draws // int(attrs["full_loss_every"]))],
+            probe_loss=None if runs[0].probe is None
+            else np.stack([np.asarray(run.probe) for run in runs])[
+                :, :None if num_draws is None else -(-num_draws // int(attrs["probe_every"]))],
+            probe_loss_at_center=probe_loss_at_center,
             attrs=attrs,
             elapsed=elapsed,
             _first_error=next((run.error for run in runs if run.error is not None), None),
@@ -319,6 +332,18 @@ class LLCResult:
                 coords={"chain": np.arange(self.full_loss_trace.shape[0]),
                         "draw": every * np.arange(self.full_loss_trace.shape[1])},
             ))
+        if self.probe_loss is not None:
+            import xarray as xr
+
+            every = int(self.attrs.get("probe_every", 1))
+            sample_dims = ("sample", "token")[:self.probe_loss.ndim - 2]
+            variables: dict[str, Any] = {
+                "loss": (("chain", "draw", *sample_dims), self.probe_loss)}
+            if self.probe_loss_at_center is not None:
+                variables["loss_at_center"] = (sample_dims, self.probe_loss_at_center)
+            tree["probe_loss"] = xr.DataTree(xr.Dataset(
+                variables, coords={"chain": np.arange(self.probe_loss.shape[0]),
+                                   "draw": every * np.arange(self.probe_loss.shape[1])}))
         tree.attrs.update(_netcdf_attrs(self.attrs))
         tree.attrs["elapsed_seconds"] = float(self.elapsed)
         tree.attrs["failed_chains"] = json.dumps(
@@ -363,6 +388,11 @@ class LLCResult:
                        if "parameters" in tree.children else None)
         full_loss = (np.asarray(tree["full_loss"].to_dataset()["loss"].values, dtype=np.float64)
                      if "full_loss" in tree.children else None)
+        probe = tree["probe_loss"].to_dataset() if "probe_loss" in tree.children else None
+        probe_loss = (None if probe is None
+                      else np.asarray(probe["loss"].values, dtype=np.float64))
+        probe_center = (None if probe is None or "loss_at_center" not in probe
+                        else np.asarray(probe["loss_at_center"].values, dtype=np.float64))
         if not attrs.get("complete", 1):  # a checkpoint: keep the draws taken so far
             burnin, thin = int(attrs.get("num_burnin", 0)), int(attrs.get("thin", 1))
             done = max(0, -(-(int(attrs.get("steps_done", 0)) - burnin) // thin))
@@ -373,6 +403,8 @@ class LLCResult:
                 param_draws = param_draws[:, :-(-done // every)]
             if full_loss is not None:
                 full_loss = full_loss[:, :-(-done // int(attrs.get("full_loss_every", 1)))]
+            if probe_loss is not None:
+                probe_loss = probe_loss[:, :-(-done // int(attrs.get("probe_every", 1)))]
         return cls(
             llc_trace=llc_trace,
             loss_trace=np.asarray(posterior["loss"].values,
@@ -388,6 +420,8 @@ class LLCResult:
             findings=findings,
             param_draws=param_draws,
             full_loss_trace=full_loss,
+            probe_loss=probe_loss,
+            probe_loss_at_center=probe_center,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
