@@ -21,6 +21,7 @@ from .trajectory import TrajectoryError, TrajectoryResult, estimate_trajectory
 from .io import load
 from .calibration import CalibrationResult, CalibrationWarning, calibrate
 from .slt_observables import Observables, observables
+from .influence import influence, susceptibilities
 from . import plots, samplers  # plots: the drawers of result.plot(); no matplotlib yet
 
 __all__ = [
@@ -51,6 +52,8 @@ __all__ = [
     "samplers",
     "plots",
     "observables",
+    "influence",
+    "susceptibilities",
     "Observables",
     "problems",
 ]
