@@ -128,3 +128,39 @@ def test_bad_probes_are_named() -> None:
     with pytest.raises(ValueError, match="`probe_every`"):
         llc.estimate(DLN.loss_and_grad, params, data, probe=(pointwise, data), probe_every=0,
                      **base)
+
+
+def test_probe_in_every_backend(backend64) -> None:
+    """The probe losses are the pointwise losses at the kept draws, in every adapter and on
+    both chain methods (float64)."""
+    loss_fn, params, data = DLN.in_backend(backend64.name, 500, seed=1, device=backend64.device)
+    probe_data = tuple(array[:4] for array in data)
+
+    def framework_pointwise(p, batch):
+        x, y = batch
+        xp = llc.array_namespace(x)
+        out = x
+        for name in ("W1", "W2", "W3"):
+            out = xp.matmul(out, xp.matrix_transpose(p[name]))
+        residual = out - y
+        return 0.5 * xp.sum(residual * residual, axis=-1)
+
+    if backend64.name == "numpy":
+        loss_fn = DLN.loss_and_grad
+    methods = ["sequential"] + (["vectorized"] if backend64.backend.chain_transforms else [])
+    numpy_params = {name: backend64.to_numpy(value) for name, value in params.items()}
+    numpy_probe = tuple(backend64.to_numpy(array) for array in probe_data)
+    for method in methods:
+        result = _quiet(loss_fn, params, data, probe=(framework_pointwise, probe_data),
+                        probe_every=6, keep_params_every=6, chain_method=method,
+                        **{**SETTINGS, "batch_size": 50})
+        np.testing.assert_allclose(result.probe_loss_at_center,
+                                   pointwise(numpy_params, numpy_probe), rtol=1e-10)
+        shapes = {name: value.shape for name, value in numpy_params.items()}
+        offsets = np.cumsum([np.prod(shape) for shape in shapes.values()])[:-1]
+        for chain in range(2):
+            for kept in range(result.param_draws.shape[1]):
+                pieces = np.split(result.param_draws[chain, kept], offsets)
+                at = {name: piece.reshape(shapes[name]) for name, piece in zip(shapes, pieces)}
+                np.testing.assert_allclose(result.probe_loss[chain, kept],
+                                           pointwise(at, numpy_probe), rtol=1e-9)
