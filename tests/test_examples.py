@@ -158,3 +158,23 @@ def test_transformer_lm_conventions_quick() -> None:
     assert tokens.nbeta == pytest.approx(count / math.log(count))
     assert pitfall.nbeta == sequences.nbeta
     assert sequences.llc_mean > tokens.llc_mean > 2 * pitfall.llc_mean > 0
+
+
+def test_attention_heads_quick(tmp_path) -> None:
+    """examples/attention_heads.py --quick: per-head weight-refined λ̂ at each checkpoint and
+    data-refined λ̂ per kind of sequence, for the 4 heads of the attention, each below half
+    its own dimension (a head's d_V: 3 × 8 × 32 + 3 × 8 + 32 × 8 = 1048), and the figure."""
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    example = _load_example("attention_heads")
+    outcome = example.main(["--quick", "--out", str(tmp_path)])
+    heads = outcome["heads"]
+    assert sorted(heads) == [f"attn.head{h}" for h in range(4)]
+    assert all(head.size == 1048 for head in heads.values())
+    for head, values in outcome["trajectory"].items():
+        assert len(values) == len(outcome["steps"]) == 2
+        assert all(0 < value < 524 for value in values), (head, values)
+    for head, (copy, bigram) in outcome["by_data"].items():
+        assert 0 < copy < 524 and 0 < bigram < 524, (head, copy, bigram)
+    assert outcome["figure"].exists()
+    assert "examples/attention_heads.py" in (ROOT / "docs" / "refined.md").read_text()
