@@ -5,11 +5,13 @@
 random tokens repeated once (the second half is predictable only by copying from 7 positions
 back). It trains a one-layer, four-head, attention-only transformer on next-token prediction
 (about 25 s), keeps 5 checkpoints, measures how much each head attends to the token to copy,
-and estimates at each the **weight-refined λ̂ of every head**
-(``restrict=`` the head's slices, ``llc.backends.torch.attention_heads``), then at the last
-checkpoint the **data-refined** λ̂ of every head on each kind of sequence alone (the same
-nβ). It prints the tables and writes ``attention_heads.png`` (``--out``). About 7 minutes on
-one CPU core; ``--quick`` is the test suite's short version. docs/refined.md shows the output.
+and estimates at each checkpoint the **weight-refined λ̂ of every head** (``restrict=`` the
+head's slices, ``llc.backends.torch.attention_heads``); at the last checkpoint also each
+head's **susceptibilities** to 20 probe sequences of each kind (``probe=``,
+``llc.susceptibilities``) and its **data-refined** λ̂ on each kind of sequence alone (the
+same nβ). It prints the tables and writes ``attention_heads.png`` (``--out``). About 7.5
+minutes on one CPU core; ``--quick`` is the test suite's short version. docs/refined.md
+shows the output.
 """
 
 import argparse
@@ -64,6 +66,13 @@ class AttentionOnly(torch.nn.Module):
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over every token of the batch."""
     return torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+
+
+def sequence_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each sequence's mean next-token cross-entropy: one loss per probe sequence."""
+    tokens = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1),
+                                               reduction="none")
+    return tokens.reshape(targets.shape).mean(dim=-1)
 
 
 def train(model: torch.nn.Module, tokens: torch.Tensor, steps: int, keep: list[int]
@@ -126,19 +135,31 @@ def main(argv: list[str] | None = None) -> dict:
                     num_chains=2 if args.quick else 4, num_draws=30 if args.quick else 400,
                     num_burnin=20 if args.quick else 300, progress=False)
 
-    def refined(params, data, head):
+    pointwise_fn, _ = from_module(model, sequence_losses)
+    probes = 10 if args.quick else 20
+    probe_rows = torch.cat([torch.nonzero(is_copy)[:probes, 0],
+                            torch.nonzero(~is_copy)[:probes, 0]])
+    probe = (pointwise_fn, (tokens[probe_rows, :-1], tokens[probe_rows, 1:]))
+
+    def refined(params, data, head, **extra):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", llc.LLCHealthWarning)
-            return llc.estimate(loss_fn, params, data, restrict=heads[head], **settings)
+            return llc.estimate(loss_fn, params, data, restrict=heads[head], **settings,
+                                **extra)
 
     table: dict[str, list[float]] = {head: [] for head in heads}
     errors: dict[str, list[float]] = {}
+    susceptibility: dict[str, tuple[float, float]] = {}
     for step, params in checkpoints.items():
         with torch.no_grad():
             loss = float(loss_fn(params, data))
         row = [f"{step:>6}", f"{loss:7.3f}"]
         for head in heads:
-            result = refined(params, data, head)
+            last = step == keep[-1]
+            result = refined(params, data, head, **({"probe": probe} if last else {}))
+            if last:  # χ_i = −Cov(φ, ℓ_i): φ this head's loss increase, ℓ_i a probe sequence's
+                chi = llc.susceptibilities(result)
+                susceptibility[head] = (float(chi[:probes].mean()), float(chi[probes:].mean()))
             table[head].append(result.llc_mean)
             errors.setdefault(head, []).append(result.llc_mcse)
             row.append(f"{result.llc_mean:6.2f} ± {result.llc_mcse:4.2f}")
@@ -157,6 +178,11 @@ def main(argv: list[str] | None = None) -> dict:
     for head, (copy, bigram) in refined_by_data.items():
         print(f"  {head[-5:]:>5}  {copy.llc_mean:6.2f} ± {copy.llc_mcse:4.2f}  "
               f"{bigram.llc_mean:6.2f} ± {bigram.llc_mcse:4.2f}")
+    print(f"\nsusceptibility χ at the last checkpoint, mean over {probes} probe sequences of "
+          "each kind (× 10³):")
+    print("   head    copy  bigram")
+    for head, (copy, bigram) in susceptibility.items():
+        print(f"  {head[-5:]:>5}  {1e3 * copy:6.2f}  {1e3 * bigram:6.2f}")
     print(f"total {time.perf_counter() - started:.0f} s")
 
     import matplotlib
@@ -186,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     figure.savefig(args.out / "attention_heads.png", dpi=110)
     plt.close(figure)
     return {"trajectory": table, "by_data": by_data, "heads": heads, "steps": keep,
-            "copy_attention": attention, "figure": args.out / "attention_heads.png"}
+            "copy_attention": attention, "susceptibility": susceptibility,
+            "figure": args.out / "attention_heads.png"}
 
 
 if __name__ == "__main__":

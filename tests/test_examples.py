@@ -176,5 +176,8 @@ def test_attention_heads_quick(tmp_path) -> None:
         assert all(0 < value < 524 for value in values), (head, values)
     for head, (copy, bigram) in outcome["by_data"].items():
         assert 0 < copy < 524 and 0 < bigram < 524, (head, copy, bigram)
+    assert sorted(outcome["susceptibility"]) == sorted(heads)
+    assert all(np.isfinite(pair).all() for pair in outcome["susceptibility"].values())
+    assert len(outcome["copy_attention"]) == 4
     assert outcome["figure"].exists()
     assert "examples/attention_heads.py" in (ROOT / "docs" / "refined.md").read_text()
