@@ -684,6 +684,16 @@ def attention_heads(
             masks[name_of(parameter, what)] = block_mask(
                 tuple(parameter.shape), 0 if parameter.dim() < 3 else -1, start, stop)
 
+    def fused_rows(parameter: torch.Tensor | None, what: str, start: int, stop: int,
+                   width: int, masks: dict[str, np.ndarray]) -> None:
+        """A head's rows of a fused query-key-value projection: the same rows in each of
+        its three blocks of ``width``."""
+        if parameter is not None:
+            shape = tuple(parameter.shape)
+            masks[name_of(parameter, what)] = np.logical_or.reduce(
+                [block_mask(shape, 0, offset + start, offset + stop)
+                 for offset in (0, width, 2 * width)])
+
     heads: dict[str, ComponentMask] = {}
     if any(name is not None for name in (q, k, v, qkv, o)):
         if o is None or (qkv is None and None in (q, k, v)) or (qkv is not None and
@@ -714,12 +724,8 @@ def attention_heads(
             masks: dict[str, np.ndarray] = {}
             start, stop = head * size, (head + 1) * size
             if qkv is not None:
-                for offset in (0, width, 2 * width):
-                    part: dict[str, np.ndarray] = {}
-                    rows(linear["qkv"].weight, "qkv.weight", offset + start, offset + stop, part)
-                    rows(linear["qkv"].bias, "qkv.bias", offset + start, offset + stop, part)
-                    for name, mask in part.items():
-                        masks[name] = masks[name] | mask if name in masks else mask
+                fused_rows(linear["qkv"].weight, "qkv.weight", start, stop, width, masks)
+                fused_rows(linear["qkv"].bias, "qkv.bias", start, stop, width, masks)
             else:
                 for role in ("q", "k", "v"):
                     if linear[role].out_features != width:
@@ -739,22 +745,12 @@ def attention_heads(
         for head in range(count):
             masks = {}
             start, stop = head * size, (head + 1) * size
-            if attention.in_proj_weight is not None:
-                fused = attention.in_proj_weight
-                masks[name_of(fused, "in_proj_weight")] = (
-                    block_mask(tuple(fused.shape), 0, start, stop)
-                    | block_mask(tuple(fused.shape), 0, width + start, width + stop)
-                    | block_mask(tuple(fused.shape), 0, 2 * width + start, 2 * width + stop))
-            else:
+            fused_rows(attention.in_proj_weight, "in_proj_weight", start, stop, width, masks)
+            fused_rows(attention.in_proj_bias, "in_proj_bias", start, stop, width, masks)
+            if attention.in_proj_weight is None:
                 for weight in (attention.q_proj_weight, attention.k_proj_weight,
                                attention.v_proj_weight):
                     rows(weight, "a projection weight", start, stop, masks)
-            if attention.in_proj_bias is not None:
-                bias = attention.in_proj_bias
-                masks[name_of(bias, "in_proj_bias")] = (
-                    block_mask(tuple(bias.shape), 0, start, stop)
-                    | block_mask(tuple(bias.shape), 0, width + start, width + stop)
-                    | block_mask(tuple(bias.shape), 0, 2 * width + start, 2 * width + stop))
             for extra in (attention.bias_k, attention.bias_v):  # (1, 1, E)
                 rows(extra, "bias_k/bias_v", start, stop, masks)
             out = attention.out_proj.weight

@@ -198,11 +198,10 @@ class StepSizeTuner:
     settings
         The sampler settings the chains' states were initialized with (their step is the
         first guess).
-    posterior, backend, dataset
-        The run's; the dataset gives the 16 minibatches at w* that estimate tr Σ_B (a stream
-        of their own, folded from ``noise_key``).
-    noise_key
-        The first chain's key.
+    posterior, backend
+        The run's.
+    noise
+        Σ_B,ii at w* (:func:`minibatch_gradient_variance`), whose sum is tr Σ_B.
     num_steps
         Burn-in steps (the windows cover them; the last one may be shorter).
     target
@@ -215,7 +214,7 @@ class StepSizeTuner:
     """
 
     def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
-                 dataset: DataSource, noise_key: Any, *, num_steps: int, target: float, window: int,
+                 noise: np.ndarray, *, num_steps: int, target: float, window: int,
                  own_batch: bool = False) -> None:
         self.settings = settings
         self.posterior = posterior
@@ -224,7 +223,6 @@ class StepSizeTuner:
         self.target = target
         self.window = window
         self.own_batch = own_batch
-        noise = minibatch_gradient_variance(posterior, backend, dataset, noise_key)
         nbeta = posterior.nbeta
         self.weighted = isinstance(settings, RMSPropSGLD)
         self.noise = noise if (own_batch and self.weighted) else None

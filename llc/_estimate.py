@@ -367,16 +367,18 @@ def estimate(
         probe_losses = None if probe is None else _probe_losses(backend, probe, unravel, center)
         probe_center = None if probe_losses is None else probe_losses(center)
         chain_keys = backend.split(backend.key(seed), num_chains)
-        noise_power = "off"
-        if langevin_noise_equivalent_step(settings) != langevin_equivalent_step(settings):
-            # a momentum sampler: its minibatch noise biases λ̂ at a larger step than its
-            # curvature does, and the health check needs the noise to estimate that
-            noise_power = posterior.nbeta**2 * float(minibatch_gradient_variance(
-                posterior, backend, dataset, chain_keys[0]).sum())
-        tuner = None
         saved = {} if resume_path is None else _checkpoint.saved_attrs(resume_path)
-        if adapt and (resume_path is None or "step_size_tuning" in saved):
-            tuner = _tuner_or_explain(settings, posterior, backend, dataset, chain_keys,
+        tuning = adapt and (resume_path is None or "step_size_tuning" in saved)
+        # a momentum sampler: its minibatch noise biases λ̂ at a larger step than its
+        # curvature does, and the health check needs the noise to estimate that
+        momentum = langevin_noise_equivalent_step(settings) != langevin_equivalent_step(settings)
+        noise = (minibatch_gradient_variance(posterior, backend, dataset, chain_keys[0])
+                 if tuning or momentum else None)
+        noise_power = "off" if not momentum or noise is None \
+            else posterior.nbeta**2 * float(noise.sum())
+        tuner = None
+        if tuning and noise is not None:
+            tuner = _tuner_or_explain(settings, posterior, backend, noise,
                                       num_burnin, target_acceptance,
                                       own_batch=trace_batch == "own")
             if "step_size_tuning" in saved:  # a checkpoint written in the burn-in
@@ -493,14 +495,14 @@ _AUTO_START = 1e-4  # the first step size tried by step_size="auto"
 
 
 def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
-                      dataset: DataSource, chain_keys: list[Any], num_burnin: int, target: float,
+                      noise: np.ndarray, num_burnin: int, target: float,
                       own_batch: bool) -> StepSizeTuner:
     """The controller of the burn-in's step (``llc._adapt``), with a clear error for settings
     without a step."""
     if not hasattr(settings, "step_size"):
         raise TypeError(f"`step_size='auto'` needs sampler settings with a `step_size`; "
                         f"{settings!r} has none")
-    return StepSizeTuner(settings, posterior, backend, dataset, chain_keys[0],
+    return StepSizeTuner(settings, posterior, backend, noise,
                          num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
                          own_batch=own_batch)
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import Array, Backend
+from ._tree import match_leaves
 
 __all__ = ["ComponentMask", "Restriction", "restriction"]
 
@@ -150,7 +151,7 @@ def restriction(restrict: Any, params: Any, center: Array, unravel: Callable[[Ar
     named = _named_leaves(params, backend)
     names = [named.get(id(leaf), f"leaf{index}") for index, leaf in enumerate(leaves)]
     masks: dict[int, Any] = {}
-    if callable(restrict):
+    if callable(restrict) and type(restrict) is not type(params):  # not an Equinox-like mask
         for leaf, name in zip(leaves, names):
             masks[id(leaf)] = restrict(name, backend.to_numpy(leaf))
     elif isinstance(restrict, str) or (isinstance(restrict, Sequence)
@@ -164,7 +165,9 @@ def restriction(restrict: Any, params: Any, center: Array, unravel: Callable[[Ar
             raise ValueError(f"`restrict` patterns {patterns} match no parameter; the names "
                              f"are {names[:8]}{' ...' if len(names) > 8 else ''}")
     else:
-        _assign(restrict, params, backend, "restrict", masks)
+        matched = match_leaves(restrict, params, backend.leaves, "restrict",
+                               lambda value: isinstance(value, (bool, np.bool_)), "a bool")
+        masks = {leaf: value for leaf, (_, value) in matched.items()}
     flat = []
     for leaf, name in zip(leaves, names):
         shape = tuple(int(n) for n in tuple(leaf.shape))
@@ -202,41 +205,4 @@ def _named_leaves(params: Any, backend: Backend, prefix: str = "") -> dict[int, 
     if len(leaves) == 1 and leaves[0] is params:
         return {id(params): prefix.rstrip(".")}
     return {id(leaf): f"{prefix}{index}" for index, leaf in enumerate(leaves)}
-
-
-def _assign(mask: Any, node: Any, backend: Backend, path: str, masks: dict[int, Any]) -> None:
-    if isinstance(mask, (bool, np.bool_)):
-        for leaf in backend.leaves(node):
-            masks[id(leaf)] = bool(mask)
-        return
-    if isinstance(node, Mapping):
-        if not isinstance(mask, Mapping):
-            raise TypeError(f"`{path}` must be a bool or a dict with the keys "
-                            f"{sorted(map(str, node))}; got {type(mask).__name__}")
-        if set(mask) != set(node):
-            missing = sorted(map(str, set(node) - set(mask)))
-            extra = sorted(map(str, set(mask) - set(node)))
-            raise ValueError(f"`{path}` must have the keys of the params here"
-                             + (f"; missing {missing}" if missing else "")
-                             + (f"; not in params: {extra}" if extra else ""))
-        for key in node:
-            _assign(mask[key], node[key], backend, f"{path}[{key!r}]", masks)
-        return
-    if isinstance(node, (list, tuple)):
-        if not isinstance(mask, (list, tuple)) or len(mask) != len(node):
-            raise ValueError(f"`{path}` must be a bool or a {type(node).__name__} of "
-                             f"{len(node)} masks, as the params here; got {type(mask).__name__}")
-        for index, (child_mask, child) in enumerate(zip(mask, node)):
-            _assign(child_mask, child, backend, f"{path}[{index}]", masks)
-        return
-    leaves = backend.leaves(node)
-    if len(leaves) == 1 and leaves[0] is node:
-        masks[id(node)] = mask  # an array mask of this leaf (checked by the caller)
-        return
-    mask_leaves = backend.leaves(mask)
-    if len(mask_leaves) != len(leaves):
-        raise TypeError(f"`{path}` must be a bool or a pytree of the params' structure with "
-                        f"a mask per leaf; got {type(mask).__name__}")
-    for leaf, value in zip(leaves, mask_leaves):
-        masks[id(leaf)] = value
 

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TreeDef", "tree_builder", "tree_flatten", "tree_unflatten", "tree_map"]
+__all__ = ["TreeDef", "match_leaves", "tree_builder", "tree_flatten", "tree_unflatten",
+           "tree_map"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,60 @@ def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
     leaves, treedef = tree_flatten(tree)
     others = [tree_flatten(other)[0] for other in rest]
     return tree_unflatten(treedef, [fn(*args) for args in zip(leaves, *others)])
+
+
+def match_leaves(spec: Any, params: Any, leaves: Callable[[Any], list[Any]], path: str,
+                 is_whole: Callable[[Any], bool], whole: str) -> dict[int, tuple[str, Any]]:
+    """Pair a ``spec`` that mirrors ``params`` with the params' leaves:
+    ``id(leaf) -> (path of its spec value, value)`` for every leaf.
+
+    ``spec`` has the keys of every dict and the length of every list or tuple of ``params``,
+    down to one value per leaf; a value for which ``is_whole`` holds stands for the whole
+    subtree below it. A node of another kind (a framework's own pytree) takes such a value,
+    or a pytree whose ``leaves`` pair one by one with its own. ``leaves`` is the backend's
+    flattening; ``whole`` names the whole-subtree values in messages ("a number").
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the path where ``spec`` does not mirror ``params``.
+    """
+    matched: dict[int, tuple[str, Any]] = {}
+
+    def visit(value: Any, node: Any, here: str) -> None:
+        if is_whole(value):
+            for leaf in leaves(node):
+                matched[id(leaf)] = (here, value)
+        elif isinstance(node, Mapping):
+            if not isinstance(value, Mapping):
+                raise TypeError(f"`{here}` must be {whole} or a dict with the keys "
+                                f"{sorted(map(str, node))}; got {type(value).__name__}")
+            if set(value) != set(node):
+                missing = sorted(map(str, set(node) - set(value)))
+                extra = sorted(map(str, set(value) - set(node)))
+                raise ValueError(f"`{here}` must have the keys of the params here"
+                                 + (f"; missing {missing}" if missing else "")
+                                 + (f"; not in params: {extra}" if extra else ""))
+            for key in node:
+                visit(value[key], node[key], f"{here}[{key!r}]")
+        elif isinstance(node, (list, tuple)):
+            if not isinstance(value, (list, tuple)) or len(value) != len(node):
+                raise ValueError(f"`{here}` must be {whole} or a {type(node).__name__} of "
+                                 f"{len(node)} entries, as the params here; got "
+                                 f"{type(value).__name__}")
+            for index, (child_value, child) in enumerate(zip(value, node)):
+                visit(child_value, child, f"{here}[{index}]")
+        else:
+            node_leaves = leaves(node)
+            if len(node_leaves) == 1 and node_leaves[0] is node:
+                matched[id(node)] = (here, value)  # one leaf: its value, checked by the caller
+                return
+            value_leaves = [] if isinstance(value, (str, bytes)) else leaves(value)
+            if len(value_leaves) != len(node_leaves):
+                raise TypeError(f"`{here}` must be {whole} or a pytree of the params' "
+                                f"structure with one per leaf; got {type(value).__name__}")
+            for leaf, leaf_value in zip(node_leaves, value_leaves):
+                matched[id(leaf)] = (here, leaf_value)
+
+    visit(spec, params, path)
+    return matched

@@ -22,12 +22,15 @@ def _quiet(*args, **kwargs) -> llc.LLCResult:
 
 
 def pointwise(params, batch):
-    """The DLN's per-sample losses ½‖W₃W₂W₁x − y‖² (their mean is ``DLN.loss``)."""
+    """The DLN's per-sample losses ½‖W₃W₂W₁x − y‖² (their mean is ``DLN.loss``), in the
+    batch's framework."""
     x, y = batch
+    xp = llc.array_namespace(x)
     out = x
     for name in ("W1", "W2", "W3"):
-        out = out @ params[name].T
-    return 0.5 * ((out - y) ** 2).sum(-1)
+        out = xp.matmul(out, xp.matrix_transpose(params[name]))
+    residual = out - y
+    return 0.5 * xp.sum(residual * residual, axis=-1)
 
 
 def test_probe_losses_are_the_pointwise_losses_at_the_draws() -> None:
@@ -59,15 +62,7 @@ def test_probe_is_the_same_on_both_chain_methods_and_survives_a_resume(tmp_path)
     torch = pytest.importorskip("torch")
     loss_fn, params, data = DLN.in_backend("torch", 1_000, seed=1)
     probe_data = tuple(array[:5] for array in data)
-
-    def torch_pointwise(p, batch):
-        x, y = batch
-        out = x
-        for name in ("W1", "W2", "W3"):
-            out = out @ p[name].T
-        return 0.5 * ((out - y) ** 2).sum(-1)
-
-    results = {method: _quiet(loss_fn, params, data, probe=(torch_pointwise, probe_data),
+    results = {method: _quiet(loss_fn, params, data, probe=(pointwise, probe_data),
                               probe_every=4, chain_method=method, **SETTINGS)
                for method in ("sequential", "vectorized")}
     np.testing.assert_allclose(results["vectorized"].probe_loss,
@@ -80,7 +75,7 @@ def test_probe_is_the_same_on_both_chain_methods_and_survives_a_resume(tmp_path)
         calls["count"] += 1
         if calls["count"] == 20:  # w*, then 2 chains × every 4th draw: draw ~36
             raise KeyboardInterrupt
-        return torch_pointwise(p, batch)
+        return pointwise(p, batch)
 
     path = tmp_path / "probe.nc"
     settings = dict(probe_every=4, chain_method="sequential", checkpoint_every=10, **SETTINGS)
@@ -88,7 +83,7 @@ def test_probe_is_the_same_on_both_chain_methods_and_survives_a_resume(tmp_path)
         partial = _quiet(loss_fn, params, data, probe=(interrupted, probe_data),
                          checkpoint=path, **settings)
     assert not partial.complete and partial.probe_loss.shape[1] < 15
-    resumed = _quiet(loss_fn, params, data, probe=(torch_pointwise, probe_data), resume=path,
+    resumed = _quiet(loss_fn, params, data, probe=(pointwise, probe_data), resume=path,
                      **settings)
     np.testing.assert_array_equal(resumed.probe_loss, results["sequential"].probe_loss)
 
@@ -135,23 +130,13 @@ def test_probe_in_every_backend(backend64) -> None:
     both chain methods (float64)."""
     loss_fn, params, data = DLN.in_backend(backend64.name, 500, seed=1, device=backend64.device)
     probe_data = tuple(array[:4] for array in data)
-
-    def framework_pointwise(p, batch):
-        x, y = batch
-        xp = llc.array_namespace(x)
-        out = x
-        for name in ("W1", "W2", "W3"):
-            out = xp.matmul(out, xp.matrix_transpose(p[name]))
-        residual = out - y
-        return 0.5 * xp.sum(residual * residual, axis=-1)
-
     if backend64.name == "numpy":
         loss_fn = DLN.loss_and_grad
     methods = ["sequential"] + (["vectorized"] if backend64.backend.chain_transforms else [])
     numpy_params = {name: backend64.to_numpy(value) for name, value in params.items()}
     numpy_probe = tuple(backend64.to_numpy(array) for array in probe_data)
     for method in methods:
-        result = _quiet(loss_fn, params, data, probe=(framework_pointwise, probe_data),
+        result = _quiet(loss_fn, params, data, probe=(pointwise, probe_data),
                         probe_every=6, keep_params_every=6, chain_method=method,
                         **{**SETTINGS, "batch_size": 50})
         np.testing.assert_allclose(result.probe_loss_at_center,
