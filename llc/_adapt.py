@@ -368,13 +368,10 @@ class StepSizeTuner:
         return self.adaptation
 
     def begin_draws(self, states: list[Any]) -> tuple[Any, list[Any]]:
-        """:meth:`finish`, then the sampler of the draws at the frozen step and the chains'
-        states moved to it (as :meth:`begin_window` moves them)."""
-        adaptation = self.finish()
-        carry = getattr(adaptation.settings, "carry_state", None)
-        if carry is not None and self.window_settings is not None:
-            states = [carry(state, self.window_settings) for state in states]
-        return self._algorithm(adaptation.settings), states
+        """:meth:`finish`, then the sampler of the draws at the frozen step, the states as
+        they are. SGNHT's thermostat is not moved to the frozen step here (as it is between
+        windows): on singular DLNs moving it read λ̂ 10–24 points higher (docs/step_size_auto.md)."""
+        return self._algorithm(self.finish().settings), states
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint_attrs(self) -> dict[str, Any]:

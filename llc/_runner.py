@@ -356,7 +356,7 @@ class WarmupTuner(Protocol):
         """Score the window begun at ``start``; the chains to put back where it began."""
 
     def begin_draws(self, states: list[Any]) -> tuple[Any, list[Any]]:
-        """After the last window: the sampler of the draws and the states moved to it."""
+        """After the last window: the sampler of the draws and the chains' states for it."""
 
 
 def _undo_window(state: RunnerState, start: int, before: list[Any], chains: set[int]) -> None:
