@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 from llc import _rng
 from llc._backend import BackendBase
 from llc._restrict import ComponentMask
-from llc._programs import program_cache
+from llc._engine.programs import program_cache
 
 from ._common import (check_reduction, heads_along_an_axis, next_token, scaled_sum,
                       split_last, unpack_checked)

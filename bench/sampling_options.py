@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import llc  # noqa: E402
-from llc.samplers import SamplingAlgorithm, SGLDState, sgld  # noqa: E402
+from llc.samplers import SGLD, SamplingAlgorithm, SGLDState  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -45,7 +45,7 @@ class ModifiedSGLD:
     name: str = "sgld"
 
     def build(self, posterior: Any) -> SamplingAlgorithm:
-        inner = sgld(posterior, self.step_size)
+        inner = SGLD(self.step_size).build(posterior)
         center = np.asarray(posterior.center)
         starts = iter(np.random.default_rng(12345).standard_normal((64, center.size)))
 

@@ -56,7 +56,7 @@ result's per-draw arrays (``llc_trace``, ``loss_trace``, ``warmup_loss``, ``samp
 Time per step is the fastest of the runner's blocks after the first (the first includes the
 compilation), read with ``bench.speed.block_timer``; the fastest rather than the median
 because the machine may be shared. For the scaling runs the runner's block is shortened to
-50 steps (``llc._runner._FLUSH_EVERY``) and each run has 3 blocks, so the 16-chain MLP runs
+50 steps (``llc._engine.runner._FLUSH_EVERY``) and each run has 3 blocks, so the 16-chain MLP runs
 stay within the time budget. The whole module takes about 6 CPU-minutes.
 """
 
@@ -256,7 +256,7 @@ def child(spec: dict) -> dict:
         import jax  # noqa: F401
     import llc
     from bench import speed
-    from llc import _runner
+    from llc._engine import runner as _runner
 
     backend = spec["backend"]
     warnings.simplefilter("ignore")

@@ -47,7 +47,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import llc  # noqa: E402
-from llc import _runner  # noqa: E402
+from llc._engine import runner as _runner  # noqa: E402
 
 BLOCK = _runner._FLUSH_EVERY
 NOISE_SCALE = 1e-4  # the hand-written SGLD loops: sqrt(step) of their Gaussian noise

@@ -90,7 +90,7 @@ def whole_step(model: str, chains: int, repeats: int, device: str
     median ratio vectorized / sequential of adjacent calls. The runner's blocks are 50 steps
     here, 3 measured per call, so that calls alternate often."""
     from bench.speed import llc_block_seconds
-    from llc import _runner
+    from llc._engine import runner as _runner
 
     _runner._FLUSH_EVERY = 50
 

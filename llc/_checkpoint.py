@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ._plan import ChainPlan
-from ._runner import ChainRun, RunnerState, write_atomically
+from ._engine.plan import ChainPlan
+from ._engine.runner import ChainRun, RunnerState, write_atomically
 from .result import LLCResult, _netcdf_attrs, mala_acceptance_per_draw
 
 _COMPARED_APPROXIMATELY = ("init_loss", "init_grad_norm")

@@ -18,19 +18,19 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _checkpoint
-from ._adapt import (_BIAS_TARGET, StepSizeTuner,
+from ._engine.adapt import (_BIAS_TARGET, StepSizeTuner,
                      minibatch_gradient_variance, with_step_size)
 from ._backend import Backend, backend_for
 from ._data import ArrayData, DataSource, make_data
 from ._tree import tree_flatten
-from ._plan import ChainPlan
-from ._runner import ChainRun, RunnerState, run_chains
+from ._engine.plan import ChainPlan
+from ._engine.runner import ChainRun, RunnerState, run_chains
 from ._restrict import restriction as restriction_of
 from ._steps import describe_per_leaf, is_per_leaf, per_coordinate_steps
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from ._version import __version__
 from .diagnostics import HealthThresholds, check_health, warn_findings
-from ._programs import compiled_step
+from ._engine.programs import compiled_step
 from .posterior import LocalizedPosterior
 from .result import IncompleteRunWarning, LLCResult
 from .samplers import (SamplerSettings, get_sampler, langevin_equivalent_step,
@@ -139,7 +139,7 @@ def estimate(
         Or **per-leaf steps**: a pytree mirroring ``params`` (a dict with the same keys, a
         list of the same length, …) with one positive step per leaf, or a number for a whole
         subtree (``{"encoder": 1e-5, "head": 1e-4}``). Each coordinate then moves with its
-        leaf's step (:func:`llc.samplers.sgld`'s per-coordinate ε), which makes the sampler
+        leaf's step (:class:`llc.samplers.SGLD`'s per-coordinate ε), which makes the sampler
         follow a rescaling of a layer exactly: scale a layer by c and its step by c².
         ``sgld``, ``rmsprop_sgld``, ``sghmc`` and ``mala`` take them (``sgnht``'s thermostat
         needs one step). ``attrs["step_size_per_leaf"]`` records them (JSON, in the params'

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._adapt import _BIAS_TARGET
+from ._engine.adapt import _BIAS_TARGET
 from ._errors import ChainFailureWarning, Finding, LLCHealthWarning
 from .samplers import (langevin_equivalent_step, langevin_noise_equivalent_step,
                        settings_from_attrs, step_exponent)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import xarray as xr
 
-    from ._runner import ChainRun
+    from ._engine.runner import ChainRun
 
 __all__ = ["LLCResult", "ChainFailureWarning", "IncompleteRunWarning"]
 

@@ -32,7 +32,7 @@ def test_auto_step_recovers_the_known_lambda() -> None:
     """Within 10 % of λ with 3·MCSE < 10 %, at a step whose
     estimated bias is the rule's 3 % of the burn-in's λ̂; with a bias target 33× looser and
     an acceptance floor of 0.9 the step is larger and λ̂ far off, so the test can tell."""
-    from llc import _adapt
+    from llc._engine import adapt as _adapt
 
     data, params = DLN.setup(10_000, seed=0)
     result = _quiet(DLN.loss_and_grad, params, data, step_size="auto", **SETTINGS)
@@ -57,7 +57,7 @@ def test_auto_step_recovers_the_known_lambda() -> None:
     # within 0.01 of it
     assert result.mala_acceptance > 0.97
     with pytest.MonkeyPatch.context() as patch:  # a negative control: τ = 1, δ = 0.9
-        patch.setattr("llc._adapt._BIAS_TARGET", 1.0)
+        patch.setattr("llc._engine.adapt._BIAS_TARGET", 1.0)
         loose = _quiet(DLN.loss_and_grad, params, data, step_size="auto",
                        target_acceptance=0.9, **{**SETTINGS, "num_draws": 1000})
     assert float(loose.attrs["sampler_step_size"]) > 2 * chosen
@@ -111,7 +111,7 @@ def test_auto_step_in_every_backend(backend64) -> None:
     is where the exact bias of λ̂ for SGLD on this Gaussian, b(ε) = ½ Σ (1 − γ/h)(εh/4)/(1 − εh/4),
     is the rule's τ·λ̂(ε) — the fixed point of (ε/8) E_ε‖nβ∇L‖² = τ (λ̂(0) + b(ε)), computed here
     from the Hessian's eigenvalues."""
-    from llc import _adapt
+    from llc._engine import adapt as _adapt
 
     loss_fn, params, data = linear_problem(backend64)
     result = _quiet(loss_fn, params, data, step_size="auto", num_burnin=400, num_draws=200,
@@ -167,7 +167,7 @@ def test_minibatch_noise_caps_the_step() -> None:
     step adds ~τ) — the noise counted once, in ‖∇L_B‖²
     (with ``trace_batch="own"`` it counts twice: the correlation of a without-replacement
     epoch biases the trace) — and far below what the acceptance allows."""
-    from llc import _adapt
+    from llc._engine import adapt as _adapt
 
     data, params = linear_data()
     result = _quiet(linear_loss_and_grad, params, data, step_size="auto", num_burnin=100,
@@ -192,7 +192,7 @@ def test_minibatch_noise_caps_the_step() -> None:
 def test_auto_step_for_the_other_samplers(sampler: str) -> None:
     """rmsprop_sgld (per-coordinate steps as weights in Ḡ) and full-batch mala run the same
     rule: finite chains, a step under the acceptance floor's reach, and b̂ at most τ·λ̂."""
-    from llc import _adapt
+    from llc._engine import adapt as _adapt
 
     data, params = DLN.setup(2_000, seed=0)
     batch = 2_000 if sampler == "mala" else 200
@@ -289,7 +289,7 @@ def test_momentum_samplers_adapt_through_their_equivalent_step(sampler: str) -> 
     assert abs(error) < 0.10, f"λ̂ = {result.llc_mean:.3f}, error {100 * error:+.1f} %"
     assert result.attrs["step_size_settled"] == "yes"
     assert np.isfinite(result.sample_stats["mala_acceptance"]).any()  # the Langevin probe
-    with mock.patch("llc._adapt.langevin_noise_equivalent_step",
+    with mock.patch("llc._engine.adapt.langevin_noise_equivalent_step",
                     llc.samplers.langevin_equivalent_step), \
             mock.patch.object(llc.samplers.SGNHT, "noise_equivalent_step",
                               lambda self, thermostat=None: self.step_size**2):
@@ -384,7 +384,7 @@ def test_auto_step_vectorized_matches_sequential(tmp_path) -> None:
     and, to rounding, the same draws as the sequential path; and a vectorized run interrupted
     between two windows resumes to the uninterrupted one bit for bit."""
     pytest.importorskip("torch")
-    from llc import _runner
+    from llc._engine import runner as _runner
 
     loss_fn, params, data = DLN.in_backend("torch", 2_000, seed=1)
     settings = {**SETTINGS, "num_draws": 100, "num_burnin": 200, "num_chains": 3,

@@ -21,8 +21,9 @@ def _modules() -> dict[str, Path]:
         parts = path.relative_to(ROOT).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         modules[name] = path
-    for path in sorted((ROOT / "backends").glob("*.py")):
-        modules["llc.backends" if path.stem == "__init__" else f"llc.backends.{path.stem}"] = path
+    for path in sorted((ROOT / "backends").rglob("*.py")):
+        parts = ("llc", "backends", *path.relative_to(ROOT / "backends").with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return modules
 
 
@@ -123,3 +124,27 @@ def test_the_core_imports_no_framework() -> None:
             offenders += [f"{path.relative_to(ROOT)}: {name}" for name in names
                           if name.split(".")[0] in FRAMEWORKS]
     assert not offenders, offenders
+
+
+#: What the engine and the samplers may import: the layers below them.
+BELOW_THE_ENGINE = {"llc._backend", "llc._data", "llc._errors", "llc._rng", "llc._tree",
+                    "llc._validate", "llc.posterior"}
+
+
+def test_the_engine_and_the_samplers_import_only_below_them() -> None:
+    """``llc._engine`` (plan, programs, vectorized block, runner, warm-up tuner) and
+    ``llc.samplers`` know nothing of results, diagnostics or the public API."""
+    graph = _graph()
+    offenders = []
+    for name, imported in graph.items():
+        if name.startswith("llc.samplers"):
+            allowed = BELOW_THE_ENGINE | {m for m in graph if m.startswith("llc.samplers")}
+        elif name.startswith("llc._engine"):
+            allowed = BELOW_THE_ENGINE | {m for m in graph if m.startswith(("llc.samplers",
+                                                                              "llc._engine"))}
+        else:
+            continue
+        offenders += [f"{name} → {other}" for other in sorted(imported - allowed)]
+    assert not offenders, offenders
+    assert "llc._engine.runner" in graph and "llc.samplers.sgld" in graph
+    assert "llc.backends.tensorflow.keras" in graph  # the adapters' subpackages are parsed

@@ -1,4 +1,4 @@
-"""Compiled programs reused across calls (``llc._programs``).
+"""Compiled programs reused across calls (``llc._engine.programs``).
 
 A cached program may read nothing of the call that built it except its key: a run through
 programs built by an earlier call with other numbers (w*, nβ, γ, step size, data values)
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import llc
-from llc import _programs
+from llc._engine import programs as _programs
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")

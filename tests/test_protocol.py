@@ -166,7 +166,7 @@ def test_tensorflow_without_its_private_pfor_helpers_draws_the_same_numbers(monk
     import pytest
 
     tf_backend = pytest.importorskip("llc.backends.tensorflow")
-    from llc._programs import program_cache
+    from llc._engine.programs import program_cache
 
     problem = llc.problems.LinearRegression(3, 2)
     loss_fn, params, data = problem.in_backend("tensorflow", 400, seed=0)

@@ -19,6 +19,7 @@ stays meaningful), and every check is shown to fail for a deliberately broken sa
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,12 +46,8 @@ from llc.samplers import (
     SGHMCState,
     SGLDState,
     SGNHTState,
+    SAMPLERS,
     get_sampler,
-    mala,
-    rmsprop_sgld,
-    sghmc,
-    sgld,
-    sgnht,
 )
 
 Z = 4.0  # MCSE multiples allowed; 9 checks per run: a false alarm has probability ≈ 6e-4
@@ -238,7 +235,7 @@ def sgld_without_half(posterior: LocalizedPosterior, step_size: float) -> Sampli
 def rmsprop_unpreconditioned_noise(posterior: LocalizedPosterior, step_size: float
                                    ) -> SamplingAlgorithm:
     """RMSProp-SGLD whose noise is √ε ξ instead of √ε_t ξ."""
-    inner = rmsprop_sgld(posterior, step_size)
+    inner = RMSPropSGLD(step_size).build(posterior)
     bk = posterior.backend
 
     def step(key, state, batch, diagnose=False):
@@ -267,7 +264,7 @@ def sghmc_without_friction_noise(posterior: LocalizedPosterior, step_size: float
 def sgnht_frozen_thermostat(posterior: LocalizedPosterior, step_size: float, diffusion: float
                             ) -> SamplingAlgorithm:
     """devinterp 2.x's bug: the thermostat update is dropped (ξ stays at A)."""
-    inner = sgnht(posterior, step_size, diffusion)
+    inner = SGNHT(step_size, diffusion).build(posterior)
 
     def step(key, state, batch, diagnose=False):
         new, info = inner.step(key, state, batch)
@@ -323,14 +320,15 @@ def rmsprop_preconditioner(target: Target, step_size: float, eps: float = 0.1) -
 
 
 CASES = {
-    "sgld": {"build": lambda p: sgld(p, SGLD_STEP), "steps": 16_000, "burnin": 3_000, "thin": 8,
-                 "bias": lambda t: langevin_bias(t, SGLD_STEP)},
-    "sghmc": {"build": lambda p: sghmc(p, SGHMC_ETA, SGHMC_ALPHA), "steps": 8_000, "burnin": 1_000,
-                  "thin": 4, "bias": lambda t: sghmc_bias(t, SGHMC_ETA, SGHMC_ALPHA)},
-    "sgnht": {"build": lambda p: sgnht(p, SGNHT_H, SGNHT_A), "steps": 30_000, "burnin": 2_000,
+    "sgld": {"build": lambda p: SGLD(SGLD_STEP).build(p), "steps": 16_000, "burnin": 3_000,
+             "thin": 8, "bias": lambda t: langevin_bias(t, SGLD_STEP)},
+    "sghmc": {"build": lambda p: SGHMC(SGHMC_ETA, SGHMC_ALPHA).build(p), "steps": 8_000,
+              "burnin": 1_000, "thin": 4,
+              "bias": lambda t: sghmc_bias(t, SGHMC_ETA, SGHMC_ALPHA)},
+    "sgnht": {"build": lambda p: SGNHT(SGNHT_H, SGNHT_A).build(p), "steps": 30_000, "burnin": 2_000,
                   "thin": 10, "bias": lambda t: sgnht_bias_bound(t, SGNHT_H, SGNHT_A,
                                                            2 * SGNHT_A * SGNHT_H)},
-    "rmsprop_sgld": {"build": lambda p: rmsprop_sgld(p, RMSPROP_STEP), "steps": 16_000,
+    "rmsprop_sgld": {"build": lambda p: RMSPropSGLD(RMSPROP_STEP).build(p), "steps": 16_000,
                          "burnin": 3_000, "thin": 8, "target": rmsprop_target,
                          "start": lambda t: t.mean + 1.5,  # 2–3 σ off; w* is ≈ 1000 σ away
                          "bias": lambda t: langevin_bias(
@@ -343,8 +341,8 @@ BROKEN = {
         "sghmc", lambda p: sghmc_without_friction_noise(p, SGHMC_ETA, SGHMC_ALPHA)),
     "rmsprop-unpreconditioned-noise": (
         "rmsprop_sgld", lambda p: rmsprop_unpreconditioned_noise(p, RMSPROP_STEP)),
-    "rmsprop-without-half": ("rmsprop_sgld", lambda p: rmsprop_sgld(
-        _doubled_drift(p), RMSPROP_STEP)),
+    "rmsprop-without-half": ("rmsprop_sgld", lambda p: RMSPropSGLD(RMSPROP_STEP).build(
+        _doubled_drift(p))),
 }
 
 
@@ -432,7 +430,7 @@ def test_sgnht_thermostat_absorbs_gradient_noise(numpy_case: Any) -> None:
     """Unknown gradient noise heats the momentum; ξ rises from A to ≈ A + B and brings the
     kinetic temperature back to 1, and the positions follow the target."""
     result, target = _sgnht_with_gradient_noise(
-        numpy_case, lambda p: sgnht(p, SGNHT_H, SGNHT_A))
+        numpy_case, lambda p: SGNHT(SGNHT_H, SGNHT_A).build(p))
     temperature_ok, moments_ok, message = _temperature_check(result, target)
     assert temperature_ok and moments_ok, message
     noise_diffusion = SGNHT_H * (NBETA * GRADIENT_NOISE) ** 2 / 2
@@ -455,7 +453,7 @@ def test_sgnht_with_a_frozen_thermostat_is_sghmc(numpy_case: Any) -> None:
     h, diffusion = 0.05, 0.8
     posterior = Target(2).posterior(numpy_case)
     frozen = sgnht_frozen_thermostat(posterior, h, diffusion)
-    momentum = sghmc(posterior, h * h, diffusion * h)
+    momentum = SGHMC(h * h, diffusion * h).build(posterior)
     start = np.tile(CENTER, 2) + 0.3
     a, b = frozen.init(start), momentum.init(start)
     for step in range(50):
@@ -463,7 +461,7 @@ def test_sgnht_with_a_frozen_thermostat_is_sghmc(numpy_case: Any) -> None:
         b, _ = momentum.step(step, b, None)
     np.testing.assert_allclose(a.position, b.position, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(h * a.momentum, b.momentum, rtol=1e-12, atol=1e-12)
-    real = sgnht(posterior, h, diffusion)
+    real = SGNHT(h, diffusion).build(posterior)
     c = real.init(start)
     for step in range(50):
         c, _ = real.step(step, c, None)
@@ -473,7 +471,7 @@ def test_sgnht_with_a_frozen_thermostat_is_sghmc(numpy_case: Any) -> None:
 def test_sghmc_with_full_friction_is_sgld(numpy_case: Any) -> None:
     """α = 1: v' = −η ∇U + √(2η) ξ, so w' = w − η ∇U + √(2η) ξ, SGLD with ε = 2η."""
     posterior = Target(2).posterior(numpy_case)
-    first, second = sghmc(posterior, 0.01, 1.0), sgld(posterior, 0.02)
+    first, second = SGHMC(0.01, 1.0).build(posterior), SGLD(0.02).build(posterior)
     start = np.tile(CENTER, 2) - 0.2
     a, b = first.init(start), second.init(start)
     for step in range(50):
@@ -539,7 +537,7 @@ def mala_run() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from conftest import BackendCase
 
     return _from_exact_draws(BackendCase("numpy", "cpu", "float64"),
-                             lambda p: mala(p, MALA_STEP), diagnose=True)
+                             lambda p: MALA(MALA_STEP).build(p), diagnose=True)
 
 
 @pytest.mark.statistical
@@ -556,7 +554,7 @@ def test_mala_keeps_the_target_at_a_large_step(mala_run: Any) -> None:
 @pytest.mark.parametrize("variant", ["sgld", "mala-without-hastings"])
 def test_unadjusted_or_wrong_acceptance_fails_at_that_step(variant: str, numpy_case: Any
                                                            ) -> None:
-    build = ((lambda p: sgld(p, MALA_STEP)) if variant == "sgld"
+    build = ((lambda p: SGLD(MALA_STEP).build(p)) if variant == "sgld"
              else (lambda p: mala_without_hastings(p, MALA_STEP)))
     draws, _, _ = _from_exact_draws(numpy_case, build)
     check = moments_check(draws, Target(1), np.zeros((DIM, DIM)))
@@ -581,7 +579,7 @@ def test_mala_step_by_hand(numpy_case: Any) -> None:
     posterior = target.posterior(numpy_case)
     bk = numpy_case.backend
     step_size = 0.3
-    algorithm = mala(posterior, step_size)
+    algorithm = MALA(step_size).build(posterior)
     start = target.mean + np.array([0.4, -0.3, 0.2])
 
     def potential(w: np.ndarray) -> float:
@@ -626,7 +624,7 @@ def test_mala_rejects_a_non_finite_proposal(numpy_case: Any) -> None:
         return (np.float64(np.inf) if bad else 0.5 * position @ position), position
 
     posterior = LocalizedPosterior(loss_and_grad, np.zeros(3), 1.0, 0.0, numpy_case.backend)
-    algorithm = mala(posterior, 1e4)  # every proposal lands far away
+    algorithm = MALA(1e4).build(posterior)  # every proposal lands far away
     state = algorithm.init(np.full(3, 0.1))
     for step in range(5):
         state, info = algorithm.step(step, state, None, diagnose=True)
@@ -713,7 +711,7 @@ def test_rmsprop_preconditioned_acceptance(numpy_case: Any) -> None:
 
     target = Target(1)
     posterior = target.posterior(numpy_case)
-    algorithm = rmsprop_sgld(posterior, 0.05)
+    algorithm = RMSPropSGLD(0.05).build(posterior)
     start = target.mean + 0.2
     state = algorithm.init(start)
     state, info = algorithm.step(7, state, None, diagnose=True)
@@ -853,6 +851,45 @@ def test_update_rule_in_every_backend(name: str, backend: Any) -> None:
                                        **tolerance)
         else:
             assert 0.0 <= float(backend.to_numpy(info.mala_acceptance)) <= 1.0
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_kernels_take_their_hyperparameters_as_keyword_arguments(name: str) -> None:
+    """One representation: the registry's class carries the kernel, whose keyword-only
+    arguments are exactly what ``kernel_arguments()`` passes (so a compiled program takes them
+    as arguments)."""
+    sampler = SAMPLERS[name](step_size=0.01)
+    parameters = inspect.signature(type(sampler).step).parameters
+    positional = [p for p, v in parameters.items() if v.kind is v.POSITIONAL_OR_KEYWORD]
+    keyword = {p for p, v in parameters.items() if v.kind is v.KEYWORD_ONLY}
+    assert positional == ["posterior", "key", "state", "batch"]
+    assert keyword == set(sampler.kernel_arguments())
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_the_check_runs_only_when_diagnosing(name: str, numpy_case: Any) -> None:
+    """The acceptance diagnostic is a wrapper: without ``diagnose`` the kernel's check is never
+    called, so a step costs one gradient (two for MALA, whose move needs the proposal's)."""
+    from dataclasses import replace
+
+    exact = Target(1).posterior(numpy_case)
+    calls = {"gradients": 0}
+
+    def counted(*args: Any) -> Any:
+        calls["gradients"] += 1
+        return exact.loss_and_grad(*args)
+
+    posterior = replace(exact, loss_and_grad=counted)
+    algorithm = SAMPLERS[name](step_size=1e-3).build(posterior)
+    state = algorithm.init(np.full(DIM, 0.1))
+    own = 2 if name == "mala" else 1
+    for diagnose, gradients in ((False, own), (True, 2)):
+        calls["gradients"] = 0
+        _, info = algorithm.step(3, state, None, diagnose)
+        assert calls["gradients"] == gradients
+        assert (info.mala_acceptance is not None) == diagnose
+        if diagnose:
+            assert 0.0 <= float(info.mala_acceptance) <= 1.0
 
 
 # ---- settings ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ keras = pytest.importorskip("keras")
 from _models import linear_data, linear_loss
 from llc.backends.tensorflow import backend, from_keras, namespace
 
-from llc._programs import program_cache
+from llc._engine.programs import program_cache
 from llc.posterior import LocalizedPosterior
 from llc.samplers import SGLD
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import llc
-from llc import _vectorized
+from llc._engine import vectorized as _vectorized
 
 from _models import linear_problem
 

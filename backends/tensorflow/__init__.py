@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from llc import _rng
 from llc._backend import BackendBase
-from llc._programs import program_cache
+from llc._engine.programs import program_cache
 from llc._tree import tree_flatten, tree_unflatten
 
 from .._common import check_floating, leaf_paths, next_token, scaled_sum

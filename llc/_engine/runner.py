@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._backend import RowBuffer
-from ._plan import ChainPlan
-from ._vectorized import BlockKernel
+from .._backend import RowBuffer
+from .plan import ChainPlan
+from .vectorized import BlockKernel
 
 _FLUSH_EVERY = 200  # steps per block: the per-step scalars reach the host once per block
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._backend import Backend
-from ._data import DataSource
+from .._backend import Backend
+from .._data import DataSource
 
 __all__ = ["ChainPlan"]
 

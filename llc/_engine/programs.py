@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .posterior import LocalizedPosterior
+from ..posterior import LocalizedPosterior
+from ..samplers import diagnosable
 
 __all__ = ["ProgramCache", "RunNumbers", "compiled_step", "program_cache", "run_numbers",
            "sampler_program", "split_arguments"]
@@ -124,8 +125,8 @@ def sampler_program(structure: tuple[Any, ...], backend: Any) -> Callable[..., A
         localization = 0.0 if numbers.localization is None else numbers.localization
         traced = LocalizedPosterior(loss_and_grad, numbers.center, numbers.nbeta, localization,
                                     backend, slope=numbers.slope)
-        algorithm = kind.kernel(traced, **dict(static), **numbers.sampler)
-        return algorithm.step(key, state, batch, diagnose)
+        step = diagnosable(kind.step, traced, {**dict(static), **numbers.sampler})
+        return step(key, state, batch, diagnose)
 
     return step
 

@@ -122,12 +122,12 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import Backend
-from ._data import DataSource
-from ._programs import compiled_step
-from .posterior import LocalizedPosterior
-from .samplers import (RMSPropSGLD, langevin_equivalent_step, langevin_noise_equivalent_step,
-                       rmsprop_denominator)
+from .._backend import Backend
+from .._data import DataSource
+from .programs import compiled_step
+from ..posterior import LocalizedPosterior
+from ..samplers import RMSPropSGLD, langevin_equivalent_step, langevin_noise_equivalent_step
+from ..samplers.rmsprop_sgld import rmsprop_denominator
 
 __all__ = ["StepSizeAdaptation", "StepSizeTuner", "minibatch_gradient_variance", "with_step_size"]
 

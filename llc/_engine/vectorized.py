@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._data import ArrayData
-from ._programs import program_cache
-from ._plan import ChainPlan
-from ._tree import tree_map
+from .._data import ArrayData
+from .programs import program_cache
+from .plan import ChainPlan
+from .._tree import tree_map
 
 __all__ = ["BlockKernel"]
 
