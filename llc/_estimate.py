@@ -376,11 +376,18 @@ def estimate(
                  if tuning or momentum else None)
         noise_power = "off" if not momentum or noise is None \
             else posterior.nbeta**2 * float(noise.sum())
+        noise_at = None
+        if momentum:
+            def noise_at(position: Any, chain: int, start: int) -> float:
+                key = backend.fold_in(backend.fold_in(chain_keys[chain], _NOISE_STREAM), start)
+                return float(minibatch_gradient_variance(
+                    posterior, backend, dataset, key, position=position,
+                    probes=_NOISE_PROBES_PER_CHAIN).sum())
         tuner = None
         if tuning and noise is not None:
             tuner = _tuner_or_explain(settings, posterior, backend, noise,
                                       num_burnin, target_acceptance,
-                                      own_batch=trace_batch == "own")
+                                      own_batch=trace_batch == "own", noise_at=noise_at)
             if "step_size_tuning" in saved:  # a checkpoint written in the burn-in
                 tuner.restore(saved["step_size_tuning"])
         elif adapt:  # resumed after the burn-in: the checkpoint holds the frozen step
@@ -465,6 +472,9 @@ def estimate(
                            checkpoint_every=checkpoint_every, vectorized=vectorized, tuner=tuner)
         if tuner is not None:
             attrs.update(_adaptation_attrs(settings, tuner, saved, checkpoint=False))
+        if noise_at is not None and not state.interrupted:
+            attrs["gradient_noise_power_at_draws"] = _noise_at_the_end(
+                noise_at, state, num_burnin + num_draws * thin, posterior.nbeta)
 
     elapsed = previous_elapsed + time.perf_counter() - started
     if state.interrupted:
@@ -492,11 +502,27 @@ def estimate(
 _CHAIN_METHODS = ("auto", "vectorized", "sequential")
 _ADAPT_WINDOW = 25  # burn-in steps per update of step_size="auto"
 _AUTO_START = 1e-4  # the first step size tried by step_size="auto"
+_NOISE_STREAM = 0x7B5E  # folded into a chain's key: the minibatches that measure tr Σ_B there
+_NOISE_PROBES_PER_CHAIN = 4  # minibatch gradients per chain and window (pooled over chains)
+
+
+def _noise_at_the_end(noise_at: Callable[[Any, int, int], float], state: RunnerState,
+                      steps: int, nbeta: float) -> float | str:
+    """nβ² tr Σ_B at the healthy chains' last positions, averaged (``"n/a"`` if none): where
+    a momentum sampler's amplified minibatch noise acts over the draws (the health check's
+    b̂), on a singular model many times its value at w*."""
+    powers = [nbeta**2 * noise_at(chain_state.position, chain, steps)
+              for chain, (chain_state, run) in enumerate(zip(state.states, state.runs,
+                                                               strict=True))
+              if not run.failed]
+    finite = [power for power in powers if math.isfinite(power)]
+    return float(np.mean(finite)) if finite else "n/a"
 
 
 def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
                       noise: np.ndarray, num_burnin: int, target: float,
-                      own_batch: bool) -> StepSizeTuner:
+                      own_batch: bool, noise_at: Callable[[Any, int, int], float] | None
+                      ) -> StepSizeTuner:
     """The controller of the burn-in's step (``llc._adapt``), with a clear error for settings
     without a step."""
     if not hasattr(settings, "step_size"):
@@ -504,7 +530,7 @@ def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, 
                         f"{settings!r} has none")
     return StepSizeTuner(settings, posterior, backend, noise,
                          num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
-                         own_batch=own_batch)
+                         own_batch=own_batch, noise_at=noise_at)
 
 
 def _adaptation_attrs(settings: SamplerSettings, tuner: StepSizeTuner | None,

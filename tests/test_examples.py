@@ -16,6 +16,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _agrees_with_the_readme(stdout: str, estimate: float, mcse: float) -> None:
+    """The printed λ̂ ± MCSE agrees with the README's within 4 MCSE of the two combined.
+    On the machine kind of the README the digits are the same; on another CPU float32 kernels
+    round differently and the chains, which amplify rounding, draw other numbers, so no test
+    asserts the digits themselves."""
+    match = re.search(r"λ̂ = ([0-9.]+) ± ([0-9.]+) \(MCSE\)", stdout)
+    assert match, stdout
+    printed, printed_mcse = float(match[1]), float(match[2])
+    assert abs(printed - estimate) <= 4 * math.hypot(printed_mcse, mcse), stdout
+
+
 def test_torch_quickstart_runs_healthy() -> None:
     pytest.importorskip("torch")
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "torch_quickstart.py")],
@@ -24,10 +35,7 @@ def test_torch_quickstart_runs_healthy() -> None:
     # The README prints λ̂ = 8.572 ± 0.31. The training is full-batch Adam, whose end point
     # differs between CPUs (its ‖∇L_n(w*)‖ was 0.000183 on one and 0.00326 on another), so the
     # check allows 4 MCSE of the two runs combined.
-    match = re.search(r"λ̂ = ([0-9.]+) ± ([0-9.]+) \(MCSE\)", out.stdout)
-    assert match, out.stdout
-    estimate, mcse = float(match[1]), float(match[2])
-    assert abs(estimate - 8.572) <= 4 * math.hypot(mcse, 0.31), out.stdout
+    _agrees_with_the_readme(out.stdout, 8.572, 0.31)
     assert "health: no findings" in out.stdout
     readme = (ROOT / "README.md").read_text()
     assert (ROOT / "examples" / "torch_quickstart.py").read_text().split('"""', 2)[2].strip() \
@@ -35,12 +43,11 @@ def test_torch_quickstart_runs_healthy() -> None:
 
 
 def test_jax_quickstart_runs_healthy() -> None:
-    jax = pytest.importorskip("jax")
+    pytest.importorskip("jax")
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "jax_quickstart.py")],
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if jax.__version__ == "0.10.2":  # the pinned build: the README's exact numbers
-        assert "λ̂ = 7.082 ± 0.19 (MCSE)" in out.stdout
+    _agrees_with_the_readme(out.stdout, 7.082, 0.19)
     assert "health: no findings" in out.stdout
     readme = (ROOT / "README.md").read_text()
     assert (ROOT / "examples" / "jax_quickstart.py").read_text().split('"""', 2)[2].strip() \
@@ -103,13 +110,12 @@ def test_dln_phase_transitions_quick() -> None:
 
 
 def test_tensorflow_quickstart_runs_healthy() -> None:
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("keras")
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "tensorflow_quickstart.py")],
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if (tf.__version__, keras.__version__) == ("2.21.0", "3.15.1"):  # the README's exact numbers
-        assert "λ̂ = 13.23 ± 0.29 (MCSE)" in out.stdout
+    _agrees_with_the_readme(out.stdout, 13.23, 0.29)
     assert "health: no findings" in out.stdout
     readme = (ROOT / "README.md").read_text()
     assert (ROOT / "examples" / "tensorflow_quickstart.py").read_text().split('"""', 2)[2] \

@@ -61,7 +61,15 @@ mean thermostat at the end of the window, 2h/A before the first):
 :math:`\hat b(\epsilon_c) = \tfrac18\big(\epsilon_c\overline G
 + (\epsilon_n - \epsilon_c)\,n\beta^2\operatorname{tr}\Sigma_B\big)`, and the acceptance is that
 of a Langevin probe at ε_c from each position (their ``diagnose``). A change of SGNHT's step
-moves its thermostat with the diffusion tied to it (``SGNHT.carry_state``).
+moves its thermostat with the diffusion tied to it (``SGNHT.carry_state``). Because their
+noise counts ~2/α times over, tr Σ_B is for them measured where the chains are, with a few
+minibatch gradients per chain at the end of each window (``noise_at``; on a singular model
+it grows tens of times as the chains spread from w*, and counted at w* the rule ran them
+40–70 % hot).
+
+A chain put back at the end of two windows in a row starts again from w*: one that escaped
+early to where no step is stable for it would otherwise stay there, and its acceptance of 0
+would drive ε towards 0.
 
 For ``rmsprop_sgld`` the per-coordinate steps :math:`\epsilon_i = \epsilon / (\sqrt{\hat v_i}
 + a)` enter as weights: :math:`\overline G` averages
@@ -117,6 +125,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,11 +220,18 @@ class StepSizeTuner:
     own_batch
         The trace takes each loss on the step's own batch of a shuffled epoch, whose bias
         (ε/4) nβ² tr Σ_B the estimate then includes.
+    noise_at
+        ``noise_at(position, chain, start)``: tr Σ_B at a chain's position at the end of the
+        window that began at ``start`` (a few minibatch gradients on a stream of its own), for
+        a momentum sampler, whose noise bias is amplified (ε_n ≫ ε_c) and must be counted
+        where the chains are: on a singular model tr Σ_B grows tens of times as they spread
+        from w*. None: tr Σ_B at w* throughout.
     """
 
     def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
                  noise: np.ndarray, *, num_steps: int, target: float, window: int,
-                 own_batch: bool = False) -> None:
+                 own_batch: bool = False,
+                 noise_at: Callable[[Any, int, int], float] | None = None) -> None:
         self.settings = settings
         self.posterior = posterior
         self.backend = backend
@@ -223,6 +239,7 @@ class StepSizeTuner:
         self.target = target
         self.window = window
         self.own_batch = own_batch
+        self.noise_at = noise_at
         nbeta = posterior.nbeta
         self.weighted = isinstance(settings, RMSPropSGLD)
         self.noise = noise if (own_batch and self.weighted) else None
@@ -233,6 +250,7 @@ class StepSizeTuner:
         self.log_step = min(math.log(self.scale.epsilon(settings)), self._log_bias_bound(
             0.5 * dimension, (2.0 if own_batch else 1.0) * nbeta**2 * float(noise.sum())))
         self.log_ceiling = math.inf  # below every step at which a chain diverged
+        self.undone_before: set[int] = set()  # the chains put back after the last window
         self.windows: list[_Window] = []
         self.history: list[tuple[int, float, float, float, float]] = []
         self.window_settings: Any = None  # the settings of the window begun last
@@ -264,17 +282,22 @@ class StepSizeTuner:
             states = [carry(state, previous) for state in states]
         return self._algorithm(self.window_settings), states
 
-    def end_window(self, start: int, records: dict[int, Any], states: list[Any]) -> set[int]:
+    def end_window(self, start: int, records: dict[int, Any], states: list[Any]
+                   ) -> tuple[set[int], set[int]]:
         """Score the window that began at ``start`` and choose the next step.
 
         ``records`` maps each chain that ran the window (not one that raised) to its
-        :class:`llc._runner.BlockRecord`; ``states`` are the chains' states at its end. Returns
-        the chains that diverged or ran away, which the runner puts back where the window
-        began (they count as acceptance 0, and ε then stays 2× below this window's step)."""
+        :class:`llc._engine.runner.BlockRecord`; ``states`` are the chains' states at its
+        end. Returns the chains that diverged or ran away, which the runner puts back where
+        the window began (they count as acceptance 0, and ε then stays 2× below this
+        window's step), and those of them that had been put back at the end of the window
+        before too, which the runner starts again from w* instead: a chain that escaped
+        early to where no step is stable for it would otherwise stay there, and its
+        acceptance of 0 would drive ε towards 0 (on a deep DLN it did, to 10⁻¹⁶)."""
         backend, nbeta = self.backend, self.posterior.nbeta
         log_step = self.log_step
         step_size = float(self.window_settings.step_size)
-        acceptances, chain_powers, increases, thermostats = [], [], [], []
+        acceptances, chain_powers, increases, thermostats, noises = [], [], [], [], []
         undone: set[int] = set()
         for chain, record in sorted(records.items()):
             values = record.values
@@ -298,23 +321,28 @@ class StepSizeTuner:
                 chain_powers.append(chain_power)
                 if hasattr(state, "thermostat"):  # SGNHT: its friction sets the noise bias
                     thermostats.append(float(backend.to_numpy(state.thermostat)))
+                if self.noise_at is not None:
+                    noises.append(nbeta**2 * self.noise_at(state.position, chain, start))
                 increases.append(nbeta * float(np.mean(loss - center)))
             else:
                 acceptances.append(0.0)
                 undone.add(chain)
+        restart = undone & self.undone_before
+        self.undone_before = undone - restart
         if not acceptances:  # no chain ran (every one raised): nothing to learn
-            return undone
+            return undone - restart, restart
         current = _Window(
             log_step=log_step, acceptance=float(np.mean(acceptances)),
             power=(float(np.mean(chain_powers)) + self.noise_term) if chain_powers else math.nan,
             llc=float(np.mean(increases)) if increases else math.nan,
-            thermostat=float(np.mean(thermostats)) if thermostats else math.nan)
+            thermostat=float(np.mean(thermostats)) if thermostats else math.nan,
+            noise=float(np.mean(noises)) if noises else math.nan)
         self.windows.append(current)
         if undone:
             self.log_ceiling = min(self.log_ceiling, log_step - _CEILING_MARGIN)
         recent = self.windows[len(self.windows) // 2:]  # early windows, still leaving w*, expire
         recent_llc = _pooled([w.llc for w in recent])
-        self.scale.thermostat = current.thermostat
+        self.scale.thermostat, self.scale.noise_here = current.thermostat, current.noise
         self.history.append((start, step_size, current.acceptance,
                              self.scale.bias(math.exp(log_step), current.power), recent_llc))
         log_bias = (self._log_bias_bound(recent_llc, current.power)
@@ -325,7 +353,7 @@ class StepSizeTuner:
                        log_bias, log_step + _MAX_GROWTH, self.log_ceiling)
         # at most ÷4 per window: one noisy window's λ̂ near 0 must not send ε to nothing
         self.log_step = max(log_next, min(current.log_step - _MAX_LOG_CHANGE, self.log_ceiling))
-        return undone
+        return undone - restart, restart
 
     def _denominator(self, state: Any) -> np.ndarray:
         """√v̂ + a of an RMSProp-SGLD state, on the host (ε_i = ε / it)."""
@@ -352,6 +380,7 @@ class StepSizeTuner:
         late_llc = _pooled([w.llc for w in second_half])
         late_power = _pooled([w.power for w in second_half])
         self.scale.thermostat = _pooled([w.thermostat for w in second_half])
+        self.scale.noise_here = _pooled([w.noise for w in second_half])
         log_settled = sum(settled) / len(settled)
         rising = _still_rising(second_half)
         log_bias = self._log_bias_bound(late_llc, late_power)
@@ -382,6 +411,7 @@ class StepSizeTuner:
         return {"step_size_tuning": json.dumps({
             "windows": [dataclasses.astuple(w) for w in self.windows], "history": self.history,
             "log_step": self.log_step, "log_ceiling": self.log_ceiling,
+            "undone_before": sorted(self.undone_before),
             "window_step_size": float(self.window_settings.step_size)})}
 
     def restore(self, saved: str) -> None:
@@ -392,8 +422,10 @@ class StepSizeTuner:
         self.windows = [_Window(*row) for row in state["windows"]]
         self.history = [tuple(row) for row in state["history"]]  # type: ignore[misc]
         self.log_step, self.log_ceiling = float(state["log_step"]), float(state["log_ceiling"])
+        self.undone_before = set(state.get("undone_before", []))
         if self.windows:
             self.scale.thermostat = self.windows[-1].thermostat
+            self.scale.noise_here = self.windows[-1].noise
         self.window_settings = with_step_size(self.settings, state["window_step_size"])
         self._begun = True
 
@@ -404,13 +436,16 @@ class _EquivalentStep:
     2η/(2 − α) for SGHMC, h² for SGNHT. The estimated bias at ε_c is
     (ε_c/8)·Ḡ + ((ε_n − ε_c)/8)·nβ² tr Σ_B, with ε_n the noise-equivalent step of the same
     setting (equal to ε_c for SGLD, 1/α-fold for SGHMC, 2h/ξ̄ for SGNHT with ξ̄ the chains'
-    mean thermostat at the end of the window: under minibatch noise it rises above A)."""
+    mean thermostat at the end of the window: under minibatch noise it rises above A).
+    nβ² tr Σ_B is :attr:`noise_here`, measured at the chains' positions, where known, else
+    :attr:`noise_power`, at w*."""
 
     def __init__(self, settings: Any, noise_power: float) -> None:
         self.equivalent = langevin_equivalent_step(settings) is not None
         self.noise_power = noise_power
         self.settings = settings
         self.thermostat = math.nan
+        self.noise_here = math.nan
 
     def epsilon(self, settings: Any) -> float:
         equivalent = langevin_equivalent_step(settings)
@@ -430,7 +465,8 @@ class _EquivalentStep:
                           if math.isfinite(self.thermostat) else langevin_noise_equivalent_step(at))
             assert noise_step is not None  # a sampler with an equivalent step has both
             excess = max(noise_step - epsilon, 0.0)
-        return (epsilon * mean_power + excess * self.noise_power) / 8.0
+        noise = self.noise_here if math.isfinite(self.noise_here) else self.noise_power
+        return (epsilon * mean_power + excess * noise) / 8.0
 
     def log_bound(self, budget: float, mean_power: float) -> float:
         """log of the largest ε_c with bias(ε_c) ≤ budget (bias grows with ε_c)."""
@@ -448,13 +484,15 @@ class _EquivalentStep:
 @dataclass(frozen=True)
 class _Window:
     """One burn-in window: log ε, the mean acceptance, Ḡ (+ the noise term), and λ̂ from the
-    window's minibatch losses paired with L_B(w*) (NaN when every chain was undone)."""
+    window's minibatch losses paired with L_B(w*) (NaN when every chain was undone); SGNHT's
+    mean thermostat and a momentum sampler's nβ² tr Σ_B at the chains' end positions."""
 
     log_step: float
     acceptance: float
     power: float
     llc: float
     thermostat: float = math.nan
+    noise: float = math.nan  # nβ² tr Σ_B at the chains' positions (momentum samplers)
 
 
 def _still_rising(recent: list[_Window]) -> bool:
@@ -487,12 +525,14 @@ def _acceptance_law(recent: list[_Window], log_step: float, acceptance: float,
 
 
 def minibatch_gradient_variance(posterior: LocalizedPosterior, backend: Backend,
-                                dataset: DataSource, key: Any) -> np.ndarray:
-    """Σ_B,ii: the per-coordinate variance of the minibatch gradient at w* (its sum is
-    tr Σ_B), from ``_NOISE_PROBES`` minibatches of a stream of its own (so the chains'
-    streams are untouched)."""
+                                dataset: DataSource, key: Any, *, position: Any = None,
+                                probes: int = _NOISE_PROBES) -> np.ndarray:
+    """Σ_B,ii: the per-coordinate variance of the minibatch gradient at ``position`` (w* by
+    default; its sum is tr Σ_B), from ``probes`` minibatches of a stream of its own (so the
+    chains' streams are untouched)."""
+    at = posterior.center if position is None else position
     stream = dataset.stream(backend.fold_in(key, 0x5EED), 0)
-    grads = [backend.to_numpy(posterior.loss_and_grad(posterior.center, next(stream))[1])
-             for _ in range(_NOISE_PROBES)]
+    grads = [backend.to_numpy(posterior.loss_and_grad(at, next(stream))[1])
+             for _ in range(probes)]
     stacked = np.stack(grads).astype(np.float64)
     return np.var(stacked, axis=0, ddof=1)

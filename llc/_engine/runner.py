@@ -352,8 +352,10 @@ class WarmupTuner(Protocol):
         """The sampler of the next window and the chains' states moved to it."""
 
     def end_window(self, start: int, records: dict[int, BlockRecord], states: list[Any]
-                   ) -> set[int]:
-        """Score the window begun at ``start``; the chains to put back where it began."""
+                   ) -> tuple[set[int], set[int]]:
+        """Score the window begun at ``start``; the chains to put back where it began, and
+        those to start again from w* (a chain stuck where no step the others take is stable
+        for it)."""
 
     def begin_draws(self, states: list[Any]) -> tuple[Any, list[Any]]:
         """After the last window: the sampler of the draws and the chains' states for it."""
@@ -370,6 +372,17 @@ def _undo_window(state: RunnerState, start: int, before: list[Any], chains: set[
             run.diverged_at = None
 
 
+def _restart(state: RunnerState, start: int, plan: ChainPlan, chains: set[int]) -> None:
+    """Start ``chains`` again from w* (``plan.algorithm.init``), their burn-in losses from
+    ``start`` on forgotten."""
+    for chain in chains:
+        run = state.runs[chain]
+        state.states[chain] = plan.algorithm.init(plan.center)
+        run.warmup_loss[start:] = np.nan
+        if run.diverged_at is not None and run.diverged_at >= start:
+            run.diverged_at = None
+
+
 def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, progress: bool,
                checkpoint: Checkpointer | None = None, checkpoint_every: int = 1000,
                vectorized: bool = False, tuner: WarmupTuner | None = None) -> RunnerState:
@@ -378,7 +391,8 @@ def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, pr
     With a ``tuner`` (and ``plan.tuning_window`` set to its window) the burn-in is its warm-up
     phase: the chains run a window at a time with the tuner's sampler, a chain that diverged
     in a window is put back where the window began (it is not failed), and the draws use the
-    sampler the tuner settles on.
+    sampler the tuner settles on. A chain the tuner finds stuck (put back in two windows in a
+    row) starts again from w*.
 
     A ``KeyboardInterrupt`` ends the run at the last whole round (sequential) or block
     (vectorized), in the burn-in of a tuned run at the start of its window: the result is
@@ -416,8 +430,9 @@ def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, pr
                         _undo_window(state, start, before, set(range(len(state.runs))))
                     raise
                 if tuner is not None and start < plan.num_burnin:
-                    _undo_window(state, start, before,
-                                 tuner.end_window(start, records, state.states))
+                    put_back, restart = tuner.end_window(start, records, state.states)
+                    _undo_window(state, start, before, put_back)
+                    _restart(state, start, plan, restart)
                     begin = (tuner.begin_window if state.step < plan.num_burnin
                              else tuner.begin_draws)
                     algorithm, state.states = begin(state.states)
