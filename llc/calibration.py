@@ -412,7 +412,7 @@ class CalibrationResult:
         -------
         matplotlib.figure.Figure
         """
-        from .plots import _pyplot
+        from .plots._common import _pyplot
 
         plt = _pyplot()
         ds = self.dataset

@@ -34,7 +34,7 @@ def test_wheel_contains_backends(tmp_path: Path) -> None:
     for expected in ("llc/__init__.py", "llc/py.typed", "llc/backends/__init__.py",
                      "llc/backends/numpy.py", "llc/backends/torch.py",
                      "llc/problems/__init__.py", "llc/samplers/__init__.py",
-                     "llc/samplers/sgnht.py", "llc/_engine/runner.py",
+                     "llc/samplers/sgnht.py", "llc/_engine/runner.py", "llc/plots/estimate.py",
                      "llc/backends/tensorflow/keras.py"):
         assert expected in names, expected
     assert not any(name.startswith("backends/") for name in names)

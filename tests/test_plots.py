@@ -253,11 +253,11 @@ def test_block_means_over_whole_epochs_cancel_the_batch_noise() -> None:
     noise -= noise.mean(axis=1, keepdims=True)  # each epoch is a partition of the data
     values = 3.0 + noise.ravel()
     steps = np.arange(values.size) + 30  # starts on an epoch boundary
-    centers, means = plots._block_means(values, steps, 2 * epoch, epoch)
+    centers, means = plots.estimate._block_means(values, steps, 2 * epoch, epoch)
     np.testing.assert_allclose(means, 3.0)
     assert centers.size == epochs // 2
     # a series starting mid-epoch skips to the next epoch boundary
-    centers, means = plots._block_means(values[5:], steps[5:], epoch, epoch)
+    centers, means = plots.estimate._block_means(values[5:], steps[5:], epoch, epoch)
     assert centers.size == epochs - 1
     np.testing.assert_allclose(means, 3.0)
 
@@ -271,10 +271,10 @@ def test_loss_blocks_follow_the_run_length(trace_batch: str, batch_size: int) ->
     """The loss panel has 40–50 blocks per chain whatever the epoch length: an 800-step run
     with epochs of 250 steps showed 3 points when blocks were always whole epochs."""
     result = synthetic(draws=600, burnin=200, trace_batch=trace_batch, batch_size=batch_size)
-    block = plots._block_size(result, 800, 1)
+    block = plots.estimate._block_size(result, 800, 1)
     aligned = batch_size == 100
     assert block == (20 if aligned else 16)  # 1/50 of the run, or the nearest whole epochs
-    assert plots._aligned_epoch(result, block) == (10 if aligned else None)
+    assert plots.estimate._aligned_epoch(result, block) == (10 if aligned else None)
     figure = plots.plot_trace(result)
     try:
         lines = [line for line in figure.axes[1].get_lines() if len(line.get_xdata()) > 2]

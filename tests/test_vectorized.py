@@ -54,6 +54,11 @@ def _assert_close(vectorized: llc.LLCResult, sequential: llc.LLCResult, rtol: fl
 
 @pytest.mark.parametrize("sampler", ["sgld", "rmsprop_sgld", "sghmc", "sgnht"])
 def test_vectorized_chains_equal_the_sequential_loop(vectorizable, sampler) -> None:
+    """Every sampler in float64 (bit for bit or to rounding); in float32 SGLD only — the
+    samplers' code does not depend on the dtype, the rounding of the framework's kernels
+    does, and one sampler checks that (CI's 15-minute budget)."""
+    if vectorizable.dtype == "float32" and sampler != "sgld":
+        pytest.skip("float32: SGLD stands for every sampler (docstring)")
     loss_fn, params, data = linear_problem(vectorizable)
     step_size = {"sghmc": 1e-3, "sgnht": 1e-3}.get(sampler, 1e-4)
     settings = {**SETTINGS, "sampler": sampler, "step_size": step_size}

@@ -1,98 +1,28 @@
-"""Plots of an :class:`~llc.LLCResult` (needs the ``plots`` extra: matplotlib).
-
-Every function returns a :class:`matplotlib.figure.Figure` (created through pyplot, so
-``plt.show()`` and notebooks display it); save it with ``figure.savefig(path)`` and close it
-with ``plt.close(figure)``. matplotlib is imported inside the functions only: ``import llc``
-and ``import llc.plots`` never import it. On a Linux machine without a display, a GUI backend
-selected by the environment is replaced by Agg, so the functions also work headless.
-
-- :func:`plot_diagnostics` -- everything below in one figure (what ``result.plot()`` draws);
-- :func:`plot_trace` -- λ̂ per chain over the steps (running and block means) and the loss;
-- :func:`plot_rank` -- rank histograms of the λ̂ draws per chain (do the chains mix?);
-- :func:`plot_acceptance` -- MALA acceptance of the sampler's steps, and ‖w − w*‖;
-- :func:`plot_trajectory` -- λ̂ and the training loss over training (a
-  :class:`~llc.trajectory.TrajectoryResult`), its abrupt changes shaded.
-
-The per-draw λ̂ ``nβ (L_B(w_t) − baseline)`` is dominated by minibatch noise (its standard
-deviation is many times λ̂, tens of times with ``baseline="full"``), so the traces show the
-running mean of each chain (bold) and means over consecutive blocks of about 1/50 of the
-draws (faint), not the single draws; the per-draw standard deviation is written in the title.
-With ``trace_batch="own"`` the blocks are whole epochs, aligned to the epochs, where that
-leaves at least 20 blocks: every epoch is a permutation of the rows, so the batch noise
-cancels over it and the block means show how the chain really moves. Failed chains (diverged or
-raised; left out of λ̂) are dashed, end in a labelled cross where they stopped, and are named
-"failed" in the legend; the y-ranges follow the healthy chains.
-"""
+"""The figures of one :class:`~llc.LLCResult`: λ̂ and the loss per chain, the rank panel,
+the acceptance and ‖w − w*‖ (module docs of :mod:`llc.plots`)."""
 
 from __future__ import annotations
 
 import math
-import os
-import sys
-import warnings
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._drawing import register
-from .diagnostics import HealthThresholds
-from .trajectory import JUMP_RELATIVE, JUMP_Z
+from ..diagnostics import HealthThresholds
+from ._common import (LAMBDA as _LAMBDA, _colors, _fmt, _limits, _note, _outside_legend,
+                      _pyplot, _quiet)
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .result import LLCResult
-    from .trajectory import TrajectoryResult
+    from ..result import LLCResult
 
-__all__ = ["plot_acceptance", "plot_diagnostics", "plot_rank", "plot_trace", "plot_trajectory"]
+__all__ = ["plot_acceptance", "plot_diagnostics", "plot_rank", "plot_trace"]
 
 _BURNIN_COLOR = "0.5"
 _LOW_ACCEPTANCE = HealthThresholds().min_mala_acceptance  # below: the step is too large
 _RANK_BAND_Z = 2.576  # two-sided 99 % normal quantile
-_LAMBDA = r"$\hat\lambda$"
-
-
-# ---- matplotlib ----------------------------------------------------------------------------
-def _pyplot() -> Any:
-    """``matplotlib.pyplot``, with Agg instead of a GUI backend that cannot start headless."""
-    try:
-        import matplotlib
-        import matplotlib.pyplot as plt
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "plots need matplotlib: pip install 'local-learning-coefficient[plots]'") from error
-    headless = sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    if headless:
-        # matplotlib's automatic choice already falls back to Agg; only a GUI backend set
-        # explicitly (MPLBACKEND, matplotlibrc) would fail when the first figure is made.
-        backend = str(matplotlib.get_backend()).lower()
-        if backend.startswith(("gtk", "qt", "tk", "wx")):
-            plt.switch_backend("agg")
-    return plt
-
-
-def _colors(plt: Any) -> list[str]:
-    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color") or ["C0"]
-    return list(colors)
-
-
-# ---- numbers -------------------------------------------------------------------------------
-def _quiet(compute: Callable[[], float]) -> float:
-    """A diagnostic, or NaN where it is not defined (one chain, too few draws, ...)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return float(compute())
-    except Exception:  # noqa: BLE001 - a plot never fails on a diagnostic
-        return float("nan")
-
-
-def _fmt(value: float, spec: str) -> str:
-    """A diagnostic for a title: "n/a" where it is not defined."""
-    return format(value, spec) if np.isfinite(value) else "n/a"
 
 
 def _running_mean(values: np.ndarray) -> np.ndarray:
@@ -154,22 +84,6 @@ def _block_means(values: np.ndarray, steps: np.ndarray, block: int, epoch: int |
     return centers[keep], means[keep]
 
 
-def _limits(*groups: Any, references: Any = (), pad: float = 0.08,
-            fallback: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
-    """A y-range over every finite value of ``groups`` and ``references``, padded by ``pad``
-    of the span."""
-    values = np.concatenate([np.ravel(np.asarray(g, dtype=float)) for g in groups]
-                            + [np.ravel(np.asarray(references, dtype=float))])
-    values = values[np.isfinite(values)]
-    if not values.size:
-        return fallback
-    low, high = float(values.min()), float(values.max())
-    span = high - low
-    if span <= 0:
-        span = abs(high) * 0.1 or 1.0
-    return low - pad * span, high + pad * span
-
-
 def _scaled_by(result: LLCResult, chain: int) -> bool:
     """Whether a chain's values set the y-range: the healthy ones (all if none is)."""
     return not result.failed_chains[chain] or not result.healthy_chains.size
@@ -189,12 +103,6 @@ def _layout(result: LLCResult) -> tuple[int, int, np.ndarray]:
     return burnin, thin, burnin + np.arange(draws) * thin
 
 
-def _note(axis: Axes, text: str) -> None:
-    axis.text(0.5, 0.5, text, transform=axis.transAxes, ha="center", va="center",
-              fontsize=10, color="0.3", wrap=True)
-    axis.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
-
-
 def _mark_burnin(axis: Axes, burnin: int, label: str | None) -> None:
     if burnin:
         axis.axvspan(0, burnin, color=_BURNIN_COLOR, alpha=0.12, linewidth=0, label=label)
@@ -211,12 +119,6 @@ def _mark_failure(axis: Axes, x: float, y: float, color: str, text: str | None) 
                             "linewidth": 0})
 
 
-def _outside_legend(axis: Axes, **kwargs: Any) -> None:
-    """The legend right of the axes (constrained layout makes room for it)."""
-    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8,
-                **kwargs)
-
-
 def _block_words(block: int, stride: int, epoch: int | None, unit: str) -> str:
     words = f"{block} {unit}"
     if stride == 1 and epoch and block % epoch == 0:
@@ -224,7 +126,6 @@ def _block_words(block: int, stride: int, epoch: int | None, unit: str) -> str:
     return words
 
 
-# ---- panels --------------------------------------------------------------------------------
 def _draw_llc(axis: Axes, result: LLCResult, colors: list[str], true_lambda: float | None
               ) -> None:
     """λ̂ per chain: block means (faint), running mean (bold), λ̂ ± MCSE, true λ."""
@@ -478,7 +379,6 @@ def _headline(result: LLCResult, true_lambda: float | None) -> str:
     return first + "\n" + ", ".join(s for s in settings if s)
 
 
-# ---- public --------------------------------------------------------------------------------
 def plot_trace(result: LLCResult, *, true_lambda: float | None = None) -> Figure:
     """λ̂ per chain over the sampler steps, and the minibatch loss with the burn-in.
 
@@ -587,184 +487,3 @@ def plot_diagnostics(result: LLCResult, *, true_lambda: float | None = None) -> 
     ax_llc.tick_params(labelbottom=True)
     figure.suptitle(_headline(result, true_lambda), fontsize=11)
     return figure
-
-
-# ---- trajectories ---------------------------------------------------------------------------
-_JUMP_COLOR = "tab:red"
-
-
-def _reference_series(reference: Any, count: int) -> dict[str, np.ndarray]:
-    """``reference`` as ``{label: values per checkpoint}``."""
-    if reference is None:
-        return {}
-    items = reference.items() if isinstance(reference, dict) else [("reference λ", reference)]
-    series = {}
-    for label, values in items:
-        array = np.asarray(values, dtype=float)
-        if array.ndim == 0:
-            array = np.full(count, float(array))
-        if array.shape != (count,):
-            raise ValueError(f"`reference` {label!r} must have one value per checkpoint "
-                             f"({count}); got shape {array.shape}")
-        series[str(label)] = array
-    return series
-
-
-def _clip_outliers(axis: Axes, steps: np.ndarray, values: np.ndarray, low: float, high: float,
-                   color: str) -> None:
-    """Values outside the y-range drawn as triangles on its edge, labelled with the value
-    (labels of neighbouring triangles staggered so that they do not overlap)."""
-    outside = [(step, value) for step, value in zip(steps, values)
-               if np.isfinite(value) and not low <= value <= high]
-    for number, (step, value) in enumerate(outside):
-        above = value > high
-        edge, marker = (high, "^") if above else (low, "v")
-        offset = (4 + 9 * (number % 2)) * (-1 if above else 1)
-        axis.plot(step, edge, marker=marker, color=color, markersize=8, linestyle="none",
-                  clip_on=False, zorder=5)
-        axis.annotate(f"{value:.2g}", (step, edge), xytext=(0, offset), textcoords="offset points",
-                      ha="center", va="top" if above else "bottom", fontsize=7, color=color,
-                      bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "alpha": 0.7,
-                            "linewidth": 0})
-
-
-def _trajectory_limits(means: np.ndarray, band: np.ndarray, healthy: np.ndarray,
-                       references: dict[str, np.ndarray]) -> tuple[float, float]:
-    """The λ̂ axis range: the healthy checkpoints (± band) and the references, widened to
-    the flagged checkpoints that lie within half that span of it; the rest are outliers."""
-    finite = np.isfinite(means)
-    base = healthy if healthy.any() else finite
-    reference_values = [v for values in references.values() for v in values]
-    low, high = _limits(means[base] - band[base], means[base] + band[base],
-                        references=reference_values, pad=0.0)
-    span = (high - low) or (abs(high) or 1.0)
-    near = finite & (means - band >= low - 0.5 * span) & (means + band <= high + 0.5 * span)
-    return _limits(means[near | base] - band[near | base], means[near | base] + band[near | base],
-                   references=reference_values)
-
-
-def plot_trajectory(trajectory: TrajectoryResult, *, log_x: bool | None = None,
-                    training_loss: Any = None, reference: Any = None, z: float | None = None,
-                    relative: float | None = None) -> Figure:
-    """λ̂ and the training loss against the training step, with λ̂'s abrupt changes shaded.
-
-    Top: λ̂ per checkpoint with a band of ± 2 MCSE; checkpoints with a health finding are
-    drawn hollow (their λ̂ is suspect: ``trajectory.findings`` says why) and values far
-    outside the range of the healthy ones as triangles on the edge, labelled with the value;
-    reference values (e.g. a known λ) as dashed steps. Bottom: the training loss, the curve
-    ``training_loss`` when given, and L_n(w*) of every checkpoint (points). The intervals in
-    which λ̂ changed abruptly (:meth:`~llc.trajectory.TrajectoryResult.jumps`, rule
-    :func:`llc.trajectory.abrupt_changes`) are shaded on both axes: the change happened
-    somewhere between the two checkpoints.
-
-    Parameters
-    ----------
-    trajectory
-        What :func:`llc.estimate_trajectory` returned.
-    log_x
-        Logarithmic step axis; default: when every step is > 0 and they span a factor ≥ 100.
-    training_loss
-        ``(steps, losses)``: a denser training-loss curve to draw (e.g. every optimizer
-        step); default: L_n(w*) of the checkpoints only.
-    reference
-        Values per checkpoint drawn as dashed steps: an array (labelled "reference λ"), or
-        a dict ``{label: array}`` for several; a scalar is a constant line.
-    z, relative
-        The abrupt-change rule's thresholds (defaults of
-        :func:`llc.trajectory.abrupt_changes`).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Two axes sharing the step axis: λ̂ (top) and loss (bottom).
-    """
-    plt = _pyplot()
-    z = JUMP_Z if z is None else z
-    relative = JUMP_RELATIVE if relative is None else relative
-    steps = np.asarray(trajectory.steps, dtype=float)
-    means, mcse = trajectory.llc_mean, trajectory.llc_mcse
-    flagged = np.array([bool(found) for found in trajectory.findings], dtype=bool)
-    jumps = trajectory.jump_mask(z=z, relative=relative)
-    references = _reference_series(reference, len(steps))
-    if log_x is None:
-        log_x = bool(steps.size) and steps.min() > 0 and steps.max() >= 100 * steps.min()
-
-    figure, (ax_llc, ax_loss) = plt.subplots(2, 1, figsize=(10, 7), sharex=True,
-                                             layout="constrained", height_ratios=[1.4, 1.0])
-    finite = np.isfinite(means)
-    band = np.where(np.isfinite(mcse), 2 * mcse, 0.0)
-    healthy = finite & ~flagged
-    low, high = _trajectory_limits(means, band, healthy, references)
-    shown = finite & (means >= low) & (means <= high)
-    line = np.where(shown, means, np.nan)[finite]          # broken at the outliers
-    ax_llc.fill_between(steps[finite], line - band[finite], line + band[finite],
-                        color="C0", alpha=0.25, linewidth=0, label="± 2 MCSE")
-    ax_llc.plot(steps[finite], line, color="C0", linewidth=1.2)
-    ax_llc.plot(steps[healthy], means[healthy], "o", color="C0", markersize=5,
-                label=f"{_LAMBDA} per checkpoint")
-    if (finite & flagged).any():
-        ax_llc.plot(steps[finite & flagged], means[finite & flagged], "o", markersize=6,
-                    markerfacecolor="white", markeredgecolor="C0",
-                    label="with a health finding")
-    styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
-    for number, (label, values) in enumerate(references.items()):
-        ax_llc.plot(steps, values, color="black", linewidth=1.3, drawstyle="steps-mid",
-                    linestyle=styles[number % len(styles)], label=label)
-    ax_llc.set_ylim(low, high)
-    _clip_outliers(ax_llc, steps, means, low, high, "C0")
-    ax_llc.set_ylabel(_LAMBDA)
-
-    if training_loss is not None:
-        curve_steps, curve_loss = (np.asarray(part, dtype=float) for part in training_loss)
-        if curve_steps.shape != curve_loss.shape or curve_steps.ndim != 1:
-            raise ValueError("`training_loss` must be (steps, losses), two 1-D arrays of equal "
-                             "length")
-        shown = curve_steps > 0 if log_x else np.ones(curve_steps.shape, dtype=bool)
-        ax_loss.plot(curve_steps[shown], curve_loss[shown], color="C1", linewidth=1.2,
-                     label="training loss")
-    init_loss = trajectory.init_loss
-    ax_loss.plot(steps[np.isfinite(init_loss)], init_loss[np.isfinite(init_loss)], "o",
-                 color="C1", markersize=4, markeredgecolor="black", markeredgewidth=0.5,
-                 label=r"$L_n(w^*)$ at the checkpoints")
-    ax_loss.set_ylabel("loss")
-    ax_loss.set_xlabel("training step")
-    losses = np.concatenate([init_loss[np.isfinite(init_loss)]] + (
-        [curve_loss[np.isfinite(curve_loss)]] if training_loss is not None else []))
-    if losses.size and losses.min() > 0 and losses.max() >= 10 * losses.min():
-        from matplotlib.ticker import LogLocator, ScalarFormatter
-
-        ax_loss.set_yscale("log")
-        ax_loss.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax_loss.yaxis.set_major_formatter(ScalarFormatter())
-        ax_loss.yaxis.set_minor_formatter("")
-
-    finished = np.flatnonzero(finite & np.isfinite(mcse))
-    for number, index in enumerate(np.flatnonzero(jumps)):
-        before = finished[finished < index]
-        start = steps[before[-1]] if before.size else steps[index]
-        for axis in (ax_llc, ax_loss):
-            axis.axvspan(start, steps[index], color=_JUMP_COLOR, alpha=0.12, linewidth=0,
-                         label=(f"abrupt change of {_LAMBDA}" if number == 0 else None))
-    for axis in (ax_llc, ax_loss):
-        if log_x:
-            axis.set_xscale("log")
-        axis.grid(True, alpha=0.3)
-        _outside_legend(axis)
-    attrs = trajectory.attrs
-    settings = ", ".join(part for part in (
-        f"nβ = {attrs['nbeta']:.4g}" if "nbeta" in attrs else None,
-        f"γ = {attrs['localization']:.4g}" if "localization" in attrs else None,
-        f"{attrs['sampler']}" if "sampler" in attrs else None,
-        f"ε = {attrs['sampler_step_size']:.3g}" if "sampler_step_size" in attrs else None,
-        f"{attrs['num_chains']} chains × {attrs['num_draws']} draws"
-        if "num_chains" in attrs and "num_draws" in attrs else None,
-        f"seed {attrs['seed']}" if "seed" in attrs else None) if part)
-    ax_llc.set_title(f"{_LAMBDA} over training: {len(steps)} checkpoints"
-                     f"{', ' + settings if settings else ''}\nshaded: abrupt change of "
-                     f"{_LAMBDA} (> {z:g} combined MCSE and > {100 * relative:g} % of "
-                     f"{_LAMBDA}); hollow: checkpoint with a health finding", fontsize=10)
-    return figure
-
-
-register("diagnostics", plot_diagnostics)
-register("trajectory", plot_trajectory)
