@@ -68,6 +68,25 @@ def test_jax_model_library_examples_run(name: str, framework: str) -> None:
     assert f"examples/{name}.py" in readme
 
 
+@pytest.mark.parametrize("name, frameworks", [("refined_heads_flax", ("flax",)),
+                                               ("refined_heads_keras", ("keras", "tensorflow"))])
+def test_refined_heads_examples_separate_a_live_head_from_a_dead_one(name: str,
+                                                                     frameworks: tuple) -> None:
+    """The restriction API in JAX and Keras (--quick): each head's λ̂ over its own d_V = 140
+    coordinates; the dead head (value and output weights zero) reads less than half of the
+    live one, by more than 4 MCSE of the two combined (measured: 14–15 against 50–58)."""
+    for framework in frameworks:
+        pytest.importorskip(framework)
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / f"{name}.py"), "--quick"],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    rows = re.findall(r"\| \S+head(\d) \| (\d+) \| ([0-9.]+) ± ([0-9.]+) \|", out.stdout)
+    assert [(head, size) for head, size, *_ in rows] == [("0", "140"), ("1", "140")], out.stdout
+    (live, live_mcse), (dead, dead_mcse) = [(float(m), float(e)) for *_, m, e in rows]
+    assert dead < live / 2 and live - dead > 4 * math.hypot(live_mcse, dead_mcse), out.stdout
+    assert f"examples/{name}.py" in (ROOT / "docs" / "refined.md").read_text()
+
+
 @pytest.mark.statistical
 def test_dln_phase_transitions_quick() -> None:
     """examples/dln_phase_transitions.py --quick: one checkpoint per plateau of the
