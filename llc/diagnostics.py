@@ -530,7 +530,8 @@ def _check_low_ess(run: _Run, t: HealthThresholds) -> Finding | None:
     suggestion = (f"raise `num_draws` from {int(draws)} to ~{target} (ESS grows in proportion "
                   "to the draws)")
     acceptance = run.acceptance
-    if acceptance is not None and acceptance[0] >= t.room_acceptance and run.step_size:
+    if acceptance is not None and acceptance[0] >= t.room_acceptance and run.step_size \
+            and not _no_room_for_a_larger_step(run):
         suggestion += (f", or raise `step_size` (now {_fmt(run.step_size)}; MALA acceptance "
                        f"{acceptance[0]:.4f} leaves room) so each draw moves further")
     return Finding("low-ess", message, (), suggestion + ".")

@@ -281,6 +281,24 @@ def test_step_too_small_also_fires_on_slow_mixing_alone() -> None:
     assert "bulk ESS is" in finding.message
 
 
+def test_step_too_small_is_silent_where_the_bias_budget_is_used() -> None:
+    """With the step's estimated bias already near what ``step_size="auto"`` allows, a high
+    acceptance does not mean the step may grow: b̂ = (ε/8)·nβ²·mean ‖∇L_B‖² = (1e-4/8)·100²·1
+    = 0.125, 2.5 % of λ̂ ≈ 5, so step-too-small is silent and low-ess suggests more draws
+    only; at ε = 1e-5 (b̂ 0.25 % of λ̂) the same chains are flagged and offered a larger step."""
+    trace = _ar1(4, 1000, mean=5.0, phi=0.995)
+    acceptance = np.full(trace.shape, np.nan)
+    acceptance[:, ::20] = 0.9997
+    at_budget = check_health(_synthetic(trace, acceptance=acceptance, sampler="sgld",
+                                        nbeta=100.0))
+    assert "step-too-small" not in codes(at_budget)
+    assert "raise `step_size`" not in only(at_budget, "low-ess").suggestion
+    room = check_health(_synthetic(trace, acceptance=acceptance, sampler="sgld", nbeta=100.0,
+                                   sampler_step_size=1e-5))
+    assert "step-too-small" in codes(room)
+    assert "raise `step_size`" in only(room, "low-ess").suggestion
+
+
 # ---- 9. not-critical-point ---------------------------------------------------------------------
 
 
