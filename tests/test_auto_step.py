@@ -473,10 +473,10 @@ def test_a_chain_put_back_twice_starts_again_from_the_center() -> None:
             mock.patch.object(StepSizeTuner, "begin_window", begin_window):
         result = _quiet(DLN.loss_and_grad, params, data, step_size="auto",
                         **{**SETTINGS, "num_draws": 20, "num_burnin": 100, "num_chains": 2})
-    flat = np.concatenate([np.ravel(params[name]) for name in sorted(params)])
+    center, _ = backend.ravel(params)  # w* as the chains hold it
     start_of_third = seen[2]  # after the windows beginning at steps 0 and 25
-    assert np.array_equal(np.sort(start_of_third[1]), np.sort(flat))
-    assert not np.array_equal(np.sort(start_of_third[0]), np.sort(flat))
+    assert np.array_equal(start_of_third[1], center)
+    assert not np.array_equal(start_of_third[0], center)
     assert np.isnan(result.warmup_loss[1, 25:50]).all()  # its restarted window is forgotten
     assert np.isfinite(result.warmup_loss[0, 25:50]).all()
 
@@ -486,9 +486,11 @@ def test_momentum_samplers_count_the_noise_where_the_chains_are() -> None:
     """On a singular DLN (10-40-40-10, rank 2: λ = 50 = 4 % of d/2; JAX float32, issue 17's
     settings with 1000 draws) tr Σ_B grows tens of times as the chains spread from w*, and
     SGNHT amplifies it 2/(ξh) ≈ 20-fold over its curvature-equivalent step: measured at the
-    chains' positions (4 minibatch gradients per chain and window), auto reads λ within
-    15 %; measured at w* only (the rule before 2026-12-07, the negative control) it reads
-    more than 25 % high (+41 % with 2000 draws, docs/step_size_auto.md)."""
+    chains' positions (4 minibatch gradients per chain and window), auto reads λ within the
+    band λ ± (10 % + 4 MCSE) — 10 % the step-size bias the issue allows (SGLD's auto reads
+    this model within 1 %), 4 MCSE the Monte Carlo error; measured at w* only (the rule
+    before 2026-12-07, the negative control) it reads above that band (measured: +8 % ± 2 %
+    against +33 % ± 1.3 %; +41 % with 2000 draws, docs/step_size_auto.md)."""
     pytest.importorskip("jax")
     from unittest import mock
 
@@ -500,9 +502,14 @@ def test_momentum_samplers_count_the_noise_where_the_chains_are() -> None:
                     num_burnin=1000, seed=0, progress=False, step_size="auto",
                     sampler="sgnht")
     result = _quiet(loss_fn, params, data, **settings)
-    error = result.llc_mean / problem.true_lambda - 1
-    assert abs(error) < 0.15, f"λ̂ = {result.llc_mean:.1f}, error {100 * error:+.0f} %"
-    assert 3 * result.llc_mcse < 0.1 * problem.true_lambda
+    true = problem.true_lambda
+
+    def band(estimate: llc.LLCResult) -> float:
+        return 0.10 * true + 4 * estimate.llc_mcse
+
+    assert abs(result.llc_mean - true) < band(result), \
+        f"λ̂ = {result.llc_mean:.1f} ± {result.llc_mcse:.1f}"
+    assert 3 * result.llc_mcse < 0.1 * true
     assert float(result.attrs["gradient_noise_power_at_draws"]) > \
         10 * float(result.attrs["gradient_noise_power"])
     original = StepSizeTuner.__init__
@@ -512,5 +519,5 @@ def test_momentum_samplers_count_the_noise_where_the_chains_are() -> None:
 
     with mock.patch.object(StepSizeTuner, "__init__", at_the_center):
         naive = _quiet(loss_fn, params, data, **settings)
-    assert naive.llc_mean > 1.25 * problem.true_lambda
+    assert naive.llc_mean - true > band(naive), f"{naive.llc_mean:.1f} ± {naive.llc_mcse:.1f}"
     assert float(naive.attrs["sampler_step_size"]) > 1.5 * float(result.attrs["sampler_step_size"])

@@ -361,23 +361,13 @@ class WarmupTuner(Protocol):
         """After the last window: the sampler of the draws and the chains' states for it."""
 
 
-def _undo_window(state: RunnerState, start: int, before: list[Any], chains: set[int]) -> None:
-    """Put ``chains`` back at step ``start`` with their states ``before``, their burn-in
-    losses from ``start`` on forgotten (a diverged window, or an interrupted one)."""
-    for chain in chains:
+def _undo_window(state: RunnerState, start: int, states: dict[int, Any]) -> None:
+    """Put each chain of ``states`` back at step ``start`` with the state given there (the
+    one it had when the window began, or a fresh one at w*), its burn-in losses from
+    ``start`` on forgotten (a diverged window, a stuck chain, or an interrupted window)."""
+    for chain, chain_state in states.items():
         run = state.runs[chain]
-        state.states[chain] = before[chain]
-        run.warmup_loss[start:] = np.nan
-        if run.diverged_at is not None and run.diverged_at >= start:
-            run.diverged_at = None
-
-
-def _restart(state: RunnerState, start: int, plan: ChainPlan, chains: set[int]) -> None:
-    """Start ``chains`` again from w* (``plan.algorithm.init``), their burn-in losses from
-    ``start`` on forgotten."""
-    for chain in chains:
-        run = state.runs[chain]
-        state.states[chain] = plan.algorithm.init(plan.center)
+        state.states[chain] = chain_state
         run.warmup_loss[start:] = np.nan
         if run.diverged_at is not None and run.diverged_at >= start:
             run.diverged_at = None
@@ -427,12 +417,13 @@ def run_chains(plan: ChainPlan, chain_keys: list[Any], state: RunnerState, *, pr
                 except KeyboardInterrupt:
                     if tuner is not None and start < plan.num_burnin:  # redo the whole window
                         state.step = start
-                        _undo_window(state, start, before, set(range(len(state.runs))))
+                        _undo_window(state, start, dict(enumerate(before)))
                     raise
                 if tuner is not None and start < plan.num_burnin:
                     put_back, restart = tuner.end_window(start, records, state.states)
-                    _undo_window(state, start, before, put_back)
-                    _restart(state, start, plan, restart)
+                    _undo_window(state, start, {
+                        **{chain: before[chain] for chain in put_back},
+                        **{chain: plan.algorithm.init(plan.center) for chain in restart}})
                     begin = (tuner.begin_window if state.step < plan.num_burnin
                              else tuner.begin_draws)
                     algorithm, state.states = begin(state.states)
