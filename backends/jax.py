@@ -178,7 +178,8 @@ class JaxBackend(BackendBase):
         return order if device is None else jax.device_put(order, device)
 
     def integers(self, key: jax.Array, n: int, size: int, like: jax.Array) -> jax.Array:
-        rows = jax.random.randint(key, (size,), 0, n)
+        dtype = jnp.int32 if n < 2**31 else jnp.int64  # the same draws with or without x64
+        rows = jax.random.randint(key, (size,), 0, n, dtype=dtype)
         device = self._device(like)
         return rows if device is None else jax.device_put(rows, device)
 
@@ -206,29 +207,26 @@ class _Unravel:
         return hash(self._key)
 
 
-def _shuffle(key: jax.Array, n: int, wide: bool | None = None) -> jax.Array:
-    """A uniformly random permutation of ``range(n)``, by sorting packed random words.
+def _shuffle(key: jax.Array, n: int) -> jax.Array:
+    """A uniformly random permutation of ``range(n)`` (int32), by sorting packed random words.
 
-    Each element's sort word is ``random bits << index bits | index``: one single-operand
-    sort, several times faster on CPU than ``jax.random.permutation`` (a key-value sort).
-    Ties between equal random parts are broken by the previous order, so with 64-bit words
-    (``jax_enable_x64``; ≥ 32 random bits) one round suffices, and with 32-bit words two
-    rounds are taken (as ``jax.random.permutation`` does). Above 2**24 rows without x64 the
-    random part would be too short: ``jax.random.permutation`` is used.
+    Each element's sort word is ``random bits << index bits | index`` in 32 bits: one
+    single-operand sort per round, several times faster on CPU than ``jax.random.permutation``
+    (a key-value sort). Ties between equal random parts are broken by the previous order, so
+    two rounds are taken (as ``jax.random.permutation`` does). The words are 32-bit whether or
+    not ``jax_enable_x64`` is set, so the data order does not depend on it. Above 2**24 rows
+    the random part would be too short: ``jax.random.permutation`` is used.
     """
     index_bits = max(1, (n - 1).bit_length())
-    wide = jax.config.jax_enable_x64 if wide is None else wide  # type: ignore[attr-defined]
-    word_bits = 64 if wide else 32
-    random_bits = word_bits - index_bits
+    random_bits = 32 - index_bits
     if random_bits < 8:
         return jax.random.permutation(key, n)
-    word = jnp.uint64 if wide else jnp.uint32
-    index = jnp.arange(n, dtype=word)
-    order = jnp.arange(n)
-    for round_key in jax.random.split(key, 1 if random_bits >= 32 else 2):
-        random_part = jax.random.bits(round_key, (n,), word) >> index_bits
+    index = jnp.arange(n, dtype=jnp.uint32)
+    order = jnp.arange(n, dtype=jnp.int32)
+    for round_key in jax.random.split(key, 2):
+        random_part = jax.random.bits(round_key, (n,), jnp.uint32) >> index_bits
         packed = jnp.sort((random_part << index_bits) | index)
-        order = jnp.take(order, (packed & ((1 << index_bits) - 1)).astype(order.dtype))
+        order = jnp.take(order, (packed & ((1 << index_bits) - 1)).astype(jnp.int32))
     return order
 
 

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._bias import estimated_step_bias, noise_share
 from ._engine.adapt import _BIAS_TARGET
 from ._errors import ChainFailureWarning, Finding, LLCHealthWarning
 from .samplers import (langevin_equivalent_step, langevin_noise_equivalent_step,
@@ -360,13 +361,12 @@ class _Run:
         return self.step_size * factor ** exponent
 
     @cached_property
-    def step_bias(self) -> tuple[float, float] | None:
-        """The estimated step bias of λ̂ over the draws, (b̂, b̂ / λ̂): (ε_c/8)·Ḡ with Ḡ =
-        nβ²·mean ‖∇L_B‖² and ε_c the sampler's curvature-equivalent SGLD step; for SGHMC and
-        SGNHT, whose minibatch noise N = nβ² tr Σ_B counts at their noise-equivalent step
-        ε_n, (ε_c (Ḡ − N) + ε_n N)/8, with N at the chains' last positions
-        (``attrs["gradient_noise_power_at_draws"]``; at w* for a result without it). None where it
-        does not apply (MALA, RMSProp-SGLD, per-leaf steps, λ̂ ≤ 0, no gradient norms)."""
+    def bias_terms(self) -> tuple[float, float, float, float] | None:
+        """(ε_c, ε_n, Ḡ, N) of :attr:`step_bias`: the sampler's curvature- and
+        noise-equivalent SGLD steps, nβ²·mean ‖∇L_B‖² over the draws and N = nβ² tr Σ_B at the
+        chains' last positions (``attrs["gradient_noise_power_at_draws"]``; at w* for a result
+        without it; 0 with ε_n = ε_c where the noise is not counted apart). None where b̂ does
+        not apply (MALA, RMSProp-SGLD, per-leaf steps, λ̂ ≤ 0, no gradient norms)."""
         if self.settings is None or not self.usable or self.llc_mean <= 0:
             return None
         epsilon = langevin_equivalent_step(self.settings)
@@ -383,10 +383,23 @@ class _Run:
             noise = _number(self.attrs.get("gradient_noise_power"))
         noise_step = langevin_noise_equivalent_step(self.settings)
         if noise is None or not noise_step or noise_step <= epsilon:
-            bias = epsilon / 8.0 * power
-        else:  # a momentum sampler: its minibatch noise counts at the larger step
-            bias = (epsilon * max(power - noise, 0.0) + noise_step * noise) / 8.0
+            return epsilon, epsilon, power, 0.0
+        return epsilon, noise_step, power, noise
+
+    @cached_property
+    def step_bias(self) -> tuple[float, float] | None:
+        """The estimated step bias of λ̂ over the draws, (b̂, b̂ / λ̂): (ε_c/8)·Ḡ, and for
+        SGHMC and SGNHT, whose minibatch noise counts at their larger noise-equivalent step,
+        plus ((ε_n − ε_c)/8)·s·N with s the loss's share of that heat
+        (:func:`llc._bias.estimated_step_bias`; the terms are :attr:`bias_terms`)."""
+        if self.bias_terms is None:
+            return None
+        bias = estimated_step_bias(*self.bias_terms, self.llc_mean, self.localization)
         return bias, bias / self.llc_mean
+
+    @property
+    def localization(self) -> float:
+        return _number(self.attrs.get("localization")) or 0.0
 
     def setting(self, key: str, default: str = "?") -> str:
         value = self.attrs.get(key)
@@ -659,13 +672,22 @@ def _check_step_too_large(run: _Run, t: HealthThresholds) -> Finding | None:
     assert step is not None  # step_bias is None without a step size
     if ratio <= t.max_step_bias:
         return None
-    epsilon = langevin_equivalent_step(run.settings)
-    assert epsilon is not None  # step_bias is None without it
-    formula = ("(ε/8)" if epsilon == step else
-               f"(ε_c/8) with ε_c = {_fmt(epsilon, 2)}, the SGLD step of the same curvature bias,")
+    assert run.bias_terms is not None  # step_bias is None without them
+    epsilon, noise_step, power, noise = run.bias_terms
+    if noise_step > epsilon:
+        share = noise_share(power, noise, run.llc_mean, run.localization)
+        formula = (f"(ε_c/8)·Ḡ + ((ε_n − ε_c)/8)·s·N with ε_c = {_fmt(epsilon, 2)} and ε_n = "
+                   f"{_fmt(noise_step, 2)} the SGLD steps of the same curvature and noise bias, "
+                   f"Ḡ = nβ²·mean ‖∇L_B‖² = {_fmt(power, 3)} over the draws, N = nβ² tr Σ_B = "
+                   f"{_fmt(noise, 3)} where the chains are, s = {_fmt(share, 2)} the loss's "
+                   "share of the noise's heat")
+    else:
+        scale = ("(ε/8)" if epsilon == step else f"(ε_c/8) with ε_c = {_fmt(epsilon, 2)}, "
+                 "the SGLD step of the same curvature bias,")
+        formula = f"{scale} · nβ² · mean ‖∇L_B‖² over the draws"
     message = (f"the step's estimated bias of λ̂ is {_fmt(bias)} = {100 * ratio:.0f} % of "
-               f"λ̂ = {_fmt(run.llc_mean)} (b̂ = {formula} · nβ² · mean ‖∇L_B‖² over the "
-               f"draws; above {100 * t.max_step_bias:.0f} %): λ̂ is biased upward, by at least "
+               f"λ̂ = {_fmt(run.llc_mean)} (b̂ = {formula}; above "
+               f"{100 * t.max_step_bias:.0f} %): λ̂ is biased upward, by at least "
                "that much on a singular model, whatever the MALA acceptance says.")
     target = min(_BIAS_TARGET, t.max_step_bias)
     suggestion = (f"lower `step_size` from {_fmt(step)} to "

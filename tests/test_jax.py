@@ -82,21 +82,37 @@ def test_from_equinox_samples_only_the_floating_arrays() -> None:
         batched_loss(params, (x, y))
 
 
-@pytest.mark.parametrize("wide", [True, False])
 @pytest.mark.parametrize("n", [1, 2, 5, 1000, 4097])
-def test_shuffle_is_a_permutation(n, wide) -> None:
-    order = np.asarray(_shuffle(jax.random.key(n), n, wide=wide))
+def test_shuffle_is_a_permutation(n) -> None:
+    order = np.asarray(_shuffle(jax.random.key(n), n))
     np.testing.assert_array_equal(np.sort(order), np.arange(n))
 
 
-@pytest.mark.parametrize("wide", [True, False])
-def test_shuffle_is_uniform(wide) -> None:
+def test_the_data_order_does_not_depend_on_x64() -> None:
+    """Batches (with and without replacement) are the same draws whether or not
+    ``jax_enable_x64`` is set: a float32 model's chains must not change with a global flag
+    that another part of the program (a float64 model) turned on."""
+    from llc.backends.jax import backend
+
+    like = jnp.zeros(3, jnp.float32)
+    key = jax.random.key(7)
+    draws = {}
+    for x64 in (False, True):
+        with jax.enable_x64(x64):
+            draws[x64] = (np.asarray(backend.permutation(key, 1000, like)),
+                          np.asarray(backend.integers(key, 1000, 64, like)),
+                          np.asarray(backend.normal(key, like)))
+    for without, with_x64 in zip(draws[False], draws[True]):
+        np.testing.assert_array_equal(without, with_x64)
+
+
+def test_shuffle_is_uniform() -> None:
     """All 24 orders of 4 items, 24 000 draws: a chi-square test, and each item uniform over
     the positions (fixed seed; without the random words every draw is one order)."""
     from scipy.stats import chisquare
 
     keys = jax.random.split(jax.random.key(0), 24_000)
-    orders = np.asarray(jax.jit(jax.vmap(lambda key: _shuffle(key, 4, wide=wide)))(keys))
+    orders = np.asarray(jax.jit(jax.vmap(lambda key: _shuffle(key, 4)))(keys))
     counts = collections.Counter(map(tuple, orders.tolist()))
     assert len(counts) == 24
     assert chisquare(list(counts.values())).pvalue > 1e-3

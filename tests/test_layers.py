@@ -127,8 +127,8 @@ def test_the_core_imports_no_framework() -> None:
 
 
 #: What the engine and the samplers may import: the layers below them.
-BELOW_THE_ENGINE = {"llc._backend", "llc._data", "llc._errors", "llc._rng", "llc._tree",
-                    "llc._validate", "llc.posterior"}
+BELOW_THE_ENGINE = {"llc._backend", "llc._bias", "llc._data", "llc._errors", "llc._rng",
+                    "llc._tree", "llc._validate", "llc.posterior"}
 
 
 def test_the_engine_and_the_samplers_import_only_below_them() -> None:

@@ -59,7 +59,9 @@ in the last window, the bound is not applied below that mean and the result says
 minibatch noise counted at their noise-equivalent step ε_n (2η/α; 2h/ξ̄ with ξ̄ the chains'
 mean thermostat at the end of the window, 2h/A before the first):
 :math:`\hat b(\epsilon_c) = \tfrac18\big(\epsilon_c\overline G
-+ (\epsilon_n - \epsilon_c)\,n\beta^2\operatorname{tr}\Sigma_B\big)`, and the acceptance is that
++ (\epsilon_n - \epsilon_c)\,s\,n\beta^2\operatorname{tr}\Sigma_B\big)` with s the loss's share of
+the noise's heat (:func:`llc._bias.estimated_step_bias`: the rest warms the localization
+term; s ≈ 1 unless γ exceeds most of the loss's curvatures), and the acceptance is that
 of a Langevin probe at ε_c from each position (their ``diagnose``). A change of SGNHT's step
 moves its thermostat with the diffusion tied to it (``SGNHT.carry_state``). Because their
 noise counts ~2/α times over, tr Σ_B is for them measured where the chains are, with a few
@@ -133,6 +135,7 @@ import numpy as np
 
 from .._backend import Backend
 from .._data import DataSource
+from .._bias import estimated_step_bias
 from .programs import compiled_step
 from ..posterior import LocalizedPosterior
 from ..samplers import RMSPropSGLD, langevin_equivalent_step, langevin_noise_equivalent_step
@@ -243,12 +246,14 @@ class StepSizeTuner:
         nbeta = posterior.nbeta
         self.weighted = isinstance(settings, RMSPropSGLD)
         self.noise = noise if (own_batch and self.weighted) else None
-        self.scale = _EquivalentStep(settings, nbeta**2 * float(noise.sum()))
+        self.scale = _EquivalentStep(settings, nbeta**2 * float(noise.sum()),
+                                    float(posterior.localization))
         self.noise_term = 0.0 if self.weighted or not own_batch else nbeta**2 * float(noise.sum())
         dimension = int(posterior.center.shape[0])
         # before the first window: λ̂ ≤ d/2 (the regular model's λ) and Ḡ ≥ nβ² tr Σ_B
         self.log_step = min(math.log(self.scale.epsilon(settings)), self._log_bias_bound(
-            0.5 * dimension, (2.0 if own_batch else 1.0) * nbeta**2 * float(noise.sum())))
+            0.5 * dimension, (2.0 if own_batch else 1.0) * nbeta**2 * float(noise.sum()),
+            measured=False))
         self.log_ceiling = math.inf  # below every step at which a chain diverged
         self.undone_before: set[int] = set()  # the chains put back after the last window
         self.windows: list[_Window] = []
@@ -257,11 +262,14 @@ class StepSizeTuner:
         self._begun = False  # restored from a checkpoint written after a window began
         self.adaptation: StepSizeAdaptation | None = None
 
-    def _log_bias_bound(self, llc: float, mean_power: float) -> float:
-        """log of the largest ε_c with b̂(ε_c) ≤ τ·llc."""
+    def _log_bias_bound(self, llc: float, mean_power: float, measured: bool = True) -> float:
+        """log of the largest ε_c with b̂(ε_c) ≤ τ·llc (``measured``: llc is a λ̂, by which
+        the noise's share is then split; else a bound, and the noise counts whole)."""
         if not (mean_power > 0 and math.isfinite(mean_power)):
             return math.inf
-        return self.scale.log_bound(_BIAS_TARGET * llc, mean_power) if llc > 0 else -math.inf
+        if not llc > 0:
+            return -math.inf
+        return self.scale.log_bound(_BIAS_TARGET * llc, mean_power, llc if measured else 0.0)
 
     def _algorithm(self, settings: Any) -> Any:
         algorithm = settings.build(self.posterior)
@@ -344,7 +352,8 @@ class StepSizeTuner:
         recent_llc = _pooled([w.llc for w in recent])
         self.scale.thermostat, self.scale.noise_here = current.thermostat, current.noise
         self.history.append((start, step_size, current.acceptance,
-                             self.scale.bias(math.exp(log_step), current.power), recent_llc))
+                             self.scale.bias(math.exp(log_step), current.power, recent_llc),
+                             recent_llc))
         log_bias = (self._log_bias_bound(recent_llc, current.power)
                     if math.isfinite(current.power) else log_step)
         if _still_rising(recent):  # λ̂ not settled: the bound may stop ε, not lower it
@@ -392,15 +401,19 @@ class StepSizeTuner:
         frozen = math.exp(log_frozen)
         self.adaptation = StepSizeAdaptation(
             with_step_size(self.settings, self.scale.step_size(self.settings, frozen)),
-            self.history, bias=self.scale.bias(frozen, late_power), llc=late_llc,
+            self.history, bias=self.scale.bias(frozen, late_power, late_llc), llc=late_llc,
             settled=not rising)
         return self.adaptation
 
     def begin_draws(self, states: list[Any]) -> tuple[Any, list[Any]]:
-        """:meth:`finish`, then the sampler of the draws at the frozen step, the states as
-        they are. SGNHT's thermostat is not moved to the frozen step here (as it is between
-        windows): on singular DLNs moving it read λ̂ 10–24 points higher (docs/step_size_auto.md)."""
-        return self._algorithm(self.finish().settings), states
+        """:meth:`finish`, then the sampler of the draws at the frozen step and the states
+        moved to it as between windows (SGNHT's thermostat: left at the last window's A, a
+        frozen h half that window's ran the chains at twice the temperature)."""
+        settings = self.finish().settings
+        carry = getattr(settings, "carry_state", None)
+        if carry is not None and self.window_settings is not None:
+            states = [carry(state, self.window_settings) for state in states]
+        return self._algorithm(settings), states
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint_attrs(self) -> dict[str, Any]:
@@ -434,15 +447,17 @@ class _EquivalentStep:
     """The adaptation works in the curvature-equivalent SGLD step ε_c
     (:func:`llc.samplers.langevin_equivalent_step`): ε itself for SGLD, RMSProp-SGLD and MALA,
     2η/(2 − α) for SGHMC, h² for SGNHT. The estimated bias at ε_c is
-    (ε_c/8)·Ḡ + ((ε_n − ε_c)/8)·nβ² tr Σ_B, with ε_n the noise-equivalent step of the same
-    setting (equal to ε_c for SGLD, 1/α-fold for SGHMC, 2h/ξ̄ for SGNHT with ξ̄ the chains'
-    mean thermostat at the end of the window: under minibatch noise it rises above A).
+    (ε_c/8)·Ḡ + ((ε_n − ε_c)/8)·s·nβ² tr Σ_B (:mod:`llc._bias`), with ε_n the noise-equivalent
+    step of the same setting (equal to ε_c for SGLD, 1/α-fold for SGHMC, 2h/ξ̄ for SGNHT with ξ̄
+    the chains' mean thermostat at the end of the window: under minibatch noise it rises above
+    A) and s the loss's share of the noise's heat.
     nβ² tr Σ_B is :attr:`noise_here`, measured at the chains' positions, where known, else
     :attr:`noise_power`, at w*."""
 
-    def __init__(self, settings: Any, noise_power: float) -> None:
+    def __init__(self, settings: Any, noise_power: float, localization: float) -> None:
         self.equivalent = langevin_equivalent_step(settings) is not None
         self.noise_power = noise_power
+        self.localization = localization
         self.settings = settings
         self.thermostat = math.nan
         self.noise_here = math.nan
@@ -457,26 +472,28 @@ class _EquivalentStep:
             return epsilon
         return settings.with_curvature_equivalent_step(epsilon).step_size
 
-    def bias(self, epsilon: float, mean_power: float) -> float:
-        excess = 0.0
+    def bias(self, epsilon: float, mean_power: float, llc: float = 0.0) -> float:
+        """b̂ at ε_c (:func:`llc._bias.estimated_step_bias`; ``llc`` = λ̂ for the noise's
+        share, 0 to count it whole)."""
+        noise_step: float | None = epsilon
         if self.equivalent:
             at = self.settings.with_curvature_equivalent_step(epsilon)
             noise_step = (at.noise_equivalent_step(thermostat=self.thermostat)
                           if math.isfinite(self.thermostat) else langevin_noise_equivalent_step(at))
-            assert noise_step is not None  # a sampler with an equivalent step has both
-            excess = max(noise_step - epsilon, 0.0)
+        assert noise_step is not None  # a sampler with an equivalent step has both
         noise = self.noise_here if math.isfinite(self.noise_here) else self.noise_power
-        return (epsilon * mean_power + excess * noise) / 8.0
+        return estimated_step_bias(epsilon, noise_step, mean_power, noise, llc, self.localization)
 
-    def log_bound(self, budget: float, mean_power: float) -> float:
+    def log_bound(self, budget: float, mean_power: float, llc: float = 0.0) -> float:
         """log of the largest ε_c with bias(ε_c) ≤ budget (bias grows with ε_c)."""
         closed = math.log(8.0 * budget / mean_power)
-        if not self.equivalent or self.bias(math.exp(closed), mean_power) <= budget * (1 + 1e-12):
+        if not self.equivalent or \
+                self.bias(math.exp(closed), mean_power, llc) <= budget * (1 + 1e-12):
             return closed  # the noise excess is zero (SGLD): the closed form is exact
         low, high = closed - 60.0, closed
         for _ in range(100):
             middle = 0.5 * (low + high)
-            low, high = (middle, high) if self.bias(math.exp(middle), mean_power) <= budget \
+            low, high = (middle, high) if self.bias(math.exp(middle), mean_power, llc) <= budget \
                 else (low, middle)
         return low
 
