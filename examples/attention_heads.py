@@ -10,7 +10,7 @@ head's slices, ``llc.backends.torch.attention_heads``); at the last checkpoint a
 head's **susceptibilities** to 20 probe sequences of each kind (``probe=``,
 ``llc.susceptibilities``) and its **data-refined** λ̂ on each kind of sequence alone (the
 same nβ). It prints the tables and writes ``attention_heads.png`` (``--out``). About 7.5
-minutes on one CPU core; ``--quick`` is the test suite's short version. docs/refined.md
+minutes on one CPU core; ``--quick`` is the test suite's short version. docs/attention_heads.md
 shows the output.
 """
 
@@ -75,11 +75,11 @@ def sequence_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return tokens.reshape(targets.shape).mean(dim=-1)
 
 
-def train(model: torch.nn.Module, tokens: torch.Tensor, steps: int, keep: list[int]
-          ) -> dict[int, dict[str, torch.Tensor]]:
+def train(model: torch.nn.Module, tokens: torch.Tensor, steps: int, keep: list[int],
+          seed: int = 0) -> dict[int, dict[str, torch.Tensor]]:
     """Adam on minibatches of 128 sequences; the parameters at the steps in ``keep``."""
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     saved = {}
     for step in range(1, steps + 1):
         rows = torch.randint(0, len(tokens), (128,), generator=generator)
@@ -112,16 +112,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short training and chains")
     parser.add_argument("--out", type=Path, default=Path("."), help="folder of the figure")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the language, the initialization, the training and the chains")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     sequences = 400 if args.quick else 2000
-    tokens, is_copy = make_language(sequences)
+    tokens, is_copy = make_language(sequences, args.seed)
     steps = 200 if args.quick else 3000
     keep = [steps // 2, steps] if args.quick else [steps // 16, steps // 8, steps // 4,
                                                     steps // 2, steps]
     model = AttentionOnly()
     started = time.perf_counter()
-    checkpoints = train(model, tokens, steps, keep)
+    checkpoints = train(model, tokens, steps, keep, args.seed)
     print(f"trained {steps} steps in {time.perf_counter() - started:.0f} s; "
           f"{sum(p.numel() for p in model.parameters())} parameters")
     attention = copy_attention(model, tokens, is_copy)
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     loss_fn, _ = from_module(model, token_loss)
     data = (tokens[:, :-1], tokens[:, 1:])
     nbeta = sequences / math.log(sequences)  # one n for every estimate: comparable
-    settings = dict(step_size=1e-4, localization=100.0, nbeta=nbeta, batch_size=64,
+    settings = dict(step_size=1e-4, localization=100.0, nbeta=nbeta, batch_size=64, seed=args.seed,
                     num_chains=2 if args.quick else 4, num_draws=30 if args.quick else 400,
                     num_burnin=20 if args.quick else 300, progress=False)
 

@@ -205,4 +205,4 @@ def test_attention_heads_quick(tmp_path) -> None:
     assert all(np.isfinite(pair).all() for pair in outcome["susceptibility"].values())
     assert len(outcome["copy_attention"]) == 4
     assert outcome["figure"].exists()
-    assert "examples/attention_heads.py" in (ROOT / "docs" / "refined.md").read_text()
+    assert "examples/attention_heads.py" in (ROOT / "docs" / "attention_heads.md").read_text()
