@@ -82,6 +82,60 @@ class JaxBackend(BackendBase):
         device = self._device(like)
         return array if device is None else jax.device_put(array, device)
 
+    def over_devices(self, fn: Callable[..., Any], devices: tuple[Any, ...],
+                     in_axes: tuple[int | None, ...], out_axes: tuple[int, ...]
+                     ) -> Callable[..., Any]:
+        """``shard_map`` over a one-axis mesh of ``devices`` (named ``"chain"``), compiled:
+        each device runs ``fn`` on its consecutive share of the chains; the arguments are
+        put where the mesh wants them first (no copy where they already are)."""
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        mesh = Mesh(np.array(devices, dtype=object), ("chain",))
+
+        def spec(axis: int | None) -> PartitionSpec:
+            return PartitionSpec() if axis is None else PartitionSpec(*[None] * axis, "chain")
+
+        mapped = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=tuple(map(spec, in_axes)),
+                                       out_specs=tuple(map(spec, out_axes)), check_vma=False))
+        shardings = [NamedSharding(mesh, spec(axis)) for axis in in_axes]
+
+        def call(*args: Any) -> Any:
+            return mapped(*(jax.device_put(arg, sharding)
+                            for arg, sharding in zip(args, shardings)))
+
+        call.replicate = lambda tree: jax.device_put(  # type: ignore[attr-defined]
+            tree, NamedSharding(mesh, PartitionSpec()))
+        return call
+
+    def chain_devices(self, devices: Any) -> tuple[Any, ...] | None:
+        """``None``; ``"all"`` (every device of the default backend, of every process under
+        ``jax.distributed``); an int k (the first k of those); or a sequence of
+        ``jax.Device``."""
+        if devices is None:
+            return None
+        available = jax.devices()
+        if isinstance(devices, str):
+            if devices != "all":
+                raise ValueError(f"`devices` must be None, 'all', a count or a list of "
+                                 f"jax.Device; got {devices!r}")
+            chosen = list(available)
+        elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+            if not 1 <= devices <= len(available):
+                raise ValueError(f"`devices`: {devices} devices asked for, {len(available)} "
+                                 f"available ({available})")
+            chosen = list(available[:int(devices)])
+        else:
+            try:
+                chosen = list(devices)
+            except TypeError:
+                chosen = []
+            if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
+                raise TypeError(f"`devices` must be None, 'all', a count or a non-empty list "
+                                f"of jax.Device; got {devices!r}")
+            if len(set(chosen)) != len(chosen):
+                raise ValueError(f"`devices` lists a device twice: {chosen}")
+        return tuple(chosen)
+
     def from_numpy(self, x: Any, *, dtype: str | None = None, device: str | None = None
                    ) -> jax.Array:
         array = jnp.asarray(np.asarray(x), dtype=dtype)

@@ -165,6 +165,22 @@ class Backend(Protocol):
         position or by name. A sampler step is ``step(key, state, batch, diagnose)``; a
         program of ``llc._programs`` takes the run's numbers first."""
 
+    def chain_devices(self, devices: Any) -> tuple[Any, ...] | None:
+        """``estimate``'s ``devices=`` resolved to the devices the chains are split over
+        (:meth:`over_devices`), or None for the params' device alone; a clear
+        ``ValueError`` for a value the framework cannot use."""
+
+    def over_devices(self, fn: Callable[..., Any], devices: tuple[Any, ...],
+                     in_axes: tuple[int | None, ...], out_axes: tuple[int, ...]
+                     ) -> Callable[..., Any]:
+        """``fn`` compiled to run on each of ``devices`` over its share of the chains: the
+        arguments whose ``in_axes`` entry is an axis are split along it into equal
+        consecutive parts, one per device, the others copied to every device; the outputs
+        are joined along ``out_axes``. Each device runs ``fn`` on its part exactly as one
+        device would run it on those chains alone (JAX: ``shard_map``). The returned callable
+        has ``replicate(tree)``: ``tree`` copied to every device once, for arguments passed
+        to many calls. Only adapters whose :meth:`chain_devices` accepts devices need it."""
+
     # ---- rng --------------------------------------------------------------------------
     def key(self, seed: int) -> Key:
         """A random key for an integer seed."""
@@ -248,6 +264,23 @@ class BackendBase(abc.ABC):
 
     def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
         return step  # eager: nothing to compile
+
+    def chain_devices(self, devices: Any) -> tuple[Any, ...] | None:
+        """``estimate``'s ``devices=`` as the tuple of devices the chains are split over
+        (None: the params' device alone, as without it). An adapter that splits chains
+        over devices overrides this; here any other value is an error."""
+        if devices is None:
+            return None
+        name = getattr(self, "name", "this")
+        raise ValueError(f"`devices`: the {name} backend runs every chain on the "
+                         f"params' device; got devices={devices!r} (devices= splits the chains "
+                         "over JAX devices; docs/scale.md)")
+
+    def over_devices(self, fn: Callable[..., Any], devices: tuple[Any, ...],
+                     in_axes: tuple[int | None, ...], out_axes: tuple[int, ...]
+                     ) -> Callable[..., Any]:
+        raise NotImplementedError(  # unreachable: chain_devices accepts no devices here
+            "this backend does not split chains over devices")
 
     def key(self, seed: int) -> Key:
         return _rng.make_key(seed)

@@ -21,7 +21,8 @@ from ._engine.runner import ChainRun, RunnerState, write_atomically
 from .result import LLCResult, _netcdf_attrs, mala_acceptance_per_draw
 
 _COMPARED_APPROXIMATELY = ("init_loss", "init_grad_norm")
-_NOT_COMPARED = ("inference_library_version", "loss_repeat_difference", "step_size_tuning")
+_NOT_COMPARED = ("inference_library_version", "loss_repeat_difference", "step_size_tuning",
+                 "devices")  # the layout does not change the numbers
 
 
 def _engine(path: Path) -> str:

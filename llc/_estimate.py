@@ -76,6 +76,7 @@ def estimate(
     checkpoint_every: int = 1000,
     resume: str | os.PathLike[str] | None = None,
     chain_method: str = "auto",
+    devices: Any = None,
     progress: bool | None = None,
 ) -> LLCResult:
     r"""Estimate the local learning coefficient λ̂ of a model at w* = ``params``.
@@ -255,6 +256,13 @@ def estimate(
         stays sequential (on a CPU its vectorized step pays only for many chains of small
         models, docs/benchmarks.md: pass ``"vectorized"`` there).
         Both draw the same random numbers: their results agree to rounding.
+    devices
+        Split the chains over several devices (JAX: ``"all"``, a count k of
+        ``jax.devices()``, or a list of ``jax.Device``; default None: the params' device).
+        Each device runs the vectorized program over its consecutive share of the chains
+        (``num_chains`` must be a multiple of the number of devices); a chain's random
+        numbers and minibatches depend only on the seed, the chain and the step, so the
+        result is that of one device (bitwise on one XLA configuration; docs/scale.md).
     progress
         Show a progress bar on stderr; default: only when stderr is a terminal.
 
@@ -350,6 +358,7 @@ def estimate(
     if progress is None:
         progress = sys.stderr.isatty()
     vectorized = _resolve_chain_method(chain_method, backend, dataset, num_chains, center)
+    chain_devices = _resolve_devices(devices, backend, num_chains, vectorized, chain_method)
 
     with _isolated_global_rng(backend, seed):
         loss_and_grad = backend.value_and_grad(loss_fn, unravel)
@@ -377,7 +386,7 @@ def estimate(
         noise_power = "off" if not momentum or noise is None \
             else posterior.nbeta**2 * float(noise.sum())
         noise_at = None
-        if momentum:
+        if langevin_equivalent_step(settings) is not None:  # the health check's b̂ (all three)
             def noise_at(position: Any, chain: int, start: int) -> float:
                 key = backend.fold_in(backend.fold_in(chain_keys[chain], _NOISE_STREAM), start)
                 return float(minibatch_gradient_variance(
@@ -387,7 +396,8 @@ def estimate(
         if tuning and noise is not None:
             tuner = _tuner_or_explain(settings, posterior, backend, noise,
                                       num_burnin, target_acceptance,
-                                      own_batch=trace_batch == "own", noise_at=noise_at)
+                                      own_batch=trace_batch == "own",
+                                      noise_at=noise_at if momentum else None)
             if "step_size_tuning" in saved:  # a checkpoint written in the burn-in
                 tuner.restore(saved["step_size_tuning"])
         elif adapt:  # resumed after the burn-in: the checkpoint holds the frozen step
@@ -409,6 +419,7 @@ def estimate(
             probe=probe_losses,
             probe_every=None if probe is None else probe_every,
             probe_shape=() if probe_center is None else tuple(probe_center.shape),
+            devices=chain_devices,
         )
         attrs = {
             "inference_library": "llc",
@@ -444,6 +455,7 @@ def estimate(
             "probe_shape": "off" if probe_center is None else json.dumps(
                 list(probe_center.shape)),
             "chain_method": "vectorized" if vectorized else "sequential",
+            "devices": "off" if chain_devices is None else ", ".join(map(str, chain_devices)),
             "step_size_adaptation": (
                 f"burn-in: estimated step bias <= {_BIAS_TARGET:g} λ̂, MALA "
                 f"acceptance >= {target_acceptance}" if adapt else "off"),
@@ -508,9 +520,10 @@ _NOISE_PROBES_PER_CHAIN = 4  # minibatch gradients per chain and window (pooled 
 
 def _noise_at_the_end(noise_at: Callable[[Any, int, int], float], state: RunnerState,
                       steps: int, nbeta: float) -> float | str:
-    """nβ² tr Σ_B at the healthy chains' last positions, averaged (``"n/a"`` if none): where
-    a momentum sampler's amplified minibatch noise acts over the draws (the health check's
-    b̂), on a singular model many times its value at w*."""
+    """nβ² tr Σ_B at the healthy chains' last positions, averaged (``"n/a"`` if none): the
+    minibatch noise where it acts over the draws (the health check's b̂ splits it between the
+    loss and the localization term; a momentum sampler amplifies it), on a singular model
+    many times its value at w*."""
     powers = [nbeta**2 * noise_at(chain_state.position, chain, steps)
               for chain, (chain_state, run) in enumerate(zip(state.states, state.runs,
                                                                strict=True))
@@ -616,6 +629,23 @@ def _resolve_chain_method(chain_method: str, backend: Backend, dataset: DataSour
         raise ValueError(f"`chain_method='vectorized'` is not available: {reason}; use 'auto' "
                          "or 'sequential'")
     return False
+
+
+def _resolve_devices(devices: Any, backend: Backend, num_chains: int, vectorized: bool,
+                     chain_method: str) -> tuple[Any, ...] | None:
+    """``devices`` as the backend's devices (see ``estimate``), or None."""
+    chosen = backend.chain_devices(devices)
+    if chosen is None:
+        return None
+    if not vectorized:
+        raise ValueError(
+            "`devices` splits the vectorized program over devices: it needs "
+            + ("chain_method='auto' or 'vectorized'" if chain_method == "sequential"
+               else "array `data` (a tuple of arrays), drawn on the devices"))
+    if num_chains % len(chosen):
+        raise ValueError(f"`num_chains` ({num_chains}) must be a multiple of the number of "
+                         f"`devices` ({len(chosen)}): each device runs an equal share")
+    return chosen
 
 
 @contextlib.contextmanager

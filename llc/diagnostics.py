@@ -365,8 +365,9 @@ class _Run:
         """(ε_c, ε_n, Ḡ, N) of :attr:`step_bias`: the sampler's curvature- and
         noise-equivalent SGLD steps, nβ²·mean ‖∇L_B‖² over the draws and N = nβ² tr Σ_B at the
         chains' last positions (``attrs["gradient_noise_power_at_draws"]``; at w* for a result
-        without it; 0 with ε_n = ε_c where the noise is not counted apart). None where b̂ does
-        not apply (MALA, RMSProp-SGLD, per-leaf steps, λ̂ ≤ 0, no gradient norms)."""
+        without it; 0 where neither was measured: the noise then counts whole inside Ḡ). None
+        where b̂ does not apply (MALA, RMSProp-SGLD, per-leaf steps, λ̂ ≤ 0, no gradient
+        norms)."""
         if self.settings is None or not self.usable or self.llc_mean <= 0:
             return None
         epsilon = langevin_equivalent_step(self.settings)
@@ -382,15 +383,15 @@ class _Run:
         if noise is None:  # a result from before it was measured: at w*
             noise = _number(self.attrs.get("gradient_noise_power"))
         noise_step = langevin_noise_equivalent_step(self.settings)
-        if noise is None or not noise_step or noise_step <= epsilon:
+        if noise is None or not noise_step:
             return epsilon, epsilon, power, 0.0
         return epsilon, noise_step, power, noise
 
     @cached_property
     def step_bias(self) -> tuple[float, float] | None:
-        """The estimated step bias of λ̂ over the draws, (b̂, b̂ / λ̂): (ε_c/8)·Ḡ, and for
-        SGHMC and SGNHT, whose minibatch noise counts at their larger noise-equivalent step,
-        plus ((ε_n − ε_c)/8)·s·N with s the loss's share of that heat
+        """The estimated step bias of λ̂ over the draws, (b̂, b̂ / λ̂): (ε_c/8)·(Ḡ − N) +
+        (ε_n/8)·s·N, the minibatch noise N counted at the sampler's noise-equivalent step
+        (larger than ε_c for SGHMC and SGNHT) and only the loss's share s of its heat
         (:func:`llc._bias.estimated_step_bias`; the terms are :attr:`bias_terms`)."""
         if self.bias_terms is None:
             return None
@@ -674,13 +675,16 @@ def _check_step_too_large(run: _Run, t: HealthThresholds) -> Finding | None:
         return None
     assert run.bias_terms is not None  # step_bias is None without them
     epsilon, noise_step, power, noise = run.bias_terms
-    if noise_step > epsilon:
+    if noise > 0:
         share = noise_share(power, noise, run.llc_mean, run.localization)
-        formula = (f"(ε_c/8)·Ḡ + ((ε_n − ε_c)/8)·s·N with ε_c = {_fmt(epsilon, 2)} and ε_n = "
-                   f"{_fmt(noise_step, 2)} the SGLD steps of the same curvature and noise bias, "
-                   f"Ḡ = nβ²·mean ‖∇L_B‖² = {_fmt(power, 3)} over the draws, N = nβ² tr Σ_B = "
-                   f"{_fmt(noise, 3)} where the chains are, s = {_fmt(share, 2)} the loss's "
-                   "share of the noise's heat")
+        if noise_step == epsilon == step:
+            steps = f"(ε/8)·(Ḡ − N + s·N) with ε = {_fmt(epsilon, 2)}"
+        else:
+            steps = (f"(ε_c/8)·(Ḡ − N) + (ε_n/8)·s·N with ε_c = {_fmt(epsilon, 2)} and ε_n = "
+                     f"{_fmt(noise_step, 2)} the SGLD steps of the same curvature and noise bias")
+        formula = (f"{steps}, Ḡ = nβ²·mean ‖∇L_B‖² = "
+                   f"{_fmt(power, 3)} over the draws, N = nβ² tr Σ_B = {_fmt(noise, 3)} where "
+                   f"the chains are, s = {_fmt(share, 2)} the loss's share of the noise's heat")
     else:
         scale = ("(ε/8)" if epsilon == step else f"(ε_c/8) with ε_c = {_fmt(epsilon, 2)}, "
                  "the SGLD step of the same curvature bias,")

@@ -481,8 +481,11 @@ class _EquivalentStep:
             noise_step = (at.noise_equivalent_step(thermostat=self.thermostat)
                           if math.isfinite(self.thermostat) else langevin_noise_equivalent_step(at))
         assert noise_step is not None  # a sampler with an equivalent step has both
-        noise = self.noise_here if math.isfinite(self.noise_here) else self.noise_power
-        return estimated_step_bias(epsilon, noise_step, mean_power, noise, llc, self.localization)
+        if math.isfinite(self.noise_here):  # measured where the chains are: split by its share
+            return estimated_step_bias(epsilon, noise_step, mean_power, self.noise_here, llc,
+                                       self.localization)
+        return estimated_step_bias(epsilon, noise_step, mean_power, self.noise_power, 0.0,
+                                   self.localization)
 
     def log_bound(self, budget: float, mean_power: float, llc: float = 0.0) -> float:
         """log of the largest ε_c with bias(ε_c) ≤ budget (bias grows with ε_c)."""

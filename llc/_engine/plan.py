@@ -26,7 +26,8 @@ class ChainPlan:
     many steps, each burn-in step diagnosed and recording :attr:`warmup_fields`, with
     ``warmup_baseline(w*, batch)`` = L_B(w*) on the step's batch. ``probe``: w ↦ the
     per-sample losses on the probe data (a float64 NumPy array of ``probe_shape``), evaluated
-    at every ``probe_every``-th draw.
+    at every ``probe_every``-th draw. ``devices``: the vectorized blocks run split over these
+    devices, each over its consecutive share of the chains (None: the params' device).
     """
 
     backend: Backend
@@ -50,6 +51,7 @@ class ChainPlan:
     probe: Callable[[Any], Any] | None = None
     probe_every: int | None = None
     probe_shape: tuple[int, ...] = ()
+    devices: tuple[Any, ...] | None = None
 
     @property
     def steps(self) -> int:

@@ -87,14 +87,19 @@ class BlockKernel:
         if program is not None:
             self.numbers: Any = step.numbers
             self._block, self._first_orders = program_cache(backend).get(
-                ("block", structure, step.structure, plan.batch_baseline, plan.warmup_baseline),
+                ("block", structure, step.structure, plan.batch_baseline, plan.warmup_baseline,
+                 plan.devices),
                 lambda: _compile_block(backend, structure, program, plan.batch_baseline,
-                                       plan.warmup_baseline))
+                                       plan.warmup_baseline, plan.devices))
         else:
             self.numbers = None
             self._block, self._first_orders = _compile_block(
                 backend, structure, lambda numbers, *args, diagnose: step(*args, diagnose),
-                plan.batch_baseline, plan.warmup_baseline)
+                plan.batch_baseline, plan.warmup_baseline, plan.devices)
+        self.center = plan.center
+        if plan.devices is not None:  # the data and w* on every device once, not per block
+            self.arrays = self._block.replicate(self.arrays)
+            self.center = self._block.replicate(plan.center)
 
     def run(self, states: list[Any], start: int, stop: int) -> tuple[list[Any], dict[str, Any]]:
         """The chains' states at ``stop`` and each per-step value as a NumPy array
@@ -105,29 +110,37 @@ class BlockKernel:
         if self._next_step != start:
             self._orders = self._first_orders(
                 self.data_keys, backend.asarray(np.asarray(start // per_epoch), like=like),
-                self.arrays)
+                tuple(self.dataset.arrays))
         stacked = tree_map(  # on the params' device, as the block's outputs are: one compile
             lambda *leaves: backend.asarray(backend.stack(list(leaves)), like=like), *states)
         steps = backend.asarray(np.arange(start, stop), like=like)
-        stacked, orders, values = self._block(self.numbers, plan.center, self.noise_keys,
+        stacked, orders, values = self._block(self.numbers, self.center, self.noise_keys,
                                               self.data_keys, stacked, self._orders,
                                               self.arrays, steps)
         host = {name: backend.to_numpy(value).astype(np.float64) for name, value in values.items()}
         self._orders, self._next_step = orders, stop
-        unstacked = [tree_map(lambda leaf, chain=chain: leaf[chain], stacked)
-                     for chain in range(self.num_chains)]
+        if plan.devices is None:
+            unstacked = [tree_map(lambda leaf, chain=chain: leaf[chain], stacked)
+                         for chain in range(self.num_chains)]
+        else:  # split over the devices: each chain's state back on the params' device
+            unstacked = [tree_map(lambda leaf, chain=chain: backend.asarray(leaf[chain],
+                                                                            like=like), stacked)
+                         for chain in range(self.num_chains)]
         return unstacked, host
 
 
 def _compile_block(backend: Any, structure: BlockStructure, step_fn: Callable[..., Any],
                    batch_baseline: Callable[..., Any] | None,
-                   warmup_baseline: Callable[..., Any] | None) -> tuple[Any, Any]:
+                   warmup_baseline: Callable[..., Any] | None,
+                   devices: tuple[Any, ...] | None = None) -> tuple[Any, Any]:
     """``(block, first_orders)`` compiled: ``block(numbers, center, noise_keys, data_keys,
     states, orders, arrays, steps)`` runs ``step_fn(numbers, key, state, batch, diagnose=)``
     for every chain and step; ``first_orders(data_keys, epoch, arrays)`` the chains' epoch
     orders. Reads nothing but its arguments and ``structure``. With ``structure.tuning``
     every burn-in step is diagnosed and records ``warmup_baseline(center, batch)`` and the
-    step's ``grad_power``."""
+    step's ``grad_power``. With ``devices`` the block runs split over them, each device over
+    its share of the chains (:meth:`~llc._backend.Backend.over_devices`): a chain's
+    numbers are those of the one-device program."""
     transforms = backend.chain_transforms
     batch_size, per_epoch = structure.batch_size, structure.batches_per_epoch
 
@@ -212,5 +225,8 @@ def _compile_block(backend: Any, structure: BlockStructure, step_fn: Callable[..
         (states, orders), values = transforms.scan(body, (states, orders), steps)
         return states, orders, values
 
-    return (transforms.jit(block, donate_argnums=(4,)),
-            transforms.jit(transforms.vmap(epoch_order, (0, None, None))))
+    first_orders = transforms.jit(transforms.vmap(epoch_order, (0, None, None)))
+    if devices is not None:
+        chains = (None, None, 0, 0, 0, 0, None, None)  # keys, states and orders per chain
+        return backend.over_devices(block, devices, chains, (0, 0, 1)), first_orders
+    return transforms.jit(block, donate_argnums=(4,)), first_orders
