@@ -166,6 +166,24 @@ class TorchTransforms:
         return False  # "auto" runs torch chains sequentially: see the module docstring
 
 
+class TorchProcessGroup:
+    """The ranks of ``torch.distributed``'s default group (``torchrun``: gloo on CPUs, nccl on
+    GPUs), for :meth:`TorchBackend.process_group`."""
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self.rank = dist.get_rank()
+        self.size = dist.get_world_size()
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * self.size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+
 class TorchBackend(BackendBase):
     """Adapter for ``torch.Tensor`` parameters: eager (no compile, no program reuse) with
     llc's host keys (:class:`~llc._backend.BackendBase`), batched over chains inside
@@ -173,6 +191,15 @@ class TorchBackend(BackendBase):
 
     name = "torch"
     chain_transforms = TorchTransforms() if _FUNCTORCH is not None else None
+
+    def process_group(self) -> TorchProcessGroup | None:
+        """The default group when ``torch.distributed`` is initialized with more than one
+        process (``torchrun``, then ``init_process_group``), else None."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return TorchProcessGroup()
+        return None
 
     # ---- arrays -------------------------------------------------------------------------
     def is_array(self, obj: Any) -> bool:

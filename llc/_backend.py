@@ -29,8 +29,8 @@ PyTree = Any  # nested dict / list / tuple (or a framework pytree) of arrays
 Key = Any  # an explicit random key of the backend
 LossAndGrad = Callable[[Array, Any], tuple[Array, Array]]
 
-__all__ = ["Backend", "ChainTransforms", "RowBuffer", "available_backends", "array_namespace",
-           "backend_for", "get_backend"]
+__all__ = ["Backend", "ChainTransforms", "ProcessGroup", "RowBuffer", "available_backends",
+           "array_namespace", "backend_for", "get_backend"]
 
 
 class RowBuffer(Protocol):
@@ -80,6 +80,17 @@ class ChainTransforms(Protocol):
         """Whether ``chain_method="auto"`` should vectorize ``num_chains`` chains of the flat
         parameter vector ``like`` (its size, dtype and device): ``True`` where the vectorized
         program is the faster path, as measured in docs/benchmarks.md."""
+
+
+class ProcessGroup(Protocol):
+    """The processes of a distributed launch, as ``estimate`` uses them: process ``rank`` of
+    ``size`` runs the chains ``rank, rank + size, …`` and the runs are exchanged at the end."""
+
+    rank: int
+    size: int
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every process's ``obj`` (picklable), in rank order, on every process."""
 
 
 @runtime_checkable
@@ -164,6 +175,10 @@ class Backend(Protocol):
         (``jax.jit``; the identity for eager frameworks); ``diagnose`` is static, given by
         position or by name. A sampler step is ``step(key, state, batch, diagnose)``; a
         program of ``llc._programs`` takes the run's numbers first."""
+
+    def process_group(self) -> ProcessGroup | None:
+        """The processes this one runs with (a distributed launch the framework has set up:
+        ``torchrun`` and ``torch.distributed``), or None for a single process."""
 
     def chain_devices(self, devices: Any) -> tuple[Any, ...] | None:
         """``estimate``'s ``devices=`` resolved to the devices the chains are split over
@@ -264,6 +279,9 @@ class BackendBase(abc.ABC):
 
     def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
         return step  # eager: nothing to compile
+
+    def process_group(self) -> ProcessGroup | None:
+        return None  # one process, unless the adapter finds a distributed launch
 
     def chain_devices(self, devices: Any) -> tuple[Any, ...] | None:
         """``estimate``'s ``devices=`` as the tuple of devices the chains are split over

@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -20,7 +21,7 @@ import numpy as np
 from . import _checkpoint
 from ._engine.adapt import (_BIAS_TARGET, StepSizeTuner,
                      minibatch_gradient_variance, with_step_size)
-from ._backend import Backend, backend_for
+from ._backend import Backend, ProcessGroup, backend_for
 from ._data import ArrayData, DataSource, make_data
 from ._tree import tree_flatten
 from ._engine.plan import ChainPlan
@@ -359,6 +360,9 @@ def estimate(
         progress = sys.stderr.isatty()
     vectorized = _resolve_chain_method(chain_method, backend, dataset, num_chains, center)
     chain_devices = _resolve_devices(devices, backend, num_chains, vectorized, chain_method)
+    group = _process_group(backend, num_chains, adapt, checkpoint_path)
+    if group is not None and group.rank != 0:
+        progress = False  # one bar, on rank 0
 
     with _isolated_global_rng(backend, seed):
         loss_and_grad = backend.value_and_grad(loss_fn, unravel)
@@ -375,13 +379,16 @@ def estimate(
                                        slope=init.grad)
         probe_losses = None if probe is None else _probe_losses(backend, probe, unravel, center)
         probe_center = None if probe_losses is None else probe_losses(center)
-        chain_keys = backend.split(backend.key(seed), num_chains)
+        every_key = backend.split(backend.key(seed), num_chains)
+        # under a distributed launch this process runs the chains rank, rank + size, …
+        mine = range(num_chains) if group is None else range(group.rank, num_chains, group.size)
+        chain_keys = [every_key[chain] for chain in mine]
         saved = {} if resume_path is None else _checkpoint.saved_attrs(resume_path)
         tuning = adapt and (resume_path is None or "step_size_tuning" in saved)
         # a momentum sampler: its minibatch noise biases λ̂ at a larger step than its
         # curvature does, and the health check needs the noise to estimate that
         momentum = langevin_noise_equivalent_step(settings) != langevin_equivalent_step(settings)
-        noise = (minibatch_gradient_variance(posterior, backend, dataset, chain_keys[0])
+        noise = (minibatch_gradient_variance(posterior, backend, dataset, every_key[0])
                  if tuning or momentum else None)
         noise_power = "off" if not momentum or noise is None \
             else posterior.nbeta**2 * float(noise.sum())
@@ -467,6 +474,7 @@ def estimate(
                 [math.prod(int(n) for n in tuple(leaf.shape)) for leaf in leaves]),
             "param_shapes": json.dumps([list(leaf.shape) for leaf in leaves]),
             "seed": seed,
+            "processes": "off",
         }
         if adapt:  # the step so far: the tuner's, or the checkpoint's frozen one
             attrs.update(_adaptation_attrs(settings, tuner, saved, checkpoint=False))
@@ -485,8 +493,14 @@ def estimate(
         if tuner is not None:
             attrs.update(_adaptation_attrs(settings, tuner, saved, checkpoint=False))
         if noise_at is not None and not state.interrupted:
-            attrs["gradient_noise_power_at_draws"] = _noise_at_the_end(
-                noise_at, state, num_burnin + num_draws * thin, posterior.nbeta)
+            powers = _noise_at_the_end(noise_at, state, num_burnin + num_draws * thin,
+                                       posterior.nbeta)
+            if group is not None:
+                powers = [power for part in group.all_gather(powers) for power in part]
+            attrs["gradient_noise_power_at_draws"] = float(np.mean(powers)) if powers else "n/a"
+        if group is not None:
+            state.runs = _in_chain_order(group.all_gather(_picklable(state.runs)), num_chains)
+            attrs["processes"] = group.size
 
     elapsed = previous_elapsed + time.perf_counter() - started
     if state.interrupted:
@@ -519,8 +533,8 @@ _NOISE_PROBES_PER_CHAIN = 4  # minibatch gradients per chain and window (pooled 
 
 
 def _noise_at_the_end(noise_at: Callable[[Any, int, int], float], state: RunnerState,
-                      steps: int, nbeta: float) -> float | str:
-    """nβ² tr Σ_B at the healthy chains' last positions, averaged (``"n/a"`` if none): the
+                      steps: int, nbeta: float) -> list[float]:
+    """nβ² tr Σ_B at each healthy chain's last position (the finite ones): the
     minibatch noise where it acts over the draws (the health check's b̂ splits it between the
     loss and the localization term; a momentum sampler amplifies it), on a singular model
     many times its value at w*."""
@@ -528,8 +542,50 @@ def _noise_at_the_end(noise_at: Callable[[Any, int, int], float], state: RunnerS
               for chain, (chain_state, run) in enumerate(zip(state.states, state.runs,
                                                                strict=True))
               if not run.failed]
-    finite = [power for power in powers if math.isfinite(power)]
-    return float(np.mean(finite)) if finite else "n/a"
+    return [power for power in powers if math.isfinite(power)]
+
+
+def _process_group(backend: Backend, num_chains: int, adapt: bool,
+                   checkpoint_path: Path | None) -> ProcessGroup | None:
+    """The distributed launch this call runs in (``backend.process_group()``), checked
+    against what does not work across processes yet."""
+    group = backend.process_group()
+    if group is None:
+        return None
+    if num_chains < group.size:
+        raise ValueError(f"`num_chains` ({num_chains}) must be at least the number of "
+                         f"processes ({group.size}): each runs chains rank, rank + "
+                         f"{group.size}, …")
+    if adapt:
+        raise ValueError("`step_size='auto'` pools the chains' statistics during the burn-in, "
+                         "which does not work across processes yet: give `step_size` as a "
+                         "number (from `llc.calibrate` or a single-process `auto` run)")
+    if checkpoint_path is not None:
+        raise ValueError("`checkpoint`/`resume` across processes are not supported yet: "
+                         "run without them under a distributed launch")
+    return group
+
+
+def _picklable(runs: list[ChainRun]) -> list[ChainRun]:
+    """``runs`` with any exception that does not pickle kept as its message (the form a
+    checkpoint restores), so that they can be sent to the other processes."""
+    for run in runs:
+        if run.error is not None:
+            try:
+                pickle.dumps(run.error)
+            except Exception:  # noqa: BLE001 - any pickling failure: keep the message
+                run.failure, run.error = run.failure_message(), None
+    return runs
+
+
+def _in_chain_order(per_process: list[list[ChainRun]], num_chains: int) -> list[ChainRun]:
+    """The runs gathered from every process (process r ran chains r, r + size, …) in chain
+    order."""
+    size = len(per_process)
+    runs: list[Any] = [None] * num_chains
+    for rank, mine in enumerate(per_process):
+        runs[rank::size] = mine
+    return runs
 
 
 def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,

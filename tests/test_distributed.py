@@ -1,0 +1,93 @@
+"""Chains over the processes of a ``torchrun`` launch give the traces of one process.
+
+``torchrun --standalone --nproc-per-node=2`` (gloo on this CPU) is launched by the test
+itself; each rank runs the chains rank, rank + 2, … and the runs are gathered to every rank.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import llc
+from llc.problems import DeepLinearNetwork
+
+DLN = DeepLinearNetwork((4, 5, 3, 4), rank=2)
+SETTINGS = dict(step_size=1e-4, batch_size=100, num_chains=5, num_draws=80, num_burnin=40,
+                seed=3, progress=False)
+
+_RANK_SCRIPT = textwrap.dedent('''
+    import os, sys, warnings
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    import llc
+    from llc.problems import DeepLinearNetwork
+
+    warnings.simplefilter("ignore")
+    dist.init_process_group("gloo")
+    problem = DeepLinearNetwork((4, 5, 3, 4), rank=2)
+    data, params = problem.setup(2000, seed=0)
+    params = {name: torch.tensor(value) for name, value in params.items()}
+    settings = dict(step_size=1e-4, batch_size=100, num_chains=5, num_draws=80, num_burnin=40,
+                    seed=3, progress=False)
+    result = llc.estimate(problem.loss, params, data, **settings)
+    try:
+        llc.estimate(problem.loss, params, data, **{**settings, "step_size": "auto",
+                                                    "num_burnin": 100})
+    except ValueError as error:
+        assert "does not work across processes yet" in str(error), error
+    else:
+        raise AssertionError("auto across processes did not raise")
+    for override, expected in (({"num_chains": 1}, "must be at least the number of processes"),
+                               ({"checkpoint": os.path.join(sys.argv[1], "c.nc")},
+                                "across processes are not supported yet")):
+        try:
+            llc.estimate(problem.loss, params, data, **{**settings, **override})
+        except ValueError as error:
+            assert expected in str(error), error
+        else:
+            raise AssertionError(f"{override} across processes did not raise")
+    rank = dist.get_rank()
+    np.savez(os.path.join(sys.argv[1], f"rank{rank}.npz"), trace=result.llc_trace,
+             distance=np.asarray(result.sample_stats["distance"]),
+             noise=result.attrs["gradient_noise_power_at_draws"],
+             processes=result.attrs["processes"])
+    dist.destroy_process_group()
+''')
+
+
+def test_chains_over_torchrun_processes_give_the_traces_of_one_process(tmp_path) -> None:
+    """5 chains over 2 ranks (3 and 2 chains) in float64: every rank's result holds all 5
+    chains in order, bitwise equal to one process's, with the noise measured at the chains'
+    ends pooled over the ranks; ``step_size="auto"``, checkpoints and fewer chains than
+    processes are refused with clear errors."""
+    torch = pytest.importorskip("torch")
+    script = tmp_path / "rank.py"
+    script.write_text(_RANK_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(script), str(tmp_path)], capture_output=True, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    data, params = DLN.setup(2000, seed=0)
+    params = {name: torch.tensor(value) for name, value in params.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = llc.estimate(DLN.loss, params, data, **SETTINGS)
+    assert single.attrs["processes"] == "off"
+    for rank in (0, 1):
+        saved = np.load(tmp_path / f"rank{rank}.npz")
+        assert int(saved["processes"]) == 2
+        np.testing.assert_array_equal(saved["trace"], single.llc_trace)
+        np.testing.assert_array_equal(saved["distance"],
+                                      np.asarray(single.sample_stats["distance"]))
+        assert float(saved["noise"]) == pytest.approx(
+            single.attrs["gradient_noise_power_at_draws"], rel=1e-12)
