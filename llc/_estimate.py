@@ -360,7 +360,7 @@ def estimate(
         progress = sys.stderr.isatty()
     vectorized = _resolve_chain_method(chain_method, backend, dataset, num_chains, center)
     chain_devices = _resolve_devices(devices, backend, num_chains, vectorized, chain_method)
-    group = _process_group(backend, num_chains, adapt, checkpoint_path)
+    group = _process_group(backend, num_chains, checkpoint_path)
     if group is not None and group.rank != 0:
         progress = False  # one bar, on rank 0
 
@@ -404,7 +404,8 @@ def estimate(
             tuner = _tuner_or_explain(settings, posterior, backend, noise,
                                       num_burnin, target_acceptance,
                                       own_batch=trace_batch == "own",
-                                      noise_at=noise_at if momentum else None)
+                                      noise_at=noise_at if momentum else None, group=group,
+                                      chain_ids=list(mine))
             if "step_size_tuning" in saved:  # a checkpoint written in the burn-in
                 tuner.restore(saved["step_size_tuning"])
         elif adapt:  # resumed after the burn-in: the checkpoint holds the frozen step
@@ -545,7 +546,7 @@ def _noise_at_the_end(noise_at: Callable[[Any, int, int], float], state: RunnerS
     return [power for power in powers if math.isfinite(power)]
 
 
-def _process_group(backend: Backend, num_chains: int, adapt: bool,
+def _process_group(backend: Backend, num_chains: int,
                    checkpoint_path: Path | None) -> ProcessGroup | None:
     """The distributed launch this call runs in (``backend.process_group()``), checked
     against what does not work across processes yet."""
@@ -556,10 +557,6 @@ def _process_group(backend: Backend, num_chains: int, adapt: bool,
         raise ValueError(f"`num_chains` ({num_chains}) must be at least the number of "
                          f"processes ({group.size}): each runs chains rank, rank + "
                          f"{group.size}, …")
-    if adapt:
-        raise ValueError("`step_size='auto'` pools the chains' statistics during the burn-in, "
-                         "which does not work across processes yet: give `step_size` as a "
-                         "number (from `llc.calibrate` or a single-process `auto` run)")
     if checkpoint_path is not None:
         raise ValueError("`checkpoint`/`resume` across processes are not supported yet: "
                          "run without them under a distributed launch")
@@ -590,8 +587,8 @@ def _in_chain_order(per_process: list[list[ChainRun]], num_chains: int) -> list[
 
 def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
                       noise: np.ndarray, num_burnin: int, target: float,
-                      own_batch: bool, noise_at: Callable[[Any, int, int], float] | None
-                      ) -> StepSizeTuner:
+                      own_batch: bool, noise_at: Callable[[Any, int, int], float] | None,
+                      group: ProcessGroup | None, chain_ids: list[int]) -> StepSizeTuner:
     """The controller of the burn-in's step (``llc._adapt``), with a clear error for settings
     without a step."""
     if not hasattr(settings, "step_size"):
@@ -599,7 +596,9 @@ def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, 
                         f"{settings!r} has none")
     return StepSizeTuner(settings, posterior, backend, noise,
                          num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
-                         own_batch=own_batch, noise_at=noise_at)
+                         own_batch=own_batch, noise_at=noise_at,
+                         chain_ids=None if group is None else chain_ids,
+                         exchange=None if group is None else group.all_gather)
 
 
 def _adaptation_attrs(settings: SamplerSettings, tuner: StepSizeTuner | None,

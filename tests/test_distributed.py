@@ -21,6 +21,7 @@ from llc.problems import DeepLinearNetwork
 DLN = DeepLinearNetwork((4, 5, 3, 4), rank=2)
 SETTINGS = dict(step_size=1e-4, batch_size=100, num_chains=5, num_draws=80, num_burnin=40,
                 seed=3, progress=False)
+AUTO = dict(step_size="auto", sampler="sgnht", num_burnin=100)
 
 _RANK_SCRIPT = textwrap.dedent('''
     import os, sys, warnings
@@ -37,14 +38,9 @@ _RANK_SCRIPT = textwrap.dedent('''
     params = {name: torch.tensor(value) for name, value in params.items()}
     settings = dict(step_size=1e-4, batch_size=100, num_chains=5, num_draws=80, num_burnin=40,
                     seed=3, progress=False)
+    AUTO = dict(step_size="auto", sampler="sgnht", num_burnin=100)
     result = llc.estimate(problem.loss, params, data, **settings)
-    try:
-        llc.estimate(problem.loss, params, data, **{**settings, "step_size": "auto",
-                                                    "num_burnin": 100})
-    except ValueError as error:
-        assert "does not work across processes yet" in str(error), error
-    else:
-        raise AssertionError("auto across processes did not raise")
+    auto = llc.estimate(problem.loss, params, data, **{**settings, **AUTO})
     for override, expected in (({"num_chains": 1}, "must be at least the number of processes"),
                                ({"checkpoint": os.path.join(sys.argv[1], "c.nc")},
                                 "across processes are not supported yet")):
@@ -56,6 +52,8 @@ _RANK_SCRIPT = textwrap.dedent('''
             raise AssertionError(f"{override} across processes did not raise")
     rank = dist.get_rank()
     np.savez(os.path.join(sys.argv[1], f"rank{rank}.npz"), trace=result.llc_trace,
+             auto_trace=auto.llc_trace, auto_warmup=auto.warmup_loss,
+             auto_step=auto.attrs["sampler_step_size"],
              distance=np.asarray(result.sample_stats["distance"]),
              noise=result.attrs["gradient_noise_power_at_draws"],
              processes=result.attrs["processes"])
@@ -66,8 +64,9 @@ _RANK_SCRIPT = textwrap.dedent('''
 def test_chains_over_torchrun_processes_give_the_traces_of_one_process(tmp_path) -> None:
     """5 chains over 2 ranks (3 and 2 chains) in float64: every rank's result holds all 5
     chains in order, bitwise equal to one process's, with the noise measured at the chains'
-    ends pooled over the ranks; ``step_size="auto"``, checkpoints and fewer chains than
-    processes are refused with clear errors."""
+    ends pooled over the ranks. ``step_size="auto"`` (SGNHT: thermostats and the noise at the
+    chains exchanged every window) freezes the same step and gives the same traces.
+    Checkpoints and fewer chains than processes are refused with clear errors."""
     torch = pytest.importorskip("torch")
     script = tmp_path / "rank.py"
     script.write_text(_RANK_SCRIPT)
@@ -82,6 +81,7 @@ def test_chains_over_torchrun_processes_give_the_traces_of_one_process(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         single = llc.estimate(DLN.loss, params, data, **SETTINGS)
+        single_auto = llc.estimate(DLN.loss, params, data, **{**SETTINGS, **AUTO})
     assert single.attrs["processes"] == "off"
     for rank in (0, 1):
         saved = np.load(tmp_path / f"rank{rank}.npz")
@@ -89,5 +89,8 @@ def test_chains_over_torchrun_processes_give_the_traces_of_one_process(tmp_path)
         np.testing.assert_array_equal(saved["trace"], single.llc_trace)
         np.testing.assert_array_equal(saved["distance"],
                                       np.asarray(single.sample_stats["distance"]))
+        np.testing.assert_array_equal(saved["auto_trace"], single_auto.llc_trace)
+        np.testing.assert_array_equal(saved["auto_warmup"], single_auto.warmup_loss)
+        assert float(saved["auto_step"]) == single_auto.attrs["sampler_step_size"]
         assert float(saved["noise"]) == pytest.approx(
             single.attrs["gradient_noise_power_at_draws"], rel=1e-12)

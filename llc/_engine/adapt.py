@@ -229,12 +229,19 @@ class StepSizeTuner:
         a momentum sampler, whose noise bias is amplified (ε_n ≫ ε_c) and must be counted
         where the chains are: on a singular model tr Σ_B grows tens of times as they spread
         from w*. None: tr Σ_B at w* throughout.
+    chain_ids, exchange
+        Under a distributed launch: the global chain index of each of this process's chains,
+        and ``exchange(obj)`` → every process's ``obj`` (:meth:`ProcessGroup.all_gather`).
+        Each window's per-chain numbers are then exchanged and every process takes the same
+        decision from all chains, in chain order, as one process would.
     """
 
     def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
                  noise: np.ndarray, *, num_steps: int, target: float, window: int,
                  own_batch: bool = False,
-                 noise_at: Callable[[Any, int, int], float] | None = None) -> None:
+                 noise_at: Callable[[Any, int, int], float] | None = None,
+                 chain_ids: list[int] | None = None,
+                 exchange: Callable[[Any], list[Any]] | None = None) -> None:
         self.settings = settings
         self.posterior = posterior
         self.backend = backend
@@ -243,6 +250,8 @@ class StepSizeTuner:
         self.window = window
         self.own_batch = own_batch
         self.noise_at = noise_at
+        self.chain_ids = None if chain_ids is None else list(chain_ids)
+        self.exchange = exchange
         nbeta = posterior.nbeta
         self.weighted = isinstance(settings, RMSPropSGLD)
         self.noise = noise if (own_batch and self.weighted) else None
@@ -305,8 +314,7 @@ class StepSizeTuner:
         backend, nbeta = self.backend, self.posterior.nbeta
         log_step = self.log_step
         step_size = float(self.window_settings.step_size)
-        acceptances, chain_powers, increases, thermostats, noises = [], [], [], [], []
-        undone: set[int] = set()
+        rows: dict[int, tuple[float, ...] | None] = {}  # global chain: its numbers, None: undone
         for chain, record in sorted(records.items()):
             values = record.values
             loss, center = values["loss"], values["baseline_loss"]
@@ -322,23 +330,39 @@ class StepSizeTuner:
             if np.isfinite(loss).all() and np.isfinite(acceptance).all() \
                     and np.isfinite(position).all() and np.isfinite(square).all() \
                     and acceptance.mean() >= _RUNAWAY_ACCEPTANCE:
-                acceptances.append(acceptance.mean())
                 chain_power = square.mean()
                 if self.noise is not None:  # RMSProp-SGLD, own batch: Σ (ε_i/ε) Σ_B,ii
                     chain_power += nbeta**2 * float(np.sum(self.noise / self._denominator(state)))
-                chain_powers.append(chain_power)
-                if hasattr(state, "thermostat"):  # SGNHT: its friction sets the noise bias
-                    thermostats.append(float(backend.to_numpy(state.thermostat)))
-                if self.noise_at is not None:
-                    noises.append(nbeta**2 * self.noise_at(state.position, chain, start))
-                increases.append(nbeta * float(np.mean(loss - center)))
+                thermostat = (float(backend.to_numpy(state.thermostat))  # SGNHT: its friction
+                              if hasattr(state, "thermostat") else math.nan)  # sets the bias
+                noise = (nbeta**2 * self.noise_at(state.position, chain, start)
+                         if self.noise_at is not None else math.nan)
+                rows[self._global(chain)] = (
+                    float(acceptance.mean()), float(chain_power), thermostat, noise,
+                    nbeta * float(np.mean(loss - center)))
             else:
+                rows[self._global(chain)] = None
+        if self.exchange is not None:  # every process: every chain's row, then one decision
+            rows = {chain: row for part in self.exchange(rows) for chain, row in part.items()}
+        acceptances, chain_powers, increases, thermostats, noises = [], [], [], [], []
+        undone: set[int] = set()
+        for chain, row in sorted(rows.items()):  # in chain order, as one process adds them
+            if row is None:
                 acceptances.append(0.0)
                 undone.add(chain)
+                continue
+            acceptances.append(row[0])
+            chain_powers.append(row[1])
+            if math.isfinite(row[2]):
+                thermostats.append(row[2])
+            if math.isfinite(row[3]):
+                noises.append(row[3])
+            increases.append(row[4])
         restart = undone & self.undone_before
         self.undone_before = undone - restart
+        put_back, restart = self._local(undone - restart), self._local(restart)
         if not acceptances:  # no chain ran (every one raised): nothing to learn
-            return undone - restart, restart
+            return put_back, restart
         current = _Window(
             log_step=log_step, acceptance=float(np.mean(acceptances)),
             power=(float(np.mean(chain_powers)) + self.noise_term) if chain_powers else math.nan,
@@ -362,7 +386,16 @@ class StepSizeTuner:
                        log_bias, log_step + _MAX_GROWTH, self.log_ceiling)
         # at most ÷4 per window: one noisy window's λ̂ near 0 must not send ε to nothing
         self.log_step = max(log_next, min(current.log_step - _MAX_LOG_CHANGE, self.log_ceiling))
-        return undone - restart, restart
+        return put_back, restart
+
+    def _global(self, chain: int) -> int:
+        return chain if self.chain_ids is None else self.chain_ids[chain]
+
+    def _local(self, chains: set[int]) -> set[int]:
+        """This process's indices of the (global) ``chains`` it runs."""
+        if self.chain_ids is None:
+            return set(chains)
+        return {index for index, chain in enumerate(self.chain_ids) if chain in chains}
 
     def _denominator(self, state: Any) -> np.ndarray:
         """√v̂ + a of an RMSProp-SGLD state, on the host (ε_i = ε / it)."""
