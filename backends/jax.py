@@ -10,6 +10,7 @@ configuration.
 from __future__ import annotations
 
 import contextlib
+import pickle
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,6 +50,30 @@ class JaxTransforms:
 
     def worthwhile(self, num_chains: int, like: Any) -> bool:
         return True  # one compiled program per block beats a dispatch per chain and step
+
+
+class JaxProcessGroup:
+    """The processes of ``jax.distributed`` (``jax.process_index()`` of
+    ``jax.process_count()``), for :meth:`JaxBackend.process_group`; objects are exchanged as
+    pickled bytes with ``multihost_utils.process_allgather`` (on CPUs this needs JAX's CPU
+    collectives: ``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before
+    ``jax.distributed.initialize``)."""
+
+    def __init__(self) -> None:
+        self.rank = jax.process_index()
+        self.size = jax.process_count()
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        from jax.experimental import multihost_utils
+
+        payload = np.frombuffer(pickle.dumps(obj), dtype=np.uint8)
+        lengths = np.asarray(multihost_utils.process_allgather(
+            np.array([payload.size], dtype=np.int32))).reshape(self.size)
+        padded = np.zeros(int(lengths.max()), dtype=np.uint8)
+        padded[:payload.size] = payload
+        gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(self.size, -1)
+        return [pickle.loads(gathered[rank, :int(lengths[rank])].tobytes())
+                for rank in range(self.size)]
 
 
 class JaxBackend(BackendBase):
@@ -107,13 +132,17 @@ class JaxBackend(BackendBase):
             tree, NamedSharding(mesh, PartitionSpec()))
         return call
 
+    def process_group(self) -> JaxProcessGroup | None:
+        """The processes of ``jax.distributed`` when there are more than one, else None."""
+        return JaxProcessGroup() if jax.process_count() > 1 else None
+
     def chain_devices(self, devices: Any) -> tuple[Any, ...] | None:
-        """``None``; ``"all"`` (every device of the default backend, of every process under
-        ``jax.distributed``); an int k (the first k of those); or a sequence of
-        ``jax.Device``."""
+        """``None``; ``"all"`` (this process's devices of the default backend,
+        ``jax.local_devices()``); an int k (the first k of those); or a sequence of this
+        process's ``jax.Device``."""
         if devices is None:
             return None
-        available = jax.devices()
+        available = jax.local_devices()
         if isinstance(devices, str):
             if devices != "all":
                 raise ValueError(f"`devices` must be None, 'all', a count or a list of "
@@ -132,6 +161,9 @@ class JaxBackend(BackendBase):
             if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
                 raise TypeError(f"`devices` must be None, 'all', a count or a non-empty list "
                                 f"of jax.Device; got {devices!r}")
+            if any(d.process_index != jax.process_index() for d in chosen):
+                raise ValueError(f"`devices` must be this process's devices "
+                                 f"(jax.local_devices()); got {chosen}")
             if len(set(chosen)) != len(chosen):
                 raise ValueError(f"`devices` lists a device twice: {chosen}")
         return tuple(chosen)

@@ -359,8 +359,9 @@ def estimate(
     if progress is None:
         progress = sys.stderr.isatty()
     vectorized = _resolve_chain_method(chain_method, backend, dataset, num_chains, center)
-    chain_devices = _resolve_devices(devices, backend, num_chains, vectorized, chain_method)
     group = _process_group(backend, num_chains, checkpoint_path)
+    chain_devices = _resolve_devices(devices, backend, num_chains, vectorized, chain_method,
+                                     1 if group is None else group.size)
     if group is not None and group.rank != 0:
         progress = False  # one bar, on rank 0
 
@@ -687,7 +688,7 @@ def _resolve_chain_method(chain_method: str, backend: Backend, dataset: DataSour
 
 
 def _resolve_devices(devices: Any, backend: Backend, num_chains: int, vectorized: bool,
-                     chain_method: str) -> tuple[Any, ...] | None:
+                     chain_method: str, processes: int = 1) -> tuple[Any, ...] | None:
     """``devices`` as the backend's devices (see ``estimate``), or None."""
     chosen = backend.chain_devices(devices)
     if chosen is None:
@@ -697,9 +698,10 @@ def _resolve_devices(devices: Any, backend: Backend, num_chains: int, vectorized
             "`devices` splits the vectorized program over devices: it needs "
             + ("chain_method='auto' or 'vectorized'" if chain_method == "sequential"
                else "array `data` (a tuple of arrays), drawn on the devices"))
-    if num_chains % len(chosen):
+    if num_chains % (processes * len(chosen)):
+        across = "" if processes == 1 else f" times the number of processes ({processes})"
         raise ValueError(f"`num_chains` ({num_chains}) must be a multiple of the number of "
-                         f"`devices` ({len(chosen)}): each device runs an equal share")
+                         f"`devices` ({len(chosen)}){across}: each device runs an equal share")
     return chosen
 
 

@@ -94,3 +94,68 @@ def test_chains_over_torchrun_processes_give_the_traces_of_one_process(tmp_path)
         assert float(saved["auto_step"]) == single_auto.attrs["sampler_step_size"]
         assert float(saved["noise"]) == pytest.approx(
             single.attrs["gradient_noise_power_at_draws"], rel=1e-12)
+
+
+_JAX_SCRIPT = textwrap.dedent('''
+    import os, sys, warnings
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    out, port, process = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if process >= 0:  # one of two jax.distributed processes; else the one-process reference
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
+                                   process_id=process)
+    import llc
+    from llc.problems import DeepLinearNetwork
+
+    warnings.simplefilter("ignore")
+    problem = DeepLinearNetwork((4, 5, 3, 4), rank=2)
+    loss_fn, params, data = problem.in_backend("jax", 2000, seed=0, dtype="float64")
+    settings = dict(batch_size=100, num_chains=8, num_draws=60, num_burnin=100, seed=3,
+                    progress=False)
+    split = dict(devices="all") if process >= 0 else {}
+    fixed = llc.estimate(loss_fn, params, data, step_size=1e-4, **settings, **split)
+    auto = llc.estimate(loss_fn, params, data, step_size="auto", sampler="sgnht", **settings,
+                        **split)
+    np.savez(os.path.join(out, f"jax{process}.npz"), fixed=fixed.llc_trace,
+             auto=auto.llc_trace, step=auto.attrs["sampler_step_size"],
+             processes=str(fixed.attrs["processes"]), devices=fixed.attrs["devices"])
+    if process >= 0:
+        jax.distributed.shutdown()
+''')
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def test_chains_over_jax_distributed_processes_give_the_traces_of_one_process(tmp_path) -> None:
+    """Two ``jax.distributed`` processes on localhost (gloo CPU collectives), each with two
+    (simulated) devices: 8 chains, each process running 4 over its 2 devices; both processes'
+    results equal one process's with the same XLA configuration, bitwise in float64, at a
+    fixed step and with SGNHT's ``step_size="auto"``."""
+    pytest.importorskip("jax")
+    script = tmp_path / "jax_process.py"
+    script.write_text(_JAX_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    port = str(_free_port())
+    launched = [subprocess.Popen([sys.executable, str(script), str(tmp_path), port, str(rank)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env=env) for rank in (0, 1, -1)]
+    outputs = [process.communicate(timeout=300)[0] for process in launched]
+    assert all(process.returncode == 0 for process in launched), "\n".join(outputs)
+    reference = np.load(tmp_path / "jax-1.npz")
+    assert str(reference["processes"]) == "off"
+    for rank in (0, 1):
+        saved = np.load(tmp_path / f"jax{rank}.npz")
+        assert str(saved["processes"]) == "2" and str(saved["devices"]).count("cpu") == 2
+        np.testing.assert_array_equal(saved["fixed"], reference["fixed"])
+        np.testing.assert_array_equal(saved["auto"], reference["auto"])
+        assert float(saved["step"]) == float(reference["step"])
