@@ -238,7 +238,9 @@ def estimate(
         k, the draws between two probe evaluations (default 10).
     checkpoint
         Write the run so far to this path every ``checkpoint_every`` steps (netCDF, or zarr
-        for ``*.zarr``; replaced atomically), at the end and on an interrupt.
+        for ``*.zarr``; replaced atomically), at the end and on an interrupt. Under a
+        distributed launch each process writes its own chains to ``<stem>.rank<r>of<P><suffix>``
+        (and ``resume=`` reads it back).
     checkpoint_every
         Steps between checkpoints.
     resume
@@ -306,8 +308,6 @@ def estimate(
         raise TypeError("`probe` must be a tuple (pointwise_loss_fn, probe_data) with "
                         f"pointwise_loss_fn(params, batch) -> per-sample losses; got {probe!r:.80}")
     resume_path = None if resume is None else Path(resume)
-    if resume_path is not None and not resume_path.exists():
-        raise FileNotFoundError(f"`resume`: no checkpoint at {str(resume_path)!r}")
     checkpoint_path = Path(checkpoint) if checkpoint is not None else resume_path
     if not isinstance(chain_method, str) or chain_method not in _CHAIN_METHODS:
         raise ValueError(f"`chain_method` must be one of {', '.join(map(repr, _CHAIN_METHODS))}; "
@@ -359,7 +359,12 @@ def estimate(
     if progress is None:
         progress = sys.stderr.isatty()
     vectorized = _resolve_chain_method(chain_method, backend, dataset, num_chains, center)
-    group = _process_group(backend, num_chains, checkpoint_path)
+    group = _process_group(backend, num_chains)
+    if group is not None:  # one checkpoint file per process, of its chains
+        resume_path = _process_path(resume_path, group)
+        checkpoint_path = _process_path(checkpoint_path, group)
+    if resume_path is not None and not resume_path.exists():
+        raise FileNotFoundError(f"`resume`: no checkpoint at {str(resume_path)!r}")
     chain_devices = _resolve_devices(devices, backend, num_chains, vectorized, chain_method,
                                      1 if group is None else group.size)
     if group is not None and group.rank != 0:
@@ -476,7 +481,7 @@ def estimate(
                 [math.prod(int(n) for n in tuple(leaf.shape)) for leaf in leaves]),
             "param_shapes": json.dumps([list(leaf.shape) for leaf in leaves]),
             "seed": seed,
-            "processes": "off",
+            "processes": "off" if group is None else group.size,
         }
         if adapt:  # the step so far: the tuner's, or the checkpoint's frozen one
             attrs.update(_adaptation_attrs(settings, tuner, saved, checkpoint=False))
@@ -498,11 +503,10 @@ def estimate(
             powers = _noise_at_the_end(noise_at, state, num_burnin + num_draws * thin,
                                        posterior.nbeta)
             if group is not None:
-                powers = [power for part in group.all_gather(powers) for power in part]
+                powers = [power for part in _exchanged(group, powers) for power in part]
             attrs["gradient_noise_power_at_draws"] = float(np.mean(powers)) if powers else "n/a"
         if group is not None:
-            state.runs = _in_chain_order(group.all_gather(_picklable(state.runs)), num_chains)
-            attrs["processes"] = group.size
+            state.runs = _in_chain_order(_exchanged(group, _picklable(state.runs)), num_chains)
 
     elapsed = previous_elapsed + time.perf_counter() - started
     if state.interrupted:
@@ -547,10 +551,8 @@ def _noise_at_the_end(noise_at: Callable[[Any, int, int], float], state: RunnerS
     return [power for power in powers if math.isfinite(power)]
 
 
-def _process_group(backend: Backend, num_chains: int,
-                   checkpoint_path: Path | None) -> ProcessGroup | None:
-    """The distributed launch this call runs in (``backend.process_group()``), checked
-    against what does not work across processes yet."""
+def _process_group(backend: Backend, num_chains: int) -> ProcessGroup | None:
+    """The distributed launch this call runs in (``backend.process_group()``), if any."""
     group = backend.process_group()
     if group is None:
         return None
@@ -558,10 +560,28 @@ def _process_group(backend: Backend, num_chains: int,
         raise ValueError(f"`num_chains` ({num_chains}) must be at least the number of "
                          f"processes ({group.size}): each runs chains rank, rank + "
                          f"{group.size}, …")
-    if checkpoint_path is not None:
-        raise ValueError("`checkpoint`/`resume` across processes are not supported yet: "
-                         "run without them under a distributed launch")
     return group
+
+
+def _process_path(path: Path | None, group: ProcessGroup) -> Path | None:
+    """This process's checkpoint file for ``path``: ``run.rank1of4.nc`` for ``run.nc``."""
+    if path is None:
+        return None
+    return path.with_name(f"{path.stem}.rank{group.rank}of{group.size}{path.suffix}")
+
+
+def _exchanged(group: ProcessGroup, obj: Any) -> list[Any]:
+    """``group.all_gather(obj)``, with an error that says what was lost when a process
+    has stopped."""
+    try:
+        return group.all_gather(obj)
+    except Exception as error:  # noqa: BLE001 - the framework's own error, whatever it is
+        raise RuntimeError(
+            f"process {group.rank} of {group.size}: exchanging the chains' runs with the "
+            f"other processes failed ({type(error).__name__}: {error}); a process has "
+            f"probably stopped (process r runs the chains r, r + {group.size}, …). Each "
+            "process's checkpoint (`checkpoint=`, one file per process) keeps its chains: "
+            "relaunch the same command with `resume=` to continue") from error
 
 
 def _picklable(runs: list[ChainRun]) -> list[ChainRun]:
@@ -599,7 +619,7 @@ def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, 
                          num_steps=num_burnin, target=target, window=_ADAPT_WINDOW,
                          own_batch=own_batch, noise_at=noise_at,
                          chain_ids=None if group is None else chain_ids,
-                         exchange=None if group is None else group.all_gather)
+                         exchange=None if group is None else functools.partial(_exchanged, group))
 
 
 def _adaptation_attrs(settings: SamplerSettings, tuner: StepSizeTuner | None,

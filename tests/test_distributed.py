@@ -42,11 +42,11 @@ _RANK_SCRIPT = textwrap.dedent('''
     result = llc.estimate(problem.loss, params, data, **settings)
     auto = llc.estimate(problem.loss, params, data, **{**settings, **AUTO})
     for override, expected in (({"num_chains": 1}, "must be at least the number of processes"),
-                               ({"checkpoint": os.path.join(sys.argv[1], "c.nc")},
-                                "across processes are not supported yet")):
+                               ({"resume": os.path.join(sys.argv[1], "none.nc")},
+                                f"none.rank{dist.get_rank()}of2.nc")):
         try:
             llc.estimate(problem.loss, params, data, **{**settings, **override})
-        except ValueError as error:
+        except (ValueError, FileNotFoundError) as error:
             assert expected in str(error), error
         else:
             raise AssertionError(f"{override} across processes did not raise")
@@ -65,8 +65,8 @@ def test_chains_over_torchrun_processes_give_the_traces_of_one_process(tmp_path)
     """5 chains over 2 ranks (3 and 2 chains) in float64: every rank's result holds all 5
     chains in order, bitwise equal to one process's, with the noise measured at the chains'
     ends pooled over the ranks. ``step_size="auto"`` (SGNHT: thermostats and the noise at the
-    chains exchanged every window) freezes the same step and gives the same traces.
-    Checkpoints and fewer chains than processes are refused with clear errors."""
+    chains exchanged every window) freezes the same step and gives the same traces. Fewer
+    chains than processes are refused; ``resume=`` looks for this process's own file."""
     torch = pytest.importorskip("torch")
     script = tmp_path / "rank.py"
     script.write_text(_RANK_SCRIPT)
@@ -159,3 +159,81 @@ def test_chains_over_jax_distributed_processes_give_the_traces_of_one_process(tm
         np.testing.assert_array_equal(saved["fixed"], reference["fixed"])
         np.testing.assert_array_equal(saved["auto"], reference["auto"])
         assert float(saved["step"]) == float(reference["step"])
+
+
+_CRASH_SCRIPT = textwrap.dedent('''
+    import os, sys, time, warnings
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    import llc
+    from llc.problems import DeepLinearNetwork
+
+    warnings.simplefilter("ignore")
+    dist.init_process_group("gloo")
+    out, phase = sys.argv[1], sys.argv[2]
+    rank = dist.get_rank()
+    problem = DeepLinearNetwork((4, 5, 3, 4), rank=2)
+    data, params = problem.setup(2000, seed=0)
+    params = {name: torch.tensor(value) for name, value in params.items()}
+    calls = {"count": 0}
+
+    path = os.path.join(out, "run.nc")
+    first = os.path.join(out, "run.rank0of2.nc")
+
+    def loss(p, batch):
+        calls["count"] += 1
+        if phase == "crash" and rank == 1 and calls["count"] >= 1000:  # past its 1st block
+            for _ in range(600):  # until rank 0 has checkpointed its first block too
+                if os.path.exists(first):
+                    os._exit(3)  # rank 1 dies mid-run, without a word
+                time.sleep(0.1)
+        return problem.loss(p, batch)
+
+    # blocks of 200 steps: checkpoints at steps 200 and 400 (checkpoint_every=10), and 440
+    settings = dict(step_size=1e-4, batch_size=100, num_chains=5, num_draws=400,
+                    num_burnin=40, seed=3, progress=False, checkpoint_every=10)
+    if phase == "crash":
+        llc.estimate(loss, params, data, checkpoint=path, **settings)
+    else:
+        result = llc.estimate(loss, params, data, resume=path, **settings)
+        np.save(os.path.join(out, f"resumed{rank}.npy"), result.llc_trace)
+    dist.destroy_process_group()
+''')
+
+
+def test_a_killed_rank_resumes_from_its_own_checkpoint(tmp_path) -> None:
+    """Rank 1 of a ``torchrun`` launch dies mid-run (``os._exit``); torchrun stops the launch
+    and names it. Each rank had written its own chains to ``run.rank<r>of2.nc``; the same
+    command with ``resume=`` continues both, and the result equals one uninterrupted process's
+    (float64, bitwise)."""
+    torch = pytest.importorskip("torch")
+    script = tmp_path / "crash.py"
+    script.write_text(_CRASH_SCRIPT)
+
+    def launch(phase: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc-per-node=2", str(script), str(tmp_path), phase], capture_output=True,
+            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+    crashed = launch("crash")
+    assert crashed.returncode != 0
+    assert "exitcode  : 3" in crashed.stderr or "exitcode: 3" in crashed.stderr, crashed.stderr
+    assert sorted(path.name for path in tmp_path.glob("run.rank*")) == [
+        "run.rank0of2.nc", "run.rank1of2.nc"]
+    from llc._checkpoint import saved_attrs
+
+    for rank in (0, 1):  # both stopped part-way: rank 1 killed, rank 0 stopped by torchrun
+        assert 200 <= int(saved_attrs(tmp_path / f"run.rank{rank}of2.nc")["steps_done"]) < 440
+    resumed = launch("resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    data, params = DLN.setup(2000, seed=0)
+    params = {name: torch.tensor(value) for name, value in params.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = llc.estimate(DLN.loss, params, data, **{**SETTINGS, "num_draws": 400})
+    for rank in (0, 1):
+        np.testing.assert_array_equal(np.load(tmp_path / f"resumed{rank}.npy"),
+                                      single.llc_trace)
