@@ -260,12 +260,16 @@ def estimate(
         models, docs/benchmarks.md: pass ``"vectorized"`` there).
         Both draw the same random numbers: their results agree to rounding.
     devices
-        Split the chains over several devices (JAX: ``"all"``, a count k of
-        ``jax.devices()``, or a list of ``jax.Device``; default None: the params' device).
-        Each device runs the vectorized program over its consecutive share of the chains
-        (``num_chains`` must be a multiple of the number of devices); a chain's random
-        numbers and minibatches depend only on the seed, the chain and the step, so the
-        result is that of one device (bitwise on one XLA configuration; docs/scale.md).
+        Split the chains over several devices of this process (JAX: ``"all"`` =
+        ``jax.local_devices()``, a count, or ``jax.Device`` objects; TensorFlow: ``"all"`` =
+        the logical GPUs, else CPUs, a count, or device names; default None: the params'
+        device). Each device runs the vectorized program over its consecutive share of the
+        chains (``num_chains`` must be a multiple of the number of devices, times the number
+        of processes under a distributed launch); a chain's random numbers and minibatches
+        depend only on the seed, the chain and the step, so the result is that of one device
+        (bitwise on one XLA configuration; docs/scale.md). Under ``torchrun`` or
+        ``jax.distributed`` (initialized before the call) process r runs the chains r, r + P,
+        … and every process returns the whole result.
     progress
         Show a progress bar on stderr; default: only when stderr is a terminal.
 

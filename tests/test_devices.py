@@ -121,3 +121,46 @@ def test_devices_errors() -> None:
         llc.estimate(loss_fn, jparams, jdata, devices=1, chain_method="sequential", **settings)
     result = llc.estimate(loss_fn, jparams, jdata, devices="all", **settings)
     assert np.isfinite(result.llc_mean)
+
+    pytest.importorskip("tensorflow")
+    loss_fn, tparams, tdata = DLN.in_backend("tensorflow", 500, seed=0)
+    with pytest.raises(ValueError, match="devices asked for"):
+        llc.estimate(loss_fn, tparams, tdata, devices=99, **settings)
+    with pytest.raises(ValueError, match="must be None, 'all', a count or device names"):
+        llc.estimate(loss_fn, tparams, tdata, devices=["tpu:0"], **settings)
+
+
+_TF_SCRIPT = textwrap.dedent('''
+    import warnings
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import llc
+    from llc.problems import DeepLinearNetwork
+
+    warnings.simplefilter("ignore")
+    problem = DeepLinearNetwork((4, 5, 3, 4), 2)
+    loss_fn, params, data = problem.in_backend("tensorflow", 2000, seed=0, dtype="float64")
+    common = dict(batch_size=100, num_chains=4, num_draws=60, num_burnin=100, seed=3,
+                  progress=False)
+    for settings in (dict(step_size="auto", sampler="sgnht", trace_batch="own"),):
+        one = llc.estimate(loss_fn, params, data, **common, **settings)
+        two = llc.estimate(loss_fn, params, data, devices="all", **common, **settings)
+        assert two.attrs["devices"] == "/device:CPU:0, /device:CPU:1", two.attrs["devices"]
+        assert np.array_equal(one.llc_trace, two.llc_trace), settings
+        assert np.array_equal(one.warmup_loss, two.warmup_loss, equal_nan=True), settings
+        assert one.attrs["sampler_step_size"] == two.attrs["sampler_step_size"]
+    print("OK")
+''')
+
+
+def test_tensorflow_places_chain_groups_on_its_devices() -> None:
+    """TensorFlow's way: the compiled block placed on each of two logical CPU devices
+    (``tf.device``) over its half of 4 chains gives the one-device traces bitwise (float64,
+    SGNHT's ``auto`` with shuffled epochs)."""
+    pytest.importorskip("tensorflow")
+    out = subprocess.run([sys.executable, "-c", _TF_SCRIPT], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0 and out.stdout.rstrip().endswith("OK"), out.stdout + out.stderr

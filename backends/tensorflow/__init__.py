@@ -44,7 +44,7 @@ from .._common import check_floating, leaf_paths, next_token, scaled_sum
 from ._compile import _function
 from ._devices import _describe_device, _device_of, _on, _tf_device
 from ._namespace import TensorFlowNamespace, _promote, namespace
-from ._vectorized import TensorFlowTransforms, _unrolled_under_pfor
+from ._vectorized import TensorFlowTransforms, _unrolled_under_pfor, over_devices
 from .keras import attention_heads, causal_lm_loss, from_keras
 
 __all__ = ["attention_heads", "backend", "causal_lm_loss", "from_keras", "namespace",
@@ -224,6 +224,37 @@ class TensorFlowBackend(BackendBase):
             return _check_loss(loss_fn(unravel(flat), batch), flat.dtype)
 
         return _function(loss_only)
+
+    def chain_devices(self, devices: Any) -> tuple[Any, ...] | None:
+        """``None``; ``"all"`` (the logical GPUs, or the logical CPUs where there is no GPU);
+        an int k (the first k of those); or device names (``"cuda:1"``, ``"/GPU:0"``,
+        ``"/CPU:1"``): each runs its share of the chains (:func:`over_devices`)."""
+        if devices is None:
+            return None
+        available = tuple(device.name for device in (
+            tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")))
+        if isinstance(devices, str) and devices == "all":
+            return available
+        if isinstance(devices, int) and not isinstance(devices, bool):
+            if not 1 <= devices <= len(available):
+                raise ValueError(f"`devices`: {devices} devices asked for, {len(available)} "
+                                 f"available ({', '.join(available)})")
+            return available[:devices]
+        names = [devices] if isinstance(devices, str) else devices
+        try:
+            chosen = tuple(tf.DeviceSpec.from_string(_tf_device(name)).to_string()
+                           for name in names)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"`devices` must be None, 'all', a count or device names; got "
+                             f"{devices!r} ({error})") from None
+        if not chosen or len(set(chosen)) != len(chosen):
+            raise ValueError(f"`devices` must name distinct devices; got {devices!r}")
+        return chosen
+
+    def over_devices(self, fn: Callable[..., Any], devices: tuple[Any, ...],
+                     in_axes: tuple[int | None, ...], out_axes: tuple[int, ...]
+                     ) -> Callable[..., Any]:
+        return over_devices(fn, devices, in_axes, out_axes)
 
     def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
         """``step(..., key, state, batch, diagnose)`` compiled with ``tf.function``.

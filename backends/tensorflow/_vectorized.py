@@ -189,3 +189,45 @@ class TensorFlowTransforms:
         return True  # one compiled program per block beats a dispatch per chain and step
 
 
+class _Replicated:
+    """A tree copied once to each of some devices (:func:`over_devices`' ``replicate``)."""
+
+    def __init__(self, tree: Any, devices: tuple[str, ...]) -> None:
+        self.copies = {}
+        for device in devices:
+            with tf.device(device):
+                self.copies[device] = tf.nest.map_structure(tf.identity, tree)
+
+
+def over_devices(fn: Callable[..., Any], devices: tuple[str, ...],
+                 in_axes: tuple[int | None, ...], out_axes: tuple[int, ...]
+                 ) -> Callable[..., Any]:
+    """``fn`` as one ``tf.function`` placed on each device in turn (``tf.device``) over its
+    consecutive share of the chains — TensorFlow's per-device placement of chain groups: the
+    calls are dispatched one device after another (asynchronous on accelerators), and the
+    outputs joined along ``out_axes``. ``replicate(tree)`` copies ``tree`` to every device
+    once; such an argument is then read on each device from its own copy."""
+    if any(axis not in (0, None) for axis in in_axes):
+        raise ValueError(f"`in_axes` entries must be 0 or None; got {in_axes}")
+    compiled = _function(fn, autograph=False, reduce_retracing=True)
+
+    def call(*args: Any) -> Any:
+        chains = next(int(tf.nest.flatten(arg)[0].shape[0])
+                      for arg, axis in zip(args, in_axes) if axis == 0)
+        share = chains // len(devices)
+        outputs = []
+        for index, device in enumerate(devices):
+            part = slice(index * share, (index + 1) * share)
+            with tf.device(device):
+                outputs.append(compiled(*(
+                    arg.copies[device] if isinstance(arg, _Replicated)
+                    else tf.nest.map_structure(lambda x: x[part], arg) if axis == 0 else arg
+                    for arg, axis in zip(args, in_axes))))
+        return tuple(tf.nest.map_structure(lambda *parts, axis=axis: tf.concat(parts, axis),
+                                           *[output[position] for output in outputs])
+                     for position, axis in enumerate(out_axes))
+
+    call.replicate = lambda tree: _Replicated(tree, devices)  # type: ignore[attr-defined]
+    return call
+
+
