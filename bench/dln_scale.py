@@ -106,15 +106,24 @@ def problem(layers: list[np.ndarray], n: int, seed: int, device: str):
 
 
 def run(size: str, models: int, seed: int, device: str, plot: str | None,
-        steps: list[str]) -> None:
+        steps: list[str], chains: int = 1) -> None:
+    """Under ``torchrun`` (``torch.distributed`` initialized) each process runs ``chains``
+    chains of every model on its own device and rank 0 prints; ``λ̂`` is then the mean over
+    all of them and the last column lists each chain's."""
+    import torch.distributed as dist
+
+    processes = dist.get_world_size() if dist.is_initialized() else 1
+    say = print if not dist.is_initialized() or dist.get_rank() == 0 else (lambda *a, **k: None)
+    num_chains = chains * processes
     _, _, n, paper_step, num_steps = CLASSES[size]
     num_burnin = int(0.9 * num_steps)
     rng = np.random.default_rng(seed)
-    print(f"### DLN scale benchmark, class {size}: n = {n}, batch 500, γ = 1, nβ = n/log n, "
-          f"1 chain, {num_steps} steps of which {num_burnin} burn-in, torch float32 on "
-          f"{device}, seed {seed}\n")
-    print("| model | widths | d | r | λ | λ/(d/2) | step | ε used | λ̂ | error | findings | s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    say(f"### DLN scale benchmark, class {size}: n = {n}, batch 500, γ = 1, nβ = n/log n, "
+        f"{num_chains} chain(s) over {processes} process(es), {num_steps} steps of which "
+        f"{num_burnin} burn-in, torch float32 on {device}, seed {seed}\n")
+    say("| model | widths | d | r | λ | λ/(d/2) | step | ε used | λ̂ | error | findings | s "
+        "| λ̂ per chain |")
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     points: dict[str, list[tuple[float, float]]] = {}
     for model in range(models):
         widths, layers, rank = random_dln(size, rng)
@@ -127,7 +136,7 @@ def run(size: str, models: int, seed: int, device: str, plot: str | None,
             with warnings.catch_warnings(record=True):
                 warnings.simplefilter("always")
                 result = llc.estimate(loss_fn, params, data, batch_size=500, step_size=step,
-                                      localization=1.0, num_chains=1,
+                                      localization=1.0, num_chains=num_chains,
                                       num_draws=num_steps - num_burnin, num_burnin=num_burnin,
                                       seed=seed + model, progress=False)
             seconds = time.perf_counter() - started
@@ -135,16 +144,17 @@ def run(size: str, models: int, seed: int, device: str, plot: str | None,
             points.setdefault(choice, []).append((true, result.llc_mean))
             codes = ", ".join(sorted({f.code for f in result.findings})) or "—"
             label = "-".join(map(str, widths))
-            print(f"| {model} | {label} | {d} | {rank} | {true:g} | {true / (d / 2):.3f} | "
-                  f"{choice} | {float(result.attrs['sampler_step_size']):.2g} | "
-                  f"{result.llc_mean:.1f} | {100 * error:+.0f} % | {codes} | {seconds:.0f} |",
-                  flush=True)
-    print()
+            per_chain = ", ".join(f"{value:.1f}" for value in result.llc_chains)
+            say(f"| {model} | {label} | {d} | {rank} | {true:g} | {true / (d / 2):.3f} | "
+                f"{choice} | {float(result.attrs['sampler_step_size']):.2g} | "
+                f"{result.llc_mean:.1f} | {100 * error:+.0f} % | {codes} | {seconds:.0f} | "
+                f"{per_chain} |", flush=True)
+    say()
     for choice, pairs in points.items():
         errors = np.array([abs(est / true - 1) for true, est in pairs])
-        print(f"- {choice}: median |error| {100 * np.median(errors):.0f} %, worst "
-              f"{100 * errors.max():.0f} % over {len(pairs)} models")
-    if plot:
+        say(f"- {choice}: median |error| {100 * np.median(errors):.0f} %, worst "
+            f"{100 * errors.max():.0f} % over {len(pairs)} models")
+    if plot and say is print:
         _plot(points, size, plot)
 
 
@@ -180,11 +190,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", default="paper,auto",
                         help="comma-separated: 'paper' (the class's ε), 'auto'")
     parser.add_argument("--plot", default=None, help="save λ̂ against λ to this PNG")
+    parser.add_argument("--chains", type=int, default=1,
+                        help="chains per process (under torchrun: per GPU)")
     args = parser.parse_args(argv)
     steps = args.steps.split(",")
     if not set(steps) <= {"paper", "auto"}:
         parser.error(f"--steps takes 'paper' and/or 'auto', comma-separated; got {args.steps!r}")
-    run(args.size, args.models, args.seed, args.device, args.plot, steps)
+    device = args.device
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: one process per device
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+    run(args.size, args.models, args.seed, device, args.plot, steps, args.chains)
 
 
 if __name__ == "__main__":
