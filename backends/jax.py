@@ -21,7 +21,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from llc import _rng
-from llc._backend import BackendBase
+from llc._backend import BackendBase, select_devices
 from llc._restrict import ComponentMask
 from llc._engine.programs import program_cache
 
@@ -142,31 +142,24 @@ class JaxBackend(BackendBase):
         process's ``jax.Device``."""
         if devices is None:
             return None
-        available = jax.local_devices()
-        if isinstance(devices, str):
-            if devices != "all":
+
+        def named(devices: Any) -> tuple[Any, ...]:
+            if isinstance(devices, str):
                 raise ValueError(f"`devices` must be None, 'all', a count or a list of "
                                  f"jax.Device; got {devices!r}")
-            chosen = list(available)
-        elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
-            if not 1 <= devices <= len(available):
-                raise ValueError(f"`devices`: {devices} devices asked for, {len(available)} "
-                                 f"available ({available})")
-            chosen = list(available[:int(devices)])
-        else:
             try:
-                chosen = list(devices)
+                chosen = tuple(devices)
             except TypeError:
-                chosen = []
+                chosen = ()
             if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
                 raise TypeError(f"`devices` must be None, 'all', a count or a non-empty list "
                                 f"of jax.Device; got {devices!r}")
             if any(d.process_index != jax.process_index() for d in chosen):
                 raise ValueError(f"`devices` must be this process's devices "
                                  f"(jax.local_devices()); got {chosen}")
-            if len(set(chosen)) != len(chosen):
-                raise ValueError(f"`devices` lists a device twice: {chosen}")
-        return tuple(chosen)
+            return chosen
+
+        return select_devices(devices, tuple(jax.local_devices()), named)
 
     def from_numpy(self, x: Any, *, dtype: str | None = None, device: str | None = None
                    ) -> jax.Array:

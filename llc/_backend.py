@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import importlib
+import numbers
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -91,6 +92,26 @@ class ProcessGroup(Protocol):
 
     def all_gather(self, obj: Any) -> list[Any]:
         """Every process's ``obj`` (picklable), in rank order, on every process."""
+
+
+def select_devices(devices: Any, available: tuple[Any, ...],
+                   named: Callable[[Any], tuple[Any, ...]]) -> tuple[Any, ...]:
+    """``estimate``'s ``devices=`` among an adapter's ``available`` devices: ``"all"``, an
+    int k (the first k), or what ``named(devices)`` makes of anything else (the adapter's
+    parsing of device names or objects, raising its own clear errors); they must be distinct.
+    """
+    if isinstance(devices, str) and devices == "all":
+        return tuple(available)
+    if isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
+        count = int(devices)
+        if not 1 <= count <= len(available):
+            raise ValueError(f"`devices`: {count} devices asked for, {len(available)} "
+                             f"available ({', '.join(map(str, available))})")
+        return tuple(available[:count])
+    chosen = named(devices)
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"`devices` lists a device twice: {', '.join(map(str, chosen))}")
+    return chosen
 
 
 @runtime_checkable

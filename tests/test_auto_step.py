@@ -321,7 +321,7 @@ def test_sgnht_default_diffusion_does_not_run_hot() -> None:
 @pytest.mark.parametrize("settings, step, exponent", [
     (llc.samplers.SGHMC(5e-5), 5e-5, 1.0), (llc.samplers.SGNHT(0.012), 0.012, 0.5)])
 def test_step_too_large_for_momentum_samplers(settings, step, exponent) -> None:
-    """For SGHMC and SGNHT b̂ = (ε_c Ḡ + (ε_n − ε_c) s N)/8 with their curvature- and
+    """For SGHMC and SGNHT b̂ = (ε_c (Ḡ − N) + ε_n s N)/8 with their curvature- and
     noise-equivalent SGLD steps, N = nβ² tr Σ_B at the chains' last positions (recorded in
     the attrs) and s = (Ḡ − N)/(Ḡ − N + 2γλ̂) the loss's share of the noise's heat; at these
     steps λ̂ reads more than 2.5× λ (docs/benchmarks.md) and the check fires, suggesting the
@@ -340,7 +340,7 @@ def test_step_too_large_for_momentum_samplers(settings, step, exponent) -> None:
     signal = power - noise
     share = signal / (signal + 2 * SETTINGS["localization"] * result.llc_mean)
     assert 0.9 < share <= 1  # γ = 1: nearly all of the noise's heat reaches the loss
-    ratio = (curvature_step * power + (noise_step - curvature_step) * share * noise) / 8
+    ratio = (curvature_step * (power - noise) + noise_step * share * noise) / 8
     ratio /= result.llc_mean
     assert f"{100 * ratio:.0f} %" in finding.message
     suggested = float(re.search(r"to ~([0-9.e+-]+)", finding.suggestion).group(1))

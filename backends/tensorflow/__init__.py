@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from llc import _rng
-from llc._backend import BackendBase
+from llc._backend import BackendBase, select_devices
 from llc._engine.programs import program_cache
 from llc._tree import tree_flatten, tree_unflatten
 
@@ -233,23 +233,20 @@ class TensorFlowBackend(BackendBase):
             return None
         available = tuple(device.name for device in (
             tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")))
-        if isinstance(devices, str) and devices == "all":
-            return available
-        if isinstance(devices, int) and not isinstance(devices, bool):
-            if not 1 <= devices <= len(available):
-                raise ValueError(f"`devices`: {devices} devices asked for, {len(available)} "
-                                 f"available ({', '.join(available)})")
-            return available[:devices]
-        names = [devices] if isinstance(devices, str) else devices
-        try:
-            chosen = tuple(tf.DeviceSpec.from_string(_tf_device(name)).to_string()
-                           for name in names)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"`devices` must be None, 'all', a count or device names; got "
-                             f"{devices!r} ({error})") from None
-        if not chosen or len(set(chosen)) != len(chosen):
-            raise ValueError(f"`devices` must name distinct devices; got {devices!r}")
-        return chosen
+
+        def named(devices: Any) -> tuple[str, ...]:
+            names = [devices] if isinstance(devices, str) else devices
+            try:
+                chosen = tuple(tf.DeviceSpec.from_string(_tf_device(name)).to_string()
+                               for name in names)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"`devices` must be None, 'all', a count or device names; "
+                                 f"got {devices!r} ({error})") from None
+            if not chosen:
+                raise ValueError(f"`devices` names no device; got {devices!r}")
+            return chosen
+
+        return select_devices(devices, available, named)
 
     def over_devices(self, fn: Callable[..., Any], devices: tuple[Any, ...],
                      in_axes: tuple[int | None, ...], out_axes: tuple[int, ...]

@@ -59,7 +59,7 @@ in the last window, the bound is not applied below that mean and the result says
 minibatch noise counted at their noise-equivalent step ε_n (2η/α; 2h/ξ̄ with ξ̄ the chains'
 mean thermostat at the end of the window, 2h/A before the first):
 :math:`\hat b(\epsilon_c) = \tfrac18\big(\epsilon_c\overline G
-+ (\epsilon_n - \epsilon_c)\,s\,n\beta^2\operatorname{tr}\Sigma_B\big)` with s the loss's share of
++ (s\,\epsilon_n - \epsilon_c)\,n\beta^2\operatorname{tr}\Sigma_B\big)` with s the loss's share of
 the noise's heat (:func:`llc._bias.estimated_step_bias`: the rest warms the localization
 term; s ≈ 1 unless γ exceeds most of the loss's curvatures), and the acceptance is that
 of a Langevin probe at ε_c from each position (their ``diagnose``). A change of SGNHT's step
@@ -129,7 +129,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -314,7 +314,7 @@ class StepSizeTuner:
         backend, nbeta = self.backend, self.posterior.nbeta
         log_step = self.log_step
         step_size = float(self.window_settings.step_size)
-        rows: dict[int, tuple[float, ...] | None] = {}  # global chain: its numbers, None: undone
+        rows: dict[int, _ChainWindow | None] = {}  # global chain: its numbers, None: undone
         for chain, record in sorted(records.items()):
             values = record.values
             loss, center = values["loss"], values["baseline_loss"]
@@ -337,7 +337,7 @@ class StepSizeTuner:
                               if hasattr(state, "thermostat") else math.nan)  # sets the bias
                 noise = (nbeta**2 * self.noise_at(state.position, chain, start)
                          if self.noise_at is not None else math.nan)
-                rows[self._global(chain)] = (
+                rows[self._global(chain)] = _ChainWindow(
                     float(acceptance.mean()), float(chain_power), thermostat, noise,
                     nbeta * float(np.mean(loss - center)))
             else:
@@ -351,13 +351,13 @@ class StepSizeTuner:
                 acceptances.append(0.0)
                 undone.add(chain)
                 continue
-            acceptances.append(row[0])
-            chain_powers.append(row[1])
-            if math.isfinite(row[2]):
-                thermostats.append(row[2])
-            if math.isfinite(row[3]):
-                noises.append(row[3])
-            increases.append(row[4])
+            acceptances.append(row.acceptance)
+            chain_powers.append(row.power)
+            if math.isfinite(row.thermostat):
+                thermostats.append(row.thermostat)
+            if math.isfinite(row.noise):
+                noises.append(row.noise)
+            increases.append(row.increase)
         restart = undone & self.undone_before
         self.undone_before = undone - restart
         put_back, restart = self._local(undone - restart), self._local(restart)
@@ -480,12 +480,12 @@ class _EquivalentStep:
     """The adaptation works in the curvature-equivalent SGLD step ε_c
     (:func:`llc.samplers.langevin_equivalent_step`): ε itself for SGLD, RMSProp-SGLD and MALA,
     2η/(2 − α) for SGHMC, h² for SGNHT. The estimated bias at ε_c is
-    (ε_c/8)·Ḡ + ((ε_n − ε_c)/8)·s·nβ² tr Σ_B (:mod:`llc._bias`), with ε_n the noise-equivalent
-    step of the same setting (equal to ε_c for SGLD, 1/α-fold for SGHMC, 2h/ξ̄ for SGNHT with ξ̄
-    the chains' mean thermostat at the end of the window: under minibatch noise it rises above
-    A) and s the loss's share of the noise's heat.
-    nβ² tr Σ_B is :attr:`noise_here`, measured at the chains' positions, where known, else
-    :attr:`noise_power`, at w*."""
+    (ε_c/8)·(Ḡ − N) + (ε_n/8)·s·N with N = nβ² tr Σ_B (:mod:`llc._bias`), ε_n the
+    noise-equivalent step of the same setting (equal to ε_c for SGLD, 1/α-fold for SGHMC, 2h/ξ̄
+    for SGNHT with ξ̄ the chains' mean thermostat at the end of the window: under minibatch
+    noise it rises above A) and s the loss's share of the noise's heat. N is
+    :attr:`noise_here`, measured at the chains' positions, where known (the momentum
+    samplers), else :attr:`noise_power`, at w*, counted whole (s = 1)."""
 
     def __init__(self, settings: Any, noise_power: float, localization: float) -> None:
         self.equivalent = langevin_equivalent_step(settings) is not None
@@ -532,6 +532,18 @@ class _EquivalentStep:
             low, high = (middle, high) if self.bias(math.exp(middle), mean_power, llc) <= budget \
                 else (low, middle)
         return low
+
+
+class _ChainWindow(NamedTuple):
+    """One chain's numbers of a window (what processes exchange): its mean acceptance, its
+    mean nβ²‖∇L_B‖² (weighted for RMSProp-SGLD), SGNHT's thermostat and nβ² tr Σ_B at its
+    end (NaN where not measured), and nβ (L_B(w_t) − L_B(w*)) averaged over the window."""
+
+    acceptance: float
+    power: float
+    thermostat: float
+    noise: float
+    increase: float
 
 
 @dataclass(frozen=True)

@@ -119,13 +119,11 @@ class BlockKernel:
                                               self.arrays, steps)
         host = {name: backend.to_numpy(value).astype(np.float64) for name, value in values.items()}
         self._orders, self._next_step = orders, stop
-        if plan.devices is None:
-            unstacked = [tree_map(lambda leaf, chain=chain: leaf[chain], stacked)
-                         for chain in range(self.num_chains)]
-        else:  # split over the devices: each chain's state back on the params' device
-            unstacked = [tree_map(lambda leaf, chain=chain: backend.asarray(leaf[chain],
-                                                                            like=like), stacked)
-                         for chain in range(self.num_chains)]
+        def chain_state(leaf: Any, chain: int) -> Any:  # split over devices: back on w*'s
+            return leaf[chain] if plan.devices is None else backend.asarray(leaf[chain], like=like)
+
+        unstacked = [tree_map(lambda leaf, chain=chain: chain_state(leaf, chain), stacked)
+                     for chain in range(self.num_chains)]
         return unstacked, host
 
 
