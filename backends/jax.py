@@ -171,6 +171,8 @@ class JaxBackend(BackendBase):
         return jax.device_put(array, jax.devices(platform)[int(index or 0)])
 
     def to_numpy(self, x: jax.Array) -> np.ndarray:
+        if x.dtype == jnp.bfloat16:  # not a NumPy dtype: float32 holds it exactly
+            x = x.astype(jnp.float32)
         return np.array(jax.device_get(x), copy=True)
 
     def stack(self, xs: list[jax.Array]) -> jax.Array:
@@ -192,6 +194,12 @@ class JaxBackend(BackendBase):
         return {"device": name, "dtype": str(x.dtype)}
 
     # ---- params -------------------------------------------------------------------------
+    def data_like(self, params: Any) -> jax.Array:
+        leaves = jax.tree_util.tree_leaves(params)
+        like = jnp.zeros((), jnp.result_type(*leaves))
+        device = self._device(leaves[0])
+        return like if device is None else jax.device_put(like, device)
+
     def ravel(self, params: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
         with_paths = jax.tree_util.tree_leaves_with_path(params)
         if not with_paths:
@@ -206,6 +214,13 @@ class JaxBackend(BackendBase):
         if sum(leaf.size for _, leaf in with_paths) == 0:
             raise ValueError("`params` has no elements: expected at least one parameter")
         flat, unravel = ravel_pytree(params)
+        if flat.dtype.itemsize < 4:  # the sampling state: at least float32 (llc._backend.ravel)
+            narrow, unravel_narrow = flat.dtype, unravel
+            flat = flat.astype(jnp.float32)
+
+            def unravel(vector: jax.Array) -> Any:
+                return unravel_narrow(vector.astype(narrow))
+
         return flat, _Unravel(unravel, params)
 
     # ---- loss and grad ------------------------------------------------------------------
@@ -223,13 +238,13 @@ class JaxBackend(BackendBase):
                 )
             if not jnp.issubdtype(loss.dtype, jnp.floating):
                 raise TypeError(f"`loss_fn` must return a floating-point loss; got {loss.dtype}")
-            return jnp.reshape(loss, ())
+            return _widened(jnp.reshape(loss, ()), flat)
 
         return jax.jit(jax.value_and_grad(scalar_loss))
 
     def value(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
         return program_cache(self).get(("value", loss_fn, unravel), lambda: jax.jit(
-            lambda flat, batch: jnp.reshape(loss_fn(unravel(flat), batch), ())))
+            lambda flat, batch: _widened(jnp.reshape(loss_fn(unravel(flat), batch), ()), flat)))
 
     def compile(self, step: Callable[..., Any]) -> Callable[..., Any]:
         """``step(*args, diagnose)`` compiled with ``jax.jit``, ``diagnose`` static (given by
@@ -265,6 +280,12 @@ class JaxBackend(BackendBase):
     @contextlib.contextmanager
     def isolated_global_rng(self, seed: int) -> Iterator[None]:
         yield  # JAX has no global random state
+
+
+def _widened(loss: jax.Array, flat: jax.Array) -> jax.Array:
+    """The loss in the sampling state's dtype when narrower (a bfloat16 model's loss is
+    accumulated and differenced in float32)."""
+    return loss.astype(flat.dtype) if loss.dtype.itemsize < flat.dtype.itemsize else loss
 
 
 class _Unravel:

@@ -82,6 +82,9 @@ class NumpyBackend(BackendBase):
         return {"device": "cpu", "dtype": str(x.dtype)}
 
     # ---- params -------------------------------------------------------------------------
+    def data_like(self, params: Any) -> np.ndarray:
+        return np.zeros((), np.result_type(*tree_flatten(params)[0]))
+
     def ravel(self, params: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
         leaves, treedef = tree_flatten(params)
         check_floating(
@@ -91,7 +94,7 @@ class NumpyBackend(BackendBase):
             lambda leaf: leaf.size,
         )
         arrays = [np.asarray(leaf) for leaf in leaves]
-        dtype = np.result_type(*arrays)
+        dtype = np.result_type(np.float32, *arrays)  # the sampling state: at least float32
         shapes = [array.shape for array in arrays]
         sizes = [math.prod(shape) for shape in shapes]
         offsets = np.cumsum([0, *sizes])

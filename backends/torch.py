@@ -220,6 +220,8 @@ class TorchBackend(BackendBase):
         return tensor.to(device=device, dtype=getattr(torch, dtype) if dtype else None)
 
     def to_numpy(self, x: torch.Tensor) -> np.ndarray:
+        if x.dtype == torch.bfloat16:  # NumPy has no bfloat16: float32 holds it exactly
+            x = x.float()
         return x.detach().to("cpu").numpy().copy()
 
     def stack(self, xs: list[Any]) -> torch.Tensor:
@@ -264,6 +266,13 @@ class TorchBackend(BackendBase):
         return {"device": str(x.device), "dtype": str(x.dtype).removeprefix("torch.")}
 
     # ---- params -------------------------------------------------------------------------
+    def data_like(self, params: Any) -> torch.Tensor:
+        leaves = tree_flatten(params)[0]
+        dtype = leaves[0].dtype
+        for leaf in leaves[1:]:
+            dtype = torch.promote_types(dtype, leaf.dtype)
+        return torch.zeros((), dtype=dtype, device=leaves[0].device)
+
     def ravel(self, params: Any) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
         leaves, treedef = tree_flatten(params)
         check_floating(
@@ -276,8 +285,8 @@ class TorchBackend(BackendBase):
         if len(devices) > 1:
             raise ValueError(f"`params` are spread over devices {sorted(map(str, devices))}; "
                              "expected all on one device")
-        dtype = leaves[0].dtype
-        for leaf in leaves[1:]:
+        dtype = torch.float32  # the sampling state: at least float32 (llc._backend.ravel)
+        for leaf in leaves:
             dtype = torch.promote_types(dtype, leaf.dtype)
         shapes = [tuple(leaf.shape) for leaf in leaves]
         dtypes = [leaf.dtype for leaf in leaves]
@@ -300,7 +309,7 @@ class TorchBackend(BackendBase):
     # ---- loss and grad ------------------------------------------------------------------
     def value_and_grad(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
         def scalar_loss(flat: torch.Tensor, batch: Any) -> torch.Tensor:
-            return _check_loss(loss_fn(unravel(flat), batch))
+            return _check_loss(loss_fn(unravel(flat), batch), flat)
 
         def loss_and_grad(flat: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
             if _is_batched(flat):  # inside the vectorized path's vmap: functorch's grad
@@ -309,7 +318,7 @@ class TorchBackend(BackendBase):
                 return loss, grad
             with torch.enable_grad():
                 leaf = flat.detach().requires_grad_(True)
-                loss = _check_loss(loss_fn(unravel(leaf), batch))
+                loss = _check_loss(loss_fn(unravel(leaf), batch), leaf)
                 if not loss.requires_grad:
                     raise TypeError(
                         "`loss_fn` returned a loss that is not differentiable with respect to "
@@ -330,7 +339,7 @@ class TorchBackend(BackendBase):
     def value(self, loss_fn: Callable[..., Any], unravel: Callable[..., Any]):
         def loss_only(flat: torch.Tensor, batch: Any) -> torch.Tensor:
             with torch.no_grad():
-                return _check_loss(loss_fn(unravel(flat), batch)).detach()
+                return _check_loss(loss_fn(unravel(flat), batch), flat).detach()
 
         return loss_only
 
@@ -452,7 +461,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_loss(loss: Any) -> torch.Tensor:
+def _check_loss(loss: Any, flat: torch.Tensor) -> torch.Tensor:
+    """The scalar loss, widened to the sampling state's dtype when narrower (a bfloat16
+    model's loss is accumulated and differenced in float32)."""
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f"`loss_fn` must return a torch scalar tensor; got {type(loss).__name__}")
     if loss.numel() != 1:
@@ -462,7 +473,7 @@ def _check_loss(loss: Any) -> torch.Tensor:
         )
     if not loss.is_floating_point():
         raise TypeError(f"`loss_fn` must return a floating-point loss; got dtype {loss.dtype}")
-    return loss.reshape(())
+    return loss.reshape(()).to(torch.promote_types(loss.dtype, flat.dtype))
 
 
 def from_module(

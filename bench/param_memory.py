@@ -12,8 +12,11 @@ model (lazy imports, caches), builds the data, resets the kernel's peak-RSS mark
 builds the model and runs 20 steps: an idiomatic SGD loop (torch: ``nn.Linear`` +
 ``torch.optim.SGD``; JAX: a jitted update; NumPy: a hand-written gradient), or
 ``llc.estimate`` (SGLD, 20 draws, no burn-in, ``mala_every=None``) with 1 or 4 chains. The
-peak above that mark, divided by the size of one parameter vector, is the number of
-parameter-sized arrays alive at the peak, the model's own weights included.
+peak above that mark, divided by the size of one float32 parameter vector, is the number of
+parameter-sized arrays alive at the peak, the model's own weights included; the peak divided
+by the parameter count is the bytes per parameter. ``--dtypes float32,bfloat16`` adds the same
+rows with the model, its data and the SGD baseline in bfloat16 (torch and JAX; llc's sampling
+state stays float32, docs/scale.md).
 
 Prints Markdown; docs/benchmarks.md keeps the last results.
 """
@@ -40,6 +43,7 @@ import numpy as np
 import llc
 backend, path = sys.argv[1], sys.argv[2]
 chains, width, rows, batch, steps = map(int, sys.argv[3:8])
+dtype = sys.argv[8]
 
 def rss(field):
     return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
@@ -64,9 +68,10 @@ def setup(width, seed):
         import torch
         from llc.backends.torch import from_module
         torch.set_num_threads(1)
-        data = (torch.from_numpy(x), torch.from_numpy(y))
+        data = (torch.from_numpy(x).to(getattr(torch, dtype)),
+                torch.from_numpy(y).to(getattr(torch, dtype)))
         def make():
-            model = torch.nn.Linear(width, width)
+            model = torch.nn.Linear(width, width, dtype=getattr(torch, dtype))
             with torch.no_grad():
                 model.weight.copy_(torch.from_numpy(params["weight"].T))
                 model.bias.zero_()
@@ -86,11 +91,11 @@ def setup(width, seed):
                          progress=False)
     elif backend == "jax":
         import jax, jax.numpy as jnp
-        data = (jnp.asarray(x), jnp.asarray(y))
+        data = (jnp.asarray(x, dtype), jnp.asarray(y, dtype))
         def loss(p, b):
             return 0.5 * jnp.mean(jnp.sum((b[0] @ p["weight"] + p["bias"] - b[1]) ** 2, axis=1))
         def make():
-            return {k: jnp.asarray(v) for k, v in params.items()}
+            return {k: jnp.asarray(v, dtype) for k, v in params.items()}
         def sgd(model):
             update = jax.jit(lambda p, b: jax.tree_util.tree_map(
                 lambda w, g: w - 1e-3 * g, p, jax.grad(loss)(p, b)), donate_argnums=0)
@@ -132,11 +137,11 @@ print(json.dumps({"peak": rss("VmHWM") - baseline}))
 """
 
 
-def measure(backend: str, path: str, chains: int = 1) -> float:
+def measure(backend: str, path: str, chains: int = 1, dtype: str = "float32") -> float:
     """Peak RSS above the mark, in bytes (a fresh process)."""
     out = subprocess.run(
         [sys.executable, "-c", CHILD, backend, path, str(chains), str(WIDTH), str(ROWS),
-         str(BATCH), str(STEPS)], capture_output=True, text=True, check=False,
+         str(BATCH), str(STEPS), dtype], capture_output=True, text=True, check=False,
         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     if out.returncode:
         raise RuntimeError(f"{backend} {path} {chains}: {out.stderr[-2000:]}")
@@ -147,29 +152,39 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m bench.param_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default="numpy,torch,jax")
+    parser.add_argument("--dtypes", default="float32",
+                        help="comma-separated model dtypes: float32, bfloat16 (torch, JAX)")
     args = parser.parse_args(argv)
     import importlib.util
 
     backends = [name for name in args.backends.split(",")
                 if name == "numpy" or importlib.util.find_spec(name)]
-    print(f"linear {WIDTH} → {WIDTH} with bias: {(WIDTH * WIDTH + WIDTH):,} parameters, one "
-          f"parameter vector = {VECTOR_BYTES / MIB:.0f} MiB (float32); n = {ROWS}, batch "
-          f"{BATCH}, {STEPS} steps; peak resident set above the process before the model "
-          "was built\n")
-    print("| backend | run | peak | parameter vectors | llc / SGD |")
-    print("|---|---|---|---|---|")
+    dtypes = args.dtypes.split(",")
+    if not set(dtypes) <= {"float32", "bfloat16"}:
+        parser.error(f"--dtypes takes float32 and/or bfloat16; got {args.dtypes!r}")
+    count = WIDTH * WIDTH + WIDTH
+    print(f"linear {WIDTH} → {WIDTH} with bias: {count:,} parameters, one float32 parameter "
+          f"vector = {VECTOR_BYTES / MIB:.0f} MiB; n = {ROWS}, batch {BATCH}, {STEPS} steps; "
+          "peak resident set above the process before the model was built\n")
+    print("| backend | model dtype | run | peak | float32 parameter vectors | bytes per "
+          "parameter | llc / SGD |")
+    print("|---|---|---|---|---|---|---|")
     rows = []
     for backend in backends:
-        sgd = measure(backend, "sgd")
-        rows.append({"backend": backend, "run": "sgd", "peak": sgd})
-        print(f"| {backend} | SGD | {sgd / MIB:.0f} MiB | {sgd / VECTOR_BYTES:.1f} | — |",
-              flush=True)
-        for chains in (1, 4):
-            peak = measure(backend, "llc", chains)
-            rows.append({"backend": backend, "run": f"llc {chains}", "peak": peak})
-            print(f"| {backend} | llc, {chains} chain{'s' if chains > 1 else ''} "
-                  f"| {peak / MIB:.0f} MiB | {peak / VECTOR_BYTES:.1f} | {peak / sgd:.2f} |",
-                  flush=True)
+        for dtype in dtypes:
+            if dtype != "float32" and backend == "numpy":
+                continue  # NumPy has no bfloat16
+            sgd = measure(backend, "sgd", dtype=dtype)
+            rows.append({"backend": backend, "dtype": dtype, "run": "sgd", "peak": sgd})
+            print(f"| {backend} | {dtype} | SGD | {sgd / MIB:.0f} MiB | "
+                  f"{sgd / VECTOR_BYTES:.1f} | {sgd / count:.1f} | — |", flush=True)
+            for chains in (1, 4):
+                peak = measure(backend, "llc", chains, dtype)
+                rows.append({"backend": backend, "dtype": dtype, "run": f"llc {chains}",
+                             "peak": peak})
+                print(f"| {backend} | {dtype} | llc, {chains} chain{'s' if chains > 1 else ''} "
+                      f"| {peak / MIB:.0f} MiB | {peak / VECTOR_BYTES:.1f} | "
+                      f"{peak / count:.1f} | {peak / sgd:.2f} |", flush=True)
     return rows
 
 

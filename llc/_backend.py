@@ -177,8 +177,19 @@ class Backend(Protocol):
     def leaves(self, params: PyTree) -> list[Array]:
         """The leaves of ``params`` under the framework's own pytree rules."""
 
+    def data_like(self, params: PyTree) -> Array:
+        """A small array on the params' device in their common floating dtype (not widened
+        as :meth:`ravel`'s is): the ``like`` that floating data take in :meth:`asarray`."""
+
     def ravel(self, params: PyTree) -> tuple[Array, Callable[[Array], PyTree]]:
-        """A flat copy of the floating leaves of ``params`` and the map back to the pytree."""
+        """A flat copy of the floating leaves of ``params`` and the map back to the pytree.
+
+        The flat vector is the sampling state's dtype: the leaves' common floating type,
+        widened to float32 when it is narrower (bfloat16, float16), because a step's
+        increment is far below those types' resolution and would round away. ``unravel``
+        casts each piece back to its leaf's dtype, so ``loss_fn`` runs in the model's own
+        precision.
+        """
 
     # ---- loss and grad ----------------------------------------------------------------
     def value_and_grad(

@@ -20,7 +20,8 @@ from ._engine.plan import ChainPlan
 from ._engine.runner import ChainRun, RunnerState, write_atomically
 from .result import LLCResult, _netcdf_attrs, mala_acceptance_per_draw
 
-_COMPARED_APPROXIMATELY = ("init_loss", "init_grad_norm")
+_COMPARED_APPROXIMATELY = ("init_loss", "init_grad_norm", "loss_rounding")
+_ADDED_LATER = ("param_dtype", "loss_rounding")  # compared where the checkpoint has them
 _NOT_COMPARED = ("inference_library_version", "loss_repeat_difference", "step_size_tuning",
                  "devices")  # the layout does not change the numbers
 
@@ -99,7 +100,7 @@ def restore(path: Path, plan: ChainPlan, attrs: dict[str, Any]) -> tuple[RunnerS
     saved = {key: value.item() if isinstance(value, np.generic) else value
              for key, value in tree.attrs.items()}
     for key, value in _netcdf_attrs(attrs).items():  # compared as they were written
-        if key in _NOT_COMPARED:
+        if key in _NOT_COMPARED or (key in _ADDED_LATER and key not in saved):
             continue
         old = saved.get(key)
         same = (old is not None and np.isclose(old, value, rtol=1e-9, atol=0.0)

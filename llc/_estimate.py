@@ -23,6 +23,7 @@ from ._engine.adapt import (_BIAS_TARGET, StepSizeTuner,
                      minibatch_gradient_variance, with_step_size)
 from ._backend import Backend, ProcessGroup, backend_for
 from ._data import ArrayData, DataSource, make_data
+from ._precision import ACCEPTANCE_ROUNDING_LIMIT, loss_rounding
 from ._tree import tree_flatten
 from ._engine.plan import ChainPlan
 from ._engine.runner import ChainRun, RunnerState, run_chains
@@ -98,7 +99,9 @@ def estimate(
         as a framework scalar. With NumPy params (no autodiff) it returns ``(loss, grads)``.
     params
         w*, a pytree (dict, list, tuple) of floating-point arrays of one framework; the
-        backend is chosen from their type. They are copied, never modified.
+        backend is chosen from their type. They are copied, never modified. ``loss_fn``
+        always sees them in their own dtype; the chains' state is kept in that dtype widened
+        to at least float32 (bfloat16 / float16 models: docs/scale.md).
     data
         Either a tuple of arrays sharing the leading dimension n (NumPy or the params'
         framework; llc draws minibatches and hands ``loss_fn`` a tuple of the same structure
@@ -152,6 +155,8 @@ def estimate(
         0.98, the accurate-step band of :func:`llc.calibrate`). It is a safeguard, not the
         target: the step is set by its estimated bias. Adapting to an acceptance of 0.995
         instead gave a mean |error| of 4.6 % over the known-λ suite (docs/step_size_auto.md).
+        Not applied where the loss's rounding swamps the acceptance (bfloat16 and float16
+        parameters: ``attrs["loss_rounding"]`` above 0.05, docs/scale.md).
     nbeta
         nβ, the effective inverse temperature; default ``n / log n`` with n the dataset size.
         Estimates with different nβ are not comparable: it is always recorded.
@@ -356,7 +361,8 @@ def estimate(
         settings = settings.with_curvature_equivalent_step(  # type: ignore[attr-defined]
             _AUTO_START)  # SGNHT: h = 1e-2
     dataset = make_data(data, num_data=num_data, batch_size=batch_size, backend=backend,
-                        like=center, with_replacement=trace_batch == "independent")
+                        like=backend.data_like(params),
+                        with_replacement=trace_batch == "independent")
     iterable = not isinstance(dataset, ArrayData)
     n = dataset.num_data
     nbeta = default_nbeta(n) if nbeta is None else positive_float("nbeta", nbeta)
@@ -387,7 +393,8 @@ def estimate(
         init_loss = init.loss
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend,
                                        slope=init.grad)
-        probe_losses = None if probe is None else _probe_losses(backend, probe, unravel, center)
+        probe_losses = None if probe is None else _probe_losses(backend, probe, unravel,
+                                                                backend.data_like(params))
         probe_center = None if probe_losses is None else probe_losses(center)
         every_key = backend.split(backend.key(seed), num_chains)
         # under a distributed launch this process runs the chains rank, rank + size, …
@@ -409,10 +416,13 @@ def estimate(
                 return float(minibatch_gradient_variance(
                     posterior, backend, dataset, key, position=position,
                     probes=_NOISE_PROBES_PER_CHAIN).sum())
+        param_dtype = backend.describe(backend.data_like(params))["dtype"]
+        rounding = loss_rounding(nbeta, init_loss, param_dtype)
+        acceptance_floor = target_acceptance if rounding < ACCEPTANCE_ROUNDING_LIMIT else None
         tuner = None
         if tuning and noise is not None:
             tuner = _tuner_or_explain(settings, posterior, backend, noise,
-                                      num_burnin, target_acceptance,
+                                      num_burnin, acceptance_floor,
                                       own_batch=trace_batch == "own",
                                       noise_at=noise_at if momentum else None, group=group,
                                       chain_ids=list(mine))
@@ -444,11 +454,13 @@ def estimate(
             "inference_library_version": __version__,
             "backend": backend.name,
             **backend.describe(center),
+            "param_dtype": param_dtype,
             "num_data": n,
             "num_params": int(center.shape[0]),
             "nbeta": nbeta,
             "localization": localization,
             "init_loss": init_loss,
+            "loss_rounding": rounding,
             "init_grad_norm": init.grad_norm,
             "init_loss_rows": init.rows,
             "loss_repeat_difference": repeat_difference,
@@ -475,8 +487,10 @@ def estimate(
             "chain_method": "vectorized" if vectorized else "sequential",
             "devices": "off" if chain_devices is None else ", ".join(map(str, chain_devices)),
             "step_size_adaptation": (
-                f"burn-in: estimated step bias <= {_BIAS_TARGET:g} λ̂, MALA "
-                f"acceptance >= {target_acceptance}" if adapt else "off"),
+                f"burn-in: estimated step bias <= {_BIAS_TARGET:g} λ̂, " + (
+                    f"MALA acceptance >= {target_acceptance}" if acceptance_floor is not None
+                    else f"MALA acceptance not used (loss rounding {rounding:.2g})")
+                if adapt else "off"),
             "step_size_history": "off",
             "gradient_noise_power": noise_power,
             "step_size_per_leaf": per_leaf_steps,
@@ -611,7 +625,7 @@ def _in_chain_order(per_process: list[list[ChainRun]], num_chains: int) -> list[
 
 
 def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
-                      noise: np.ndarray, num_burnin: int, target: float,
+                      noise: np.ndarray, num_burnin: int, target: float | None,
                       own_batch: bool, noise_at: Callable[[Any, int, int], float] | None,
                       group: ProcessGroup | None, chain_ids: list[int]) -> StepSizeTuner:
     """The controller of the burn-in's step (``llc._adapt``), with a clear error for settings

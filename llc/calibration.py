@@ -59,6 +59,7 @@ import numpy as np
 
 from ._errors import AllChainsFailedError
 from ._estimate import default_nbeta, estimate
+from ._precision import ACCEPTANCE_ROUNDING_LIMIT
 from ._sweep import sweep
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from .diagnostics import HealthThresholds, LLCHealthWarning, _Run
@@ -123,7 +124,8 @@ _GRID_ARGUMENTS = {"step_size": "step_sizes", "nbeta": "nbetas", "localization":
 _REFUSED = ("checkpoint", "resume", "checkpoint_every")
 _ESTIMATE_PARAMETERS = tuple(inspect.signature(estimate).parameters)
 _NUMBERS = ("llc", "llc_mcse", "llc_std", "mala_acceptance", "step_bias", "diverged", "rhat",
-            "ess_bulk", "ess_tail", "distance", "num_params", "elapsed_seconds")
+            "ess_bulk", "ess_tail", "distance", "num_params", "elapsed_seconds",
+            "loss_rounding")
 
 
 class CalibrationWarning(UserWarning):
@@ -291,7 +293,8 @@ class CalibrationResult:
         of the chain means), ``mala_acceptance`` (mean), ``step_bias`` (b̂ / λ̂ of rule 2b,
         NaN where not defined), ``diverged`` (fraction of failed chains), ``rhat``,
         ``ess_bulk``, ``ess_tail``, ``distance`` (root mean square of ‖w − w*‖ over the last
-        half of the draws of the healthy chains), ``num_params`` (d), ``findings`` (the
+        half of the draws of the healthy chains), ``num_params`` (d), ``loss_rounding``
+        (the MALA log-ratio's rounding noise; above 0.05 rule 2a is skipped), ``findings`` (the
         health-check codes, comma-separated), ``stable`` (rule 1), ``verdict`` (see
         :func:`step_verdicts`; ``"skipped"`` for a point of an added γ that calibrate did not
         run), ``plateau_change`` and ``plateau_tolerance`` (rule 4), ``reference_step`` (the
@@ -537,7 +540,9 @@ def calibrate(
     1. **stable**: no chain diverged or failed and no ``non-finite`` finding;
     2. **accurate**: (a) mean MALA acceptance in ``target_acceptance`` (default ≥ 0.98; in
        much larger models acceptance falls at the same accuracy, roughly as
-       1 − acceptance ∝ √d: lower the bound there and let rules 2b and 4 do the work), and
+       1 − acceptance ∝ √d: lower the bound there and let rules 2b and 4 do the work; not
+       applied where the loss's rounding swamps the acceptance, ``loss_rounding`` > 0.05:
+       bfloat16 and float16 models, docs/scale.md), and
        (b) the estimated step bias b̂ over the draws (the ``step-too-large`` health check's;
        for SGLD :math:`\hat b = (\epsilon/8)\,n\beta^2\,\overline{\|\nabla L_B\|^2}`)
        at most ``max_step_bias`` of λ̂ (where that check does not cover the sampler, b̂ is
@@ -910,15 +915,26 @@ def _apply_rules(grid: _Measurements, step_grid: np.ndarray, **settings: Any
     tolerance = np.full(shape, np.nan)
     for j in range(shape[1]):
         for k in range(shape[2]):
+            column = dict(settings)
+            if _acceptance_swamped(grid.numbers["loss_rounding"][:, j, k]):
+                column["target_acceptance"] = (0.0, 1.0)  # rule 2a would read the rounding
             v, ref, ch, tol = step_verdicts(
                 step_grid, grid.numbers["llc"][:, j, k], grid.numbers["llc_mcse"][:, j, k],
                 grid.numbers["mala_acceptance"][:, j, k], grid.stable[:, j, k],
                 ran=grid.ran[:, j, k], step_bias=grid.numbers["step_bias"][:, j, k],
-                rhat=grid.numbers["rhat"][:, j, k], **settings)
+                rhat=grid.numbers["rhat"][:, j, k], **column)
             verdict[:, j, k] = np.where(grid.skipped[:, j, k], SKIPPED, v)
             reference[:, j, k] = np.where(ref >= 0, step_grid[np.maximum(ref, 0)], np.nan)
             change[:, j, k], tolerance[:, j, k] = ch, tol
     return verdict, reference, change, tolerance
+
+
+def _acceptance_swamped(rounding: np.ndarray) -> bool:
+    """Whether the loss's rounding swamps the MALA acceptance at these grid points
+    (:mod:`llc._precision`: a bfloat16 or float16 model)."""
+    finite = np.asarray(rounding, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return bool(finite.size) and bool(finite.max() >= ACCEPTANCE_ROUNDING_LIMIT)
 
 
 def _wanders(verdicts: np.ndarray, values: np.ndarray, reference: np.ndarray,
@@ -1053,7 +1069,8 @@ def _statistics(result: LLCResult) -> dict[str, float]:
                "ess_tail": lambda: result.ess_tail,
                "step_bias": lambda: _step_bias_ratio(result),
                "distance": lambda: _distance(result),
-               "num_params": lambda: result.attrs["num_params"]}
+               "num_params": lambda: result.attrs["num_params"],
+               "loss_rounding": lambda: result.attrs["loss_rounding"]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for name, get in getters.items():

@@ -229,7 +229,8 @@ def observables(
         raise TypeError("`eval_data` must be arrays sharing their rows, e.g. a tuple (x, y): "
                         "the per-sample losses are taken on all of it at once; got a "
                         f"{type(eval_data).__name__} (concatenate batches first)")
-    dataset = make_data(eval_data, num_data=None, batch_size=None, backend=backend, like=center)
+    dataset = make_data(eval_data, num_data=None, batch_size=None, backend=backend,
+                        like=backend.data_like(params))
     assert isinstance(dataset, ArrayData)  # a tuple is array data
     batch = dataset.arrays
     m = dataset.num_data

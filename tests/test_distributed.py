@@ -188,6 +188,8 @@ _CRASH_SCRIPT = textwrap.dedent('''
                 if os.path.exists(first):
                     os._exit(3)  # rank 1 dies mid-run, without a word
                 time.sleep(0.1)
+        if phase == "crash" and rank == 0 and os.path.exists(first):
+            time.sleep(0.05)  # slow enough that torchrun stops it before it ends
         return problem.loss(p, batch)
 
     # blocks of 200 steps: checkpoints at steps 200 and 400 (checkpoint_every=10), and 440
@@ -237,3 +239,31 @@ def test_a_killed_rank_resumes_from_its_own_checkpoint(tmp_path) -> None:
     for rank in (0, 1):
         np.testing.assert_array_equal(np.load(tmp_path / f"resumed{rank}.npy"),
                                       single.llc_trace)
+
+
+class _PeerGone:
+    """Process 0 of 2 whose peer has stopped: every exchange fails as a framework's does."""
+
+    rank, size = 0, 2
+
+    def all_gather(self, obj):
+        raise ConnectionError("Connection closed by peer [127.0.0.1]:29500")
+
+
+def test_a_failed_exchange_names_the_process_and_keeps_its_checkpoint(tmp_path,
+                                                                      monkeypatch) -> None:
+    """The final gather fails (the other process stopped): the error says which process
+    this is, which chains it ran and to relaunch with ``resume=``, and this process's
+    checkpoint holds all its chains' draws."""
+    from llc._checkpoint import saved_attrs
+
+    backend = llc.get_backend("numpy")
+    monkeypatch.setattr(type(backend), "process_group", lambda self: _PeerGone())
+    loss_fn, params, data = DLN.in_backend("numpy", 2000)
+    with pytest.raises(RuntimeError, match=r"process 0 of 2: exchanging .* failed "
+                       r"\(ConnectionError: .*\).*chains r, r \+ 2.*`resume=`"):
+        llc.estimate(loss_fn, params, data, step_size=1e-4, batch_size=100, num_chains=4,
+                     num_draws=50, num_burnin=10, seed=0, progress=False,
+                     checkpoint=tmp_path / "run.nc")
+    saved = saved_attrs(tmp_path / "run.rank0of2.nc")
+    assert int(saved["steps_done"]) == 60 and int(saved["processes"]) == 2

@@ -141,7 +141,10 @@ class TensorFlowBackend(BackendBase):
             return tf.cast(tensor, dtype) if dtype is not None else tensor
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        return np.array(_value(x).numpy(), copy=True)
+        value = _value(x)
+        if value.dtype == tf.bfloat16:  # not a NumPy dtype: float32 holds it exactly
+            value = tf.cast(value, tf.float32)
+        return np.array(value.numpy(), copy=True)
 
     def stack(self, xs: list[tf.Tensor]) -> tf.Tensor:
         with _on(xs[0]):
@@ -164,6 +167,11 @@ class TensorFlowBackend(BackendBase):
         # the flat vector then has the same order as with NumPy and PyTorch params.
         return tree_flatten(params)[0]
 
+    def data_like(self, params: Any) -> tf.Tensor:
+        values = [_value(leaf) for leaf in tree_flatten(params)[0]]
+        with _on(values[0]):
+            return tf.zeros((), _promote([value.dtype for value in values]))
+
     def ravel(self, params: Any) -> tuple[tf.Tensor, Callable[[tf.Tensor], Any]]:
         leaves, treedef = tree_flatten(params)
         values = [_value(leaf) for leaf in leaves]
@@ -179,6 +187,8 @@ class TensorFlowBackend(BackendBase):
                              "all on one device")
         dtypes = [value.dtype for value in values]
         dtype = _promote(dtypes)
+        if dtype.size < 4:  # the sampling state: at least float32 (llc._backend.ravel)
+            dtype = tf.float32
         shapes = [value.shape.as_list() for value in values]
         with _on(values[0]):
             flat = tf.concat([tf.reshape(tf.cast(value, dtype), [-1]) for value in values], 0)

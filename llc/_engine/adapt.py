@@ -41,7 +41,9 @@ law that the rejection rate grows about in proportion to the step (half-way, at 
 per window); where that law overshoots (the acceptance stays near 1 up to the stability
 limit), the steps of the recent half of the windows seen meeting and missing δ bracket ε and
 the step bisects the bracket (early windows expire: chains start at w*, and one noisy early
-window must not fix a bracket for good).
+window must not fix a bracket for good). Where the loss's rounding swamps the acceptance
+(:mod:`llc._precision`: bfloat16 and float16 models) neither this floor nor the runaway rule
+below reads it (``target=None``).
 The third is the divergence ceiling: a chain whose window turns non-finite, or runs away
 (mean acceptance below 0.1: an unstable step can carry a chain to 10⁴⁰ in 25 finite steps),
 is put back where the window began and counts as acceptance 0, and from then on ε stays at
@@ -217,7 +219,10 @@ class StepSizeTuner:
     num_steps
         Burn-in steps (the windows cover them; the last one may be shorter).
     target
-        δ, the floor of the windows' mean MALA acceptance.
+        δ, the floor of the windows' mean MALA acceptance; None where the acceptance
+        measures the loss's rounding rather than the step (:mod:`llc._precision`): then
+        neither the floor nor the runaway rule reads it, and the bias bound and the
+        divergence ceiling (non-finite chains) set ε.
     window
         Steps per window.
     own_batch
@@ -237,7 +242,7 @@ class StepSizeTuner:
     """
 
     def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
-                 noise: np.ndarray, *, num_steps: int, target: float, window: int,
+                 noise: np.ndarray, *, num_steps: int, target: float | None, window: int,
                  own_batch: bool = False,
                  noise_at: Callable[[Any, int, int], float] | None = None,
                  chain_ids: list[int] | None = None,
@@ -329,7 +334,7 @@ class StepSizeTuner:
                     f"{self.settings!r} does not report: give `step_size` as a number")
             if np.isfinite(loss).all() and np.isfinite(acceptance).all() \
                     and np.isfinite(position).all() and np.isfinite(square).all() \
-                    and acceptance.mean() >= _RUNAWAY_ACCEPTANCE:
+                    and (self.target is None or acceptance.mean() >= _RUNAWAY_ACCEPTANCE):
                 chain_power = square.mean()
                 if self.noise is not None:  # RMSProp-SGLD, own batch: Σ (ε_i/ε) Σ_B,ii
                     chain_power += nbeta**2 * float(np.sum(self.noise / self._denominator(state)))
@@ -382,8 +387,9 @@ class StepSizeTuner:
                     if math.isfinite(current.power) else log_step)
         if _still_rising(recent):  # λ̂ not settled: the bound may stop ε, not lower it
             log_bias = max(log_bias, log_step)
-        log_next = min(_acceptance_law(recent, log_step, current.acceptance, self.target),
-                       log_bias, log_step + _MAX_GROWTH, self.log_ceiling)
+        log_floor = (math.inf if self.target is None
+                     else _acceptance_law(recent, log_step, current.acceptance, self.target))
+        log_next = min(log_floor, log_bias, log_step + _MAX_GROWTH, self.log_ceiling)
         # at most ÷4 per window: one noisy window's λ̂ near 0 must not send ε to nothing
         self.log_step = max(log_next, min(current.log_step - _MAX_LOG_CHANGE, self.log_ceiling))
         return put_back, restart
@@ -417,7 +423,8 @@ class StepSizeTuner:
                 f"{self.history[0][1]:.3g} down to {self.history[-1][1]:.3g}); check "
                 "that `params` is a minimum of `loss_fn`, or raise `localization`")
         second_half = self.windows[len(self.windows) // 2:]
-        met = [w.log_step for w in second_half if w.acceptance >= self.target]
+        met = [w.log_step for w in second_half
+               if self.target is None or w.acceptance >= self.target]
         settled = met or [min(w.log_step for w in second_half)]
         late_llc = _pooled([w.llc for w in second_half])
         late_power = _pooled([w.power for w in second_half])
@@ -594,10 +601,24 @@ def minibatch_gradient_variance(posterior: LocalizedPosterior, backend: Backend,
                                 probes: int = _NOISE_PROBES) -> np.ndarray:
     """Σ_B,ii: the per-coordinate variance of the minibatch gradient at ``position`` (w* by
     default; its sum is tr Σ_B), from ``probes`` minibatches of a stream of its own (so the
-    chains' streams are untouched)."""
+    chains' streams are untouched). Welford's update, in place and in the gradient's
+    floating type (at least float32): three parameter-sized buffers and one gradient at a
+    time, whatever ``probes``."""
     at = posterior.center if position is None else position
     stream = dataset.stream(backend.fold_in(key, 0x5EED), 0)
-    grads = [backend.to_numpy(posterior.loss_and_grad(at, next(stream))[1])
-             for _ in range(probes)]
-    stacked = np.stack(grads).astype(np.float64)
-    return np.var(stacked, axis=0, ddof=1)
+    mean = m2 = scratch = np.empty(0)
+    for count in range(1, probes + 1):
+        grad = backend.to_numpy(posterior.loss_and_grad(at, next(stream))[1])  # a copy: ours
+        if count == 1:
+            mean = grad.astype(np.result_type(grad.dtype, np.float32), copy=False)
+            m2, scratch = np.zeros_like(mean), np.empty_like(mean)
+            continue
+        grad = grad.astype(mean.dtype, copy=False)
+        grad -= mean  # δ = g − mean
+        np.multiply(grad, grad, out=scratch)
+        scratch *= (count - 1) / count
+        m2 += scratch  # M2 += δ² (k − 1)/k
+        grad *= 1.0 / count
+        mean += grad
+    m2 /= probes - 1
+    return m2

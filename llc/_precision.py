@@ -1,0 +1,37 @@
+r"""What the model's floating-point precision lets the MALA acceptance see.
+
+The MALA acceptance (the ``low-mala-acceptance`` check, ``step_size="auto"``'s floor) is
+:math:`\min(1, e^{-\Delta})` with Δ containing nβ times a difference of two losses. A loss
+computed in precision u (the unit roundoff: 2⁻⁸ for bfloat16, 2⁻¹¹ for float16, 2⁻²⁴ for
+float32) carries rounding errors of about u·|L|, so Δ carries noise of about
+
+.. math::
+
+    r = n\beta\,u\,\lvert L_n(w^*)\rvert ,
+
+whatever the step. Noise of standard deviation σ in Δ lowers the mean acceptance by about
+σ/√(2π), so above r = 0.05 (0.02 of acceptance, the floor's whole tolerance 1 − 0.98) the
+acceptance measures the rounding, not the step: a bfloat16 network with nβ in the thousands
+has r of order 1 and acceptances near 0.5 at any step. There the acceptance is reported but
+not used, and the step is judged by the estimated step bias (:mod:`llc._bias`) alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["ACCEPTANCE_ROUNDING_LIMIT", "UNIT_ROUNDOFF", "loss_rounding"]
+
+#: Unit roundoff 2^−p of the floating dtypes a model may run in (p: significand bits).
+UNIT_ROUNDOFF = {"bfloat16": 2.0**-8, "float16": 2.0**-11, "float32": 2.0**-24,
+                 "float64": 2.0**-53}
+
+#: r above which the MALA acceptance is not used (module docs).
+ACCEPTANCE_ROUNDING_LIMIT = 0.05
+
+
+def loss_rounding(nbeta: float, loss: float, dtype: str) -> float:
+    """r = nβ·u·|L_n(w*)|: the rounding noise of the MALA log-ratio for a model whose params
+    are ``dtype`` (0 for a dtype not in :data:`UNIT_ROUNDOFF`, or a non-finite loss)."""
+    unit = UNIT_ROUNDOFF.get(dtype, 0.0)
+    return float(nbeta * unit * abs(loss)) if math.isfinite(loss) else 0.0
