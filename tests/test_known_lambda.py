@@ -78,7 +78,8 @@ def test_recovers_known_lambda_float32() -> None:
     for device in devices:
         params = {k: torch.tensor(v, dtype=torch.float32, device=device)
                   for k, v in params_np.items()}
-        result = llc.estimate(problem.loss, params, data_np, **SETTINGS)
+        result = llc.estimate(problem.loss, params, data_np, **SETTINGS,
+                              chain_method="vectorized")
         assert result.attrs["dtype"] == "float32"
         ok, message = recovery(result, problem.true_lambda)
         assert ok, f"{device}: {message}"
@@ -123,11 +124,13 @@ BROKEN = {
 @pytest.mark.parametrize("bug", list(BROKEN))
 @pytest.mark.parametrize("name", list(PROBLEMS))
 def test_negative_control_broken_sampler_fails(name: str, bug: str) -> None:
+    """4 chains × 2000 draws: the bugs' biases (−35 to −45 %, +100 %) are many times the
+    Monte Carlo error there, so the longer runs the accuracy tests need are not."""
     problem = PROBLEMS[name]
     data, params = problem.setup(NUM_DATA, seed=0)
     sampler = BrokenSGLD(step_size=SETTINGS["step_size"], **BROKEN[bug])
     result = llc.estimate(problem.loss_and_grad, params, data, **{
-        **SETTINGS, **OVERRIDES.get(name, {}), "sampler": sampler, "num_chains": 4})
+        **SETTINGS, "sampler": sampler, "num_chains": 4, "num_draws": 2000})
     ok, message = recovery(result, problem.true_lambda)
     assert not ok, f"a sampler with bug {bug!r} passed: {message}"
     # clearly wrong, not merely imprecise: off by more than 10 % plus 4 MCSE

@@ -168,7 +168,7 @@ def test_bfloat16_torch_reads_the_float32_lambda() -> None:
     MALA acceptance measures the loss's rounding there (r ≈ 8), so it is reported but the
     health check does not read it."""
     pytest.importorskip("torch")
-    full, low = dln_runs("torch", num_chains=6, num_draws=1000)
+    full, low = dln_runs("torch", num_chains=6, num_draws=1000, chain_method="vectorized")
     ok, message = paired(low, full, DLN.true_lambda)
     assert ok, message
     assert low.attrs["loss_rounding"] > ACCEPTANCE_ROUNDING_LIMIT > full.attrs["loss_rounding"]
