@@ -23,7 +23,7 @@ from ._engine.adapt import (_BIAS_TARGET, StepSizeTuner,
                      minibatch_gradient_variance, with_step_size)
 from ._backend import Backend, ProcessGroup, backend_for
 from ._data import ArrayData, DataSource, make_data
-from ._precision import ACCEPTANCE_ROUNDING_LIMIT, loss_rounding
+from ._precision import loss_rounding, narrower_than_float32
 from ._tree import tree_flatten
 from ._engine.plan import ChainPlan
 from ._engine.runner import ChainRun, RunnerState, run_chains
@@ -155,8 +155,9 @@ def estimate(
         0.98, the accurate-step band of :func:`llc.calibrate`). It is a safeguard, not the
         target: the step is set by its estimated bias. Adapting to an acceptance of 0.995
         instead gave a mean |error| of 4.6 % over the known-λ suite (docs/step_size_auto.md).
-        Not applied where the loss's rounding swamps the acceptance (bfloat16 and float16
-        parameters: ``attrs["loss_rounding"]`` above 0.05, docs/scale.md).
+        For bfloat16 and float16 parameters, whose rounding the acceptance measures as much
+        as the step, ``"auto"`` raises ``ValueError``: choose the step on the float32 model
+        (docs/scale.md).
     nbeta
         nβ, the effective inverse temperature; default ``n / log n`` with n the dataset size.
         Estimates with different nβ are not comparable: it is always recorded.
@@ -391,6 +392,15 @@ def estimate(
         separate_trace = trace_batch == "independent" and iterable and init.batches > 1
         reshuffles = _reshuffles(backend, dataset) if separate_trace else None
         init_loss = init.loss
+        param_dtype = backend.describe(backend.data_like(params))["dtype"]
+        rounding = loss_rounding(nbeta, init_loss, param_dtype)
+        if adapt and narrower_than_float32(param_dtype):
+            raise ValueError(
+                f"`step_size='auto'` keeps the MALA acceptance above a floor, and for a "
+                f"{param_dtype} model the acceptance measures the forward pass's rounding as "
+                f"much as the step (the loss's own rounding alone: nβ·u·|L_n(w*)| = "
+                f"{rounding:.2g}): pass `step_size` as a number, found with step_size='auto' "
+                "or llc.calibrate on the float32 model (docs/scale.md)")
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend,
                                        slope=init.grad)
         probe_losses = None if probe is None else _probe_losses(backend, probe, unravel,
@@ -416,13 +426,10 @@ def estimate(
                 return float(minibatch_gradient_variance(
                     posterior, backend, dataset, key, position=position,
                     probes=_NOISE_PROBES_PER_CHAIN).sum())
-        param_dtype = backend.describe(backend.data_like(params))["dtype"]
-        rounding = loss_rounding(nbeta, init_loss, param_dtype)
-        acceptance_floor = target_acceptance if rounding < ACCEPTANCE_ROUNDING_LIMIT else None
         tuner = None
         if tuning and noise is not None:
             tuner = _tuner_or_explain(settings, posterior, backend, noise,
-                                      num_burnin, acceptance_floor,
+                                      num_burnin, target_acceptance,
                                       own_batch=trace_batch == "own",
                                       noise_at=noise_at if momentum else None, group=group,
                                       chain_ids=list(mine))
@@ -487,10 +494,8 @@ def estimate(
             "chain_method": "vectorized" if vectorized else "sequential",
             "devices": "off" if chain_devices is None else ", ".join(map(str, chain_devices)),
             "step_size_adaptation": (
-                f"burn-in: estimated step bias <= {_BIAS_TARGET:g} λ̂, " + (
-                    f"MALA acceptance >= {target_acceptance}" if acceptance_floor is not None
-                    else f"MALA acceptance not used (loss rounding {rounding:.2g})")
-                if adapt else "off"),
+                f"burn-in: estimated step bias <= {_BIAS_TARGET:g} λ̂, MALA "
+                f"acceptance >= {target_acceptance}" if adapt else "off"),
             "step_size_history": "off",
             "gradient_noise_power": noise_power,
             "step_size_per_leaf": per_leaf_steps,
@@ -625,7 +630,7 @@ def _in_chain_order(per_process: list[list[ChainRun]], num_chains: int) -> list[
 
 
 def _tuner_or_explain(settings: SamplerSettings, posterior: LocalizedPosterior, backend: Backend,
-                      noise: np.ndarray, num_burnin: int, target: float | None,
+                      noise: np.ndarray, num_burnin: int, target: float,
                       own_batch: bool, noise_at: Callable[[Any, int, int], float] | None,
                       group: ProcessGroup | None, chain_ids: list[int]) -> StepSizeTuner:
     """The controller of the burn-in's step (``llc._adapt``), with a clear error for settings

@@ -41,9 +41,7 @@ law that the rejection rate grows about in proportion to the step (half-way, at 
 per window); where that law overshoots (the acceptance stays near 1 up to the stability
 limit), the steps of the recent half of the windows seen meeting and missing δ bracket ε and
 the step bisects the bracket (early windows expire: chains start at w*, and one noisy early
-window must not fix a bracket for good). Where the loss's rounding swamps the acceptance
-(:mod:`llc._precision`: bfloat16 and float16 models) neither this floor nor the runaway rule
-below reads it (``target=None``).
+window must not fix a bracket for good).
 The third is the divergence ceiling: a chain whose window turns non-finite, or runs away
 (mean acceptance below 0.1: an unstable step can carry a chain to 10⁴⁰ in 25 finite steps),
 is put back where the window began and counts as acceptance 0, and from then on ε stays at
@@ -219,10 +217,7 @@ class StepSizeTuner:
     num_steps
         Burn-in steps (the windows cover them; the last one may be shorter).
     target
-        δ, the floor of the windows' mean MALA acceptance; None where the acceptance
-        measures the loss's rounding rather than the step (:mod:`llc._precision`): then
-        neither the floor nor the runaway rule reads it, and the bias bound and the
-        divergence ceiling (non-finite chains) set ε.
+        δ, the floor of the windows' mean MALA acceptance.
     window
         Steps per window.
     own_batch
@@ -242,7 +237,7 @@ class StepSizeTuner:
     """
 
     def __init__(self, settings: Any, posterior: LocalizedPosterior, backend: Backend,
-                 noise: np.ndarray, *, num_steps: int, target: float | None, window: int,
+                 noise: np.ndarray, *, num_steps: int, target: float, window: int,
                  own_batch: bool = False,
                  noise_at: Callable[[Any, int, int], float] | None = None,
                  chain_ids: list[int] | None = None,
@@ -334,7 +329,7 @@ class StepSizeTuner:
                     f"{self.settings!r} does not report: give `step_size` as a number")
             if np.isfinite(loss).all() and np.isfinite(acceptance).all() \
                     and np.isfinite(position).all() and np.isfinite(square).all() \
-                    and (self.target is None or acceptance.mean() >= _RUNAWAY_ACCEPTANCE):
+                    and acceptance.mean() >= _RUNAWAY_ACCEPTANCE:
                 chain_power = square.mean()
                 if self.noise is not None:  # RMSProp-SGLD, own batch: Σ (ε_i/ε) Σ_B,ii
                     chain_power += nbeta**2 * float(np.sum(self.noise / self._denominator(state)))
@@ -387,9 +382,8 @@ class StepSizeTuner:
                     if math.isfinite(current.power) else log_step)
         if _still_rising(recent):  # λ̂ not settled: the bound may stop ε, not lower it
             log_bias = max(log_bias, log_step)
-        log_floor = (math.inf if self.target is None
-                     else _acceptance_law(recent, log_step, current.acceptance, self.target))
-        log_next = min(log_floor, log_bias, log_step + _MAX_GROWTH, self.log_ceiling)
+        log_next = min(_acceptance_law(recent, log_step, current.acceptance, self.target),
+                       log_bias, log_step + _MAX_GROWTH, self.log_ceiling)
         # at most ÷4 per window: one noisy window's λ̂ near 0 must not send ε to nothing
         self.log_step = max(log_next, min(current.log_step - _MAX_LOG_CHANGE, self.log_ceiling))
         return put_back, restart
@@ -423,8 +417,7 @@ class StepSizeTuner:
                 f"{self.history[0][1]:.3g} down to {self.history[-1][1]:.3g}); check "
                 "that `params` is a minimum of `loss_fn`, or raise `localization`")
         second_half = self.windows[len(self.windows) // 2:]
-        met = [w.log_step for w in second_half
-               if self.target is None or w.acceptance >= self.target]
+        met = [w.log_step for w in second_half if w.acceptance >= self.target]
         settled = met or [min(w.log_step for w in second_half)]
         late_llc = _pooled([w.llc for w in second_half])
         late_power = _pooled([w.power for w in second_half])
