@@ -18,7 +18,7 @@ import numbers
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -305,6 +305,9 @@ class BackendBase(abc.ABC):
 
     def leaves(self, params: PyTree) -> list[Array]:
         return tree_flatten(params)[0]
+
+    def data_like(self, params: PyTree) -> Array:
+        return cast(Backend, self).ravel(params)[0]  # the flat vector: right unless narrow
 
     def row_buffer(self, num_rows: int, num_columns: int) -> RowBuffer:
         return StackedRows(self.stack, self.to_numpy, num_rows, num_columns)

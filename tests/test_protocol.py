@@ -126,7 +126,13 @@ def test_every_bundled_adapter_builds_on_the_shared_base(backend) -> None:
         def to_numpy(self, x):
             return np.asarray(x)
 
+        def ravel(self, params):  # a widening ravel, as the protocol asks
+            return np.concatenate([np.ravel(leaf) for leaf in self.leaves(params)]
+                                  ).astype(np.float32), None
+
     lists = Lists()
+    # data take the flat vector's dtype unless the adapter says otherwise
+    assert lists.data_like({"w": np.zeros(2, np.float16)}).dtype == np.float32
     assert not lists.reuses_programs and lists.chain_transforms is None
     assert lists.split(lists.key(1), 2) == llc._rng.split(llc._rng.make_key(1), 2)
     table = lists.row_buffer(3, 2)
