@@ -268,10 +268,7 @@ class TorchBackend(BackendBase):
     # ---- params -------------------------------------------------------------------------
     def data_like(self, params: Any) -> torch.Tensor:
         leaves = tree_flatten(params)[0]
-        dtype = leaves[0].dtype
-        for leaf in leaves[1:]:
-            dtype = torch.promote_types(dtype, leaf.dtype)
-        return torch.zeros((), dtype=dtype, device=leaves[0].device)
+        return torch.zeros((), dtype=_promoted(leaves), device=leaves[0].device)
 
     def ravel(self, params: Any) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
         leaves, treedef = tree_flatten(params)
@@ -285,9 +282,8 @@ class TorchBackend(BackendBase):
         if len(devices) > 1:
             raise ValueError(f"`params` are spread over devices {sorted(map(str, devices))}; "
                              "expected all on one device")
-        dtype = torch.float32  # the sampling state: at least float32 (llc._backend.ravel)
-        for leaf in leaves:
-            dtype = torch.promote_types(dtype, leaf.dtype)
+        # the sampling state: at least float32 (llc._backend.ravel)
+        dtype = torch.promote_types(_promoted(leaves), torch.float32)
         shapes = [tuple(leaf.shape) for leaf in leaves]
         dtypes = [leaf.dtype for leaf in leaves]
         sizes = [math.prod(shape) for shape in shapes]
@@ -459,6 +455,14 @@ def _gradient(loss: torch.Tensor, leaf: torch.Tensor) -> tuple[torch.Tensor | No
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _promoted(leaves: list[torch.Tensor]) -> torch.dtype:
+    """The leaves' common dtype (torch's promotion)."""
+    dtype = leaves[0].dtype
+    for leaf in leaves[1:]:
+        dtype = torch.promote_types(dtype, leaf.dtype)
+    return dtype
 
 
 def _check_loss(loss: Any, flat: torch.Tensor) -> torch.Tensor:

@@ -361,9 +361,9 @@ def estimate(
     if adapt and isinstance(sampler, str) and langevin_equivalent_step(settings) is not None:
         settings = settings.with_curvature_equivalent_step(  # type: ignore[attr-defined]
             _AUTO_START)  # SGNHT: h = 1e-2
+    data_like = backend.data_like(params)  # floating data take the model's dtype
     dataset = make_data(data, num_data=num_data, batch_size=batch_size, backend=backend,
-                        like=backend.data_like(params),
-                        with_replacement=trace_batch == "independent")
+                        like=data_like, with_replacement=trace_batch == "independent")
     iterable = not isinstance(dataset, ArrayData)
     n = dataset.num_data
     nbeta = default_nbeta(n) if nbeta is None else positive_float("nbeta", nbeta)
@@ -392,7 +392,7 @@ def estimate(
         separate_trace = trace_batch == "independent" and iterable and init.batches > 1
         reshuffles = _reshuffles(backend, dataset) if separate_trace else None
         init_loss = init.loss
-        param_dtype = backend.describe(backend.data_like(params))["dtype"]
+        param_dtype = backend.describe(data_like)["dtype"]
         rounding = loss_rounding(nbeta, init_loss, param_dtype)
         if adapt and narrower_than_float32(param_dtype):
             raise ValueError(
@@ -404,7 +404,7 @@ def estimate(
         posterior = LocalizedPosterior(loss_and_grad, center, nbeta, localization, backend,
                                        slope=init.grad)
         probe_losses = None if probe is None else _probe_losses(backend, probe, unravel,
-                                                                backend.data_like(params))
+                                                                data_like)
         probe_center = None if probe_losses is None else probe_losses(center)
         every_key = backend.split(backend.key(seed), num_chains)
         # under a distributed launch this process runs the chains rank, rank + size, …

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 
 __all__ = ["ACCEPTANCE_ROUNDING_LIMIT", "UNIT_ROUNDOFF", "loss_rounding",
-           "narrower_than_float32"]
+           "narrower_than_float32", "swamps_acceptance"]
 
 #: Unit roundoff 2^−p of the floating dtypes a model may run in (p: significand bits).
 UNIT_ROUNDOFF = {"bfloat16": 2.0**-8, "float16": 2.0**-11, "float32": 2.0**-24,
@@ -36,6 +36,11 @@ UNIT_ROUNDOFF = {"bfloat16": 2.0**-8, "float16": 2.0**-11, "float32": 2.0**-24,
 
 #: r above which the MALA acceptance is not used (module docs).
 ACCEPTANCE_ROUNDING_LIMIT = 0.05
+
+
+def swamps_acceptance(rounding: float) -> bool:
+    """Whether a loss rounding r (:func:`loss_rounding`) swamps the MALA acceptance."""
+    return rounding >= ACCEPTANCE_ROUNDING_LIMIT
 
 
 def narrower_than_float32(dtype: str) -> bool:

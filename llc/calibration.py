@@ -59,7 +59,7 @@ import numpy as np
 
 from ._errors import AllChainsFailedError
 from ._estimate import default_nbeta, estimate
-from ._precision import ACCEPTANCE_ROUNDING_LIMIT
+from ._precision import swamps_acceptance
 from ._sweep import sweep
 from ._validate import positive_float, positive_int, run_counts, seed_value
 from .diagnostics import HealthThresholds, LLCHealthWarning, _Run
@@ -934,7 +934,7 @@ def _acceptance_swamped(rounding: np.ndarray) -> bool:
     (:mod:`llc._precision`: a bfloat16 or float16 model)."""
     finite = np.asarray(rounding, dtype=float)
     finite = finite[np.isfinite(finite)]
-    return bool(finite.size) and bool(finite.max() >= ACCEPTANCE_ROUNDING_LIMIT)
+    return bool(finite.size) and swamps_acceptance(float(finite.max()))
 
 
 def _wanders(verdicts: np.ndarray, values: np.ndarray, reference: np.ndarray,

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._bias import estimated_step_bias, noise_share
-from ._precision import ACCEPTANCE_ROUNDING_LIMIT
+from ._precision import swamps_acceptance
 from ._engine.adapt import _BIAS_TARGET
 from ._errors import ChainFailureWarning, Finding, LLCHealthWarning
 from .samplers import (langevin_equivalent_step, langevin_noise_equivalent_step,
@@ -310,7 +310,7 @@ class _Run:
         diagnosed, or the loss's rounding swamps the acceptance: :mod:`llc._precision`)."""
         values = self.result.sample_stats.get("mala_acceptance")
         if values is None or self.num_healthy == 0 \
-                or (_number(self.attrs.get("loss_rounding")) or 0.0) >= ACCEPTANCE_ROUNDING_LIMIT:
+                or swamps_acceptance(_number(self.attrs.get("loss_rounding")) or 0.0):
             return None
         values = np.asarray(values, dtype=np.float64)[self.healthy]
         count = int(np.isfinite(values).sum())
